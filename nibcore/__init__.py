@@ -1,0 +1,10 @@
+"""nibcore — Narrowing Information Bottleneck attribution for open_clip CLIP models."""
+
+from . import methods  # noqa: F401  (registers the methods)
+from .attribution import METHODS, Attribution, explain
+from .models import ClipModel, build_clip, load_model
+from .schedules import SCHEDULES
+
+__all__ = ["METHODS", "SCHEDULES", "Attribution", "ClipModel", "build_clip", "explain",
+           "load_model"]
+__version__ = "0.1.0"

@@ -1,0 +1,239 @@
+"""The attribution result, the method registry, map-making helpers and :func:`explain`.
+
+Every method is a subclass of :class:`Method` registered with :func:`register`; it turns a batch
+of pairs into *raw* scores (per token, or per pixel for perturbation methods). Everything after
+that — image maps, token scores, pass counts — happens here, once, for all methods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .inputs import prepare_pairs
+from .models import ClipModel, Tower
+
+SIDES = ("image", "text")
+
+#: Registered attribution methods, name -> class (filled by :func:`register`).
+METHODS: dict[str, type["Method"]] = {}
+
+
+# --- objectives ------------------------------------------------------------------------------
+
+def cosine(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Row-wise cosine similarity ``(B,)`` of ``(B, E)`` features with ``(B, E)`` targets."""
+    return F.cosine_similarity(features, target, dim=-1)
+
+
+def logit(model: ClipModel, features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The logit-scaled cosine ``(B,)``, as CLIP's contrastive head scores a pair."""
+    return model.clip.logit_scale.exp() * cosine(features, target)
+
+
+def other_features(model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor,
+                   side: str) -> torch.Tensor:
+    """The constant features ``(B, E)`` of the modality *not* being explained (no grad)."""
+    with torch.no_grad():
+        return model.encode_text(ids) if side == "image" else model.encode_image(pixels)
+
+
+def default_layer(tower: Tower) -> int:
+    """The paper's layer 9 of 12, scaled to the tower's depth: ``(3 * n_blocks) // 4``."""
+    return (3 * tower.n_blocks) // 4
+
+
+# --- maps ------------------------------------------------------------------------------------
+
+def minmax(x: torch.Tensor, dims: Sequence[int]) -> torch.Tensor:
+    """Min-max normalise to [0, 1] over ``dims``; a constant input maps to zeros."""
+    lo = x.amin(dim=tuple(dims), keepdim=True)
+    span = x.amax(dim=tuple(dims), keepdim=True) - lo
+    return torch.where(span > 0, (x - lo) / torch.where(span > 0, span, 1), torch.zeros_like(x))
+
+
+def token_grid(raw: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Patch scores ``(B, rows, cols)`` from per-token scores ``(B, 1 + rows*cols)`` (CLS dropped)."""
+    return raw[:, 1:].reshape(raw.shape[0], *grid)
+
+
+def image_map(raw: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """The paper's image map ``(B, H, W)`` in [0, 1]: drop CLS, patch grid, bilinear upsample
+    (``align_corners=False``), per-sample min-max. ``raw``: ``(B, 1 + rows*cols)``."""
+    patches = token_grid(raw, grid)[:, None]
+    up = F.interpolate(patches, size=size, mode="bilinear", align_corners=False)[:, 0]
+    return minmax(up, dims=(1, 2))
+
+
+# --- the result ------------------------------------------------------------------------------
+
+@dataclass
+class Attribution:
+    """One explained (image, text) pair.
+
+    ``scores``: image side ``(H, W)`` float32 in [0, 1] at the model's input size; text side
+    ``(T,)`` over the real tokens SOT..EOT, min-max normalised over them.
+    ``raw``: the signed scores before normalisation/upsampling — per token ``(1 + rows*cols,)``
+    with CLS (image) or ``(T,)`` with SOT/EOT (text); per pixel ``(H, W)`` for pixel-level methods.
+    ``f1`` / ``f0``: the objective at λ = 1 / λ = 0 where the method defines them (NIB).
+    ``passes``: forward/backward passes counted by instrumentation during the call that produced
+    this attribution (shared by the ``pairs`` pairs of that call).
+    """
+
+    method: str
+    side: str
+    text: str
+    scores: np.ndarray
+    raw: np.ndarray
+    tokens: list[str]
+    params: dict[str, Any]
+    passes: dict[str, int]
+    pairs: int = 1
+    f1: float | None = None
+    f0: float | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def completeness_gap(self) -> float | None:
+        """``raw.sum() - (f1 - f0)``: zero when the attributions are complete (Theorem 3)."""
+        if self.f1 is None or self.f0 is None:
+            return None
+        return float(self.raw.astype(np.float64).sum() - (self.f1 - self.f0))
+
+    @property
+    def content_scores(self) -> np.ndarray:
+        """Text side: the scores without SOT and EOT ``(T - 2,)`` (as displayed / as the paper's
+        text metric uses them)."""
+        if self.side != "text":
+            raise AttributeError("content_scores is defined for text-side attributions")
+        return self.scores[1:-1]
+
+    def __repr__(self) -> str:
+        gap = self.completeness_gap
+        extra = f", gap={gap:+.2e}" if gap is not None else ""
+        return (f"Attribution({self.method!r}, side={self.side!r}, text={self.text!r}, "
+                f"scores{tuple(self.scores.shape)}{extra})")
+
+
+@dataclass
+class RawResult:
+    """What a method returns for a batch of B pairs.
+
+    ``raw``: ``(B, N)`` per token of the explained tower (N = 1 + rows*cols, or the context
+    length C on the text side), or ``(B, H, W)`` per pixel when ``pixel_level``.
+    ``f1`` / ``f0``: ``(B,)`` or None. ``extras``: per-pair extra arrays (first dim B) or values.
+    """
+
+    raw: torch.Tensor
+    f1: torch.Tensor | None = None
+    f0: torch.Tensor | None = None
+    pixel_level: bool = False
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Method:
+    """Base class of attribution methods: validate parameters in ``__init__``, compute in
+    :meth:`attribute`. Parameters are keyword-only and stored in ``self.params``."""
+
+    name: ClassVar[str]
+    #: paper-faithful parameter defaults, overridable by keyword
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **params: Any):
+        unknown = set(params) - set(self.defaults)
+        if unknown:
+            raise TypeError(f"unknown parameter(s) {sorted(unknown)} for method {self.name!r}; "
+                            f"it takes {sorted(self.defaults)}")
+        self.params = {**self.defaults, **params}
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError``/``TypeError`` for bad parameter values."""
+
+    def attribute(self, model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor,
+                  side: str) -> RawResult:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.params})"
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator adding a method to :data:`METHODS` under ``cls.name``."""
+    METHODS[cls.name] = cls
+    return cls
+
+
+def check_positive_int(name: str, value: Any, minimum: int = 1) -> None:
+    """A ``ValueError`` naming ``name`` unless ``value`` is an int ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; choose one of {list(choices)}")
+
+
+# --- explain ---------------------------------------------------------------------------------
+
+def _to_attributions(model: ClipModel, method: Method, side: str, texts: list[str],
+                     ids: torch.Tensor, result: RawResult,
+                     passes: dict[str, int]) -> list[Attribution]:
+    raw = result.raw.detach().float()
+    if side == "image":
+        if result.pixel_level:
+            scores = minmax(raw, dims=(1, 2))
+        else:
+            scores = image_map(raw, model.grid, model.image_size)
+    lengths = model.text_length(ids).tolist()
+    out = []
+    for b, text in enumerate(texts):
+        if side == "image":
+            raw_b, score_b = raw[b], scores[b]
+        else:
+            raw_b = raw[b, : lengths[b]]
+            score_b = minmax(raw_b[None], dims=(1,))[0]
+        extras = {k: (v[b] if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == len(texts)
+                      else v) for k, v in result.extras.items()}
+        out.append(Attribution(
+            method=method.name, side=side, text=text,
+            scores=score_b.cpu().numpy().astype(np.float32),
+            raw=raw_b.cpu().numpy().astype(np.float32),
+            tokens=model.token_strings(ids[b]), params=dict(method.params), passes=dict(passes),
+            pairs=len(texts),
+            f1=None if result.f1 is None else float(result.f1[b]),
+            f0=None if result.f0 is None else float(result.f0[b]),
+            extras={k: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v
+                    for k, v in extras.items()}))
+    return out
+
+
+def explain(model: ClipModel, image, text: str | Sequence[str], method: str = "nib",
+            side: str = "image", **params: Any) -> Attribution | list[Attribution]:
+    """Explain why ``model`` matches ``image`` with ``text``.
+
+    ``image``: a PIL image, a normalised tensor ``(3, H, W)`` / ``(B, 3, H, W)``, or a list;
+    ``text``: a string or a list of strings, one per image (each text against its own image).
+    ``method``: a name in :data:`METHODS`; ``side``: ``"image"`` (a heatmap) or ``"text"``
+    (a score per token); ``params``: the method's parameters (e.g. NIB's ``layer``,
+    ``num_steps``, ``schedule``). Returns one :class:`Attribution`, or a list for list input.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; available: {sorted(METHODS)}")
+    check_choice("side", side, SIDES)
+    runner = METHODS[method](**params)
+    pixels, ids = prepare_pairs(model, image, text)
+    texts = [text] if isinstance(text, str) else list(text)
+    before = model.passes.snapshot()
+    result = runner.attribute(model, pixels, ids, side)
+    attributions = _to_attributions(model, runner, side, texts, ids, result,
+                                    model.passes.since(before))
+    single = isinstance(text, str)
+    return attributions[0] if single else attributions

@@ -1,0 +1,449 @@
+"""open_clip CLIP models, split at a transformer block.
+
+Every attribution method in :mod:`nibcore` reaches the network through :class:`ClipModel`:
+for each tower (``model.image`` and ``model.text``) it offers
+
+* ``embed(inputs) -> e``  ``(B, N, D)`` the input embedding (patches + CLS + positions, before
+  ``ln_pre``; token + positional embedding on the text side);
+* ``lower(inputs, layer) -> z``  ``(B, N, D)`` the hidden state *entering* block ``layer`` (0-based);
+* ``upper(z, layer, ids=None) -> feature``  ``(B, E)`` the projected (un-normalised) feature,
+  running blocks ``layer .. L-1`` and the head on ``z``.
+
+Every call is counted in ``model.passes`` (see :class:`PassCounter`), so pass counts are measured,
+not written down.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Callable, Sequence
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.transformer import ResidualAttentionBlock, text_global_pool
+
+#: The model name that loads our bundled offline CLIP (see ``data/MINI_CLIP_CARD.md``).
+MINI = "mini"
+_MINI_FILES = ("mini-clip.json", "mini-clip.safetensors")
+
+
+@dataclass
+class PassCounter:
+    """Counts the passes run through a model.
+
+    ``forward`` / ``backward`` count *calls* (a batch of rows run together is one pass, as the
+    paper counts RISE's batches); ``forward_rows`` / ``backward_rows`` count the rows (inputs) those
+    calls carried. ``lower`` and ``upper`` each count as one forward call; a backward is counted
+    when a gradient flows back through an ``upper`` call's output.
+    """
+
+    forward: int = 0
+    backward: int = 0
+    forward_rows: int = 0
+    backward_rows: int = 0
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(forward=self.forward, backward=self.backward,
+                    forward_rows=self.forward_rows, backward_rows=self.backward_rows)
+
+    def since(self, before: dict[str, int]) -> dict[str, int]:
+        """Passes run since ``before`` (a :meth:`snapshot`)."""
+        now = self.snapshot()
+        return {k: now[k] - before[k] for k in now}
+
+    def count_forward(self, rows: int) -> None:
+        self.forward += 1
+        self.forward_rows += rows
+
+    def watch_backward(self, out: torch.Tensor) -> None:
+        """Count one backward pass when a gradient reaches ``out``."""
+        if out.requires_grad:
+            rows = out.shape[0]
+
+            def hook(grad: torch.Tensor) -> None:
+                self.backward += 1
+                self.backward_rows += rows
+
+            out.register_hook(hook)
+
+
+@dataclass
+class AttentionRecorder:
+    """Asks ``upper`` to compute the attention of some blocks explicitly and keep it.
+
+    ``layers``: block indices to record (negative indices count from the end).
+    After the call, ``probs[i]`` is the attention of ``layers[i]``, ``(B, heads, N, N)``, a
+    non-leaf tensor with ``retain_grad()`` so ``probs[i].grad`` is available after backward.
+    """
+
+    layers: Sequence[int]
+    probs: list[torch.Tensor] = field(default_factory=list)
+
+
+def _block_with_attention(block: torch.nn.Module, x: torch.Tensor,
+                          attn_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One standard open_clip residual block with its attention probabilities made explicit.
+
+    Numerically the same function as ``block(x, attn_mask)``; returns ``(out, probs)`` with
+    ``probs`` of shape ``(B, heads, N, N)``.
+    """
+    if not isinstance(block, ResidualAttentionBlock) or hasattr(block, "ln_1_kv"):
+        raise NotImplementedError(
+            f"explicit attention is implemented for open_clip's ResidualAttentionBlock, "
+            f"not {type(block).__name__}")
+    mha = block.attn
+    b, n, d = x.shape
+    heads = mha.num_heads
+    h = block.ln_1(x)
+    q, k, v = F.linear(h, mha.in_proj_weight, mha.in_proj_bias).chunk(3, dim=-1)
+    q, k, v = (t.reshape(b, n, heads, d // heads).transpose(1, 2) for t in (q, k, v))
+    scores = q @ k.transpose(-2, -1) / math.sqrt(d // heads)
+    if attn_mask is not None:
+        scores = scores + attn_mask.to(scores.dtype)
+    probs = scores.softmax(dim=-1)
+    if probs.requires_grad:
+        probs.retain_grad()
+    attended = (probs @ v).transpose(1, 2).reshape(b, n, d)
+    x = x + block.ls_1(mha.out_proj(attended))
+    x = x + block.ls_2(block.mlp(block.ln_2(x)))
+    return x, probs
+
+
+class Tower:
+    """One tower of a CLIP model, split at a block. Subclasses define embedding and head."""
+
+    side: str
+
+    def __init__(self, clip: torch.nn.Module, passes: PassCounter):
+        self.clip = clip
+        self.passes = passes
+
+    # --- to be defined by each tower -------------------------------------------------------
+    @property
+    def blocks(self) -> torch.nn.ModuleList:
+        raise NotImplementedError
+
+    @property
+    def attn_mask(self) -> torch.Tensor | None:
+        return None
+
+    def embed(self, inputs: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def enter(self, e: torch.Tensor) -> torch.Tensor:
+        """From the input embedding to the state entering block 0."""
+        return e
+
+    def head(self, x: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    # --- shared -----------------------------------------------------------------------------
+    @property
+    def n_blocks(self) -> int:
+        return len(self.blocks)
+
+    def check_layer(self, layer: int) -> int:
+        """Validate a block index: ``0 <= layer < n_blocks``."""
+        if isinstance(layer, bool) or not isinstance(layer, int):
+            raise TypeError(f"layer must be an int, got {type(layer).__name__}")
+        if not 0 <= layer < self.n_blocks:
+            raise ValueError(
+                f"layer {layer} is out of range for the {self.side} tower, which has "
+                f"{self.n_blocks} blocks: use 0 <= layer <= {self.n_blocks - 1}")
+        return layer
+
+    def run_blocks(self, x: torch.Tensor, start: int, stop: int,
+                   attention: AttentionRecorder | None = None) -> torch.Tensor:
+        """Run blocks ``start .. stop-1`` on ``x`` ``(B, N, D)``."""
+        record = set()
+        if attention is not None:
+            record = {i % self.n_blocks for i in attention.layers}
+        for i in range(start, stop):
+            block = self.blocks[i]
+            if i in record:
+                x, probs = _block_with_attention(block, x, self.attn_mask)
+                attention.probs.append(probs)
+            else:
+                x = block(x, attn_mask=self.attn_mask)
+        return x
+
+    def lower(self, inputs: torch.Tensor, layer: int) -> torch.Tensor:
+        """The hidden state entering block ``layer``: ``(B, N, D)``."""
+        self.check_layer(layer)
+        self.passes.count_forward(inputs.shape[0])
+        return self.run_blocks(self.enter(self.embed(inputs)), 0, layer)
+
+    def upper(self, z: torch.Tensor, layer: int, ids: torch.Tensor | None = None,
+              attention: AttentionRecorder | None = None) -> torch.Tensor:
+        """Projected feature ``(B, E)`` from the state ``z`` ``(B, N, D)`` entering block ``layer``.
+
+        ``ids`` ``(B, C)``: the token ids (text side, for pooling at EOT).
+        """
+        if layer != self.n_blocks:  # n_blocks itself means "only the head"
+            self.check_layer(layer)
+        self.passes.count_forward(z.shape[0])
+        out = self.head(self.run_blocks(z, layer, self.n_blocks, attention), ids)
+        self.passes.watch_backward(out)
+        return out
+
+    def from_embedding(self, e: torch.Tensor, ids: torch.Tensor | None = None,
+                       attention: AttentionRecorder | None = None) -> torch.Tensor:
+        """Projected feature ``(B, E)`` from an input embedding ``e`` (see :meth:`embed`)."""
+        return self.upper(self.enter(e), 0, ids, attention)
+
+
+class ImageTower(Tower):
+    side = "image"
+
+    @property
+    def visual(self) -> torch.nn.Module:
+        return self.clip.visual
+
+    @property
+    def blocks(self) -> torch.nn.ModuleList:
+        return self.visual.transformer.resblocks
+
+    def embed(self, pixels: torch.Tensor) -> torch.Tensor:
+        v = self.visual
+        x = v.conv1(pixels)
+        x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
+        cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        return torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
+
+    def enter(self, e: torch.Tensor) -> torch.Tensor:
+        return self.visual.ln_pre(e)
+
+    def head(self, x: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor:
+        pooled, _ = self.visual._pool(x)
+        return pooled @ self.visual.proj if self.visual.proj is not None else pooled
+
+
+class TextTower(Tower):
+    side = "text"
+
+    def _part(self, name: str):
+        # open_clip's CLIP keeps the text tower's parts on the model itself; CustomTextCLIP in `.text`.
+        owner = self.clip.text if hasattr(self.clip, "text") else self.clip
+        return getattr(owner, name)
+
+    @property
+    def blocks(self) -> torch.nn.ModuleList:
+        return self._part("transformer").resblocks
+
+    @property
+    def attn_mask(self) -> torch.Tensor | None:
+        return self._part("attn_mask")
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        e = self._part("token_embedding")(ids)
+        return e + self._part("positional_embedding").to(e.dtype)
+
+    def head(self, x: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor:
+        if ids is None:
+            raise ValueError("the text tower needs the token ids to pool at the end-of-text token")
+        x = self._part("ln_final")(x)
+        pooled = text_global_pool(x, ids, self._part("text_pool_type"),
+                                  eos_token_id=getattr(self.clip, "text_eos_id", None))
+        proj = self._part("text_projection")
+        if proj is None:
+            return pooled
+        return proj(pooled) if isinstance(proj, torch.nn.Linear) else pooled @ proj
+
+
+class ClipModel:
+    """An open_clip CLIP with its preprocessing and tokenizer, split-able at any block.
+
+    Attributes: ``clip`` (the open_clip model, eval mode, parameters frozen), ``preprocess``
+    (PIL image -> normalised tensor ``(3, H, W)``), ``tokenizer``, ``image`` / ``text`` towers,
+    ``passes`` (a :class:`PassCounter`).
+    """
+
+    def __init__(self, clip: torch.nn.Module, preprocess: Callable, tokenizer, name: str = "custom",
+                 mean: Sequence[float] = open_clip.OPENAI_DATASET_MEAN,
+                 std: Sequence[float] = open_clip.OPENAI_DATASET_STD):
+        if not hasattr(clip, "visual") or not hasattr(clip.visual, "conv1"):
+            raise TypeError("ClipModel needs an open_clip CLIP with a VisionTransformer image tower")
+        self.clip = clip.eval().requires_grad_(False).float()
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.name = name
+        self.mean, self.std = tuple(mean), tuple(std)  # of the preprocessing's normalisation
+        self.passes = PassCounter()
+        self.image = ImageTower(self.clip, self.passes)
+        self.text = TextTower(self.clip, self.passes)
+
+    def __repr__(self) -> str:
+        return (f"ClipModel({self.name!r}, image {self.image_size[0]}x{self.image_size[1]}, grid "
+                f"{self.grid[0]}x{self.grid[1]}, blocks image={self.image.n_blocks} "
+                f"text={self.text.n_blocks}, context={self.context_length}, device={self.device})")
+
+    # --- geometry -----------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.clip.parameters()).device
+
+    def to(self, device: str | torch.device) -> "ClipModel":
+        self.clip.to(device)
+        return self
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        size = self.clip.visual.image_size
+        return (size, size) if isinstance(size, int) else tuple(size)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Patch grid ``(rows, cols)``: 7x7 for ViT-B/32 at 224 px."""
+        return tuple(self.clip.visual.grid_size)
+
+    @property
+    def context_length(self) -> int:
+        return int(self.text.attn_mask.shape[0]) if self.text.attn_mask is not None else \
+            int(self.text._part("positional_embedding").shape[0])
+
+    def tower(self, side: str) -> Tower:
+        if side not in ("image", "text"):
+            raise ValueError(f"side must be 'image' or 'text', got {side!r}")
+        return self.image if side == "image" else self.text
+
+    # --- text ---------------------------------------------------------------------------------
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        """Token ids ``(B, C)``; raises on empty text or text longer than the context."""
+        for t in texts:
+            if not isinstance(t, str):
+                raise TypeError(f"texts must be strings, got {type(t).__name__}")
+            n = len(self.tokenizer.encode(t)) if hasattr(self.tokenizer, "encode") else None
+            if not t.strip() or n == 0:
+                raise ValueError("empty text: give a caption with at least one word")
+            if n is not None and n + 2 > self.context_length:
+                raise ValueError(
+                    f"text is {n} tokens long, but this model's context holds "
+                    f"{self.context_length - 2} (+ start/end tokens): shorten {t[:40]!r}...")
+        return self.tokenizer(list(texts)).to(self.device)
+
+    @staticmethod
+    def text_length(ids: torch.Tensor) -> torch.Tensor:
+        """Number of real tokens SOT..EOT per row ``(B,)`` (EOT has the largest id)."""
+        return ids.argmax(dim=-1) + 1
+
+    def token_strings(self, ids: torch.Tensor) -> list[str]:
+        """The strings of the real tokens SOT..EOT of one row ``(C,)``."""
+        n = int(self.text_length(ids[None])[0])
+        decoder = getattr(self.tokenizer, "decoder", None)
+        out = []
+        for i in ids[:n].tolist():
+            s = decoder[i] if decoder is not None else str(i)
+            if hasattr(self.tokenizer, "byte_decoder"):
+                s = bytearray(self.tokenizer.byte_decoder[c] for c in s).decode("utf-8", "replace")
+            out.append(s.replace("</w>", ""))
+        return out
+
+    # --- whole towers -------------------------------------------------------------------------
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Projected image features ``(B, E)`` from normalised pixels ``(B, 3, H, W)``."""
+        return self.image.from_embedding(self.image.embed(pixels))
+
+    def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
+        """Projected text features ``(B, E)`` from token ids ``(B, C)``."""
+        return self.text.from_embedding(self.text.embed(ids), ids)
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+def _bundled_file(name: str) -> Path:
+    """A file of the bundled data: the repository's ``data/`` (clone, editable install) or the
+    installed package ``nibcore._bundled`` (``pip install git+...``)."""
+    candidates = [Path(__file__).resolve().parent.parent / "data" / name]
+    try:
+        candidates.append(Path(str(resources.files("nibcore._bundled") / name)))
+    except (ModuleNotFoundError, TypeError):
+        pass
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"bundled file {name!r} not found (looked in {', '.join(map(str, candidates))}); "
+        "reinstall nibcore from the repository, or clone it")
+
+
+def build_clip(model_cfg: dict, image_size: int | None = None, mean: Sequence[float] | None = None,
+               std: Sequence[float] | None = None, name: str = "custom",
+               state_dict: dict | None = None) -> ClipModel:
+    """A :class:`ClipModel` from an open_clip ``CLIP`` config dict (``embed_dim``,
+    ``vision_cfg``, ``text_cfg``, ...), randomly initialised unless ``state_dict`` is given."""
+    clip = open_clip.model.CLIP(**model_cfg)
+    if state_dict is not None:
+        clip.load_state_dict({k: v.float() for k, v in state_dict.items()})
+    size = image_size or clip.visual.image_size
+    size = size if isinstance(size, int) else size[0]
+    mean = tuple(mean or open_clip.OPENAI_DATASET_MEAN)
+    std = tuple(std or open_clip.OPENAI_DATASET_STD)
+    preprocess = open_clip.transform.image_transform(size, is_train=False, mean=mean, std=std)
+    context = model_cfg.get("text_cfg", {}).get("context_length", 77)
+    tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=context)
+    return ClipModel(clip, preprocess, tokenizer, name, mean, std)
+
+
+def _load_mini() -> ClipModel:
+    from safetensors.torch import load_file
+
+    cfg = json.loads(_bundled_file(_MINI_FILES[0]).read_text())
+    weights = load_file(str(_bundled_file(_MINI_FILES[1])))
+    return build_clip(cfg["model_cfg"], cfg.get("image_size"), cfg.get("mean"), cfg.get("std"),
+                      name=MINI, state_dict=weights)
+
+
+def _looks_like_path(pretrained: str) -> bool:
+    return any(s in pretrained for s in ("/", "\\")) or pretrained.endswith(
+        (".pt", ".pth", ".bin", ".safetensors", ".ckpt"))
+
+
+def load_model(name: str = MINI, pretrained: str | None = None,
+               device: str | torch.device | None = None) -> ClipModel:
+    """Load a CLIP model as a :class:`ClipModel`.
+
+    ``name``: ``"mini"`` (our bundled offline model) or any open_clip model name (e.g.
+    ``"ViT-B-32"``; for OpenAI weights ``"ViT-B-32-quickgelu"`` matches their architecture).
+    ``pretrained``: ``None`` (random weights), an open_clip tag such as ``"openai"`` (downloads:
+    needs network, e.g. Colab) or a local checkpoint path (offline).
+    ``device``: defaults to CUDA when available, else CPU.
+    """
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if name == MINI:
+        if pretrained is not None:
+            raise ValueError("the bundled 'mini' model has its own weights: leave pretrained=None")
+        return _load_mini().to(device)
+    known = open_clip.list_models()
+    if name not in known:
+        close = difflib.get_close_matches(name, known + [MINI], n=3)
+        raise ValueError(f"unknown model name {name!r}; did you mean {close}? "
+                         f"Use 'mini' or a name from open_clip.list_models().")
+    if pretrained is not None and _looks_like_path(pretrained):
+        if not Path(pretrained).is_file():
+            raise FileNotFoundError(f"checkpoint file not found: {pretrained}")
+    elif pretrained is not None:
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        if pretrained not in tags:
+            raise ValueError(f"unknown pretrained tag {pretrained!r} for {name}; "
+                             f"known tags: {tags}, or pass a local checkpoint path")
+    try:
+        clip, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained,
+                                                                   device=device)
+    except Exception as err:  # network errors come in many types (OSError, HF hub, urllib)
+        if pretrained is None or _looks_like_path(pretrained):
+            raise
+        raise RuntimeError(
+            f"could not download the {pretrained!r} weights of {name} ({type(err).__name__}: "
+            f"{err}). Without network access, pass a local checkpoint file with "
+            f"pretrained='/path/to/weights.pt' or use load_model('mini'), our bundled offline "
+            f"model.") from err
+    return ClipModel(clip, preprocess, open_clip.get_tokenizer(name),
+                     name if pretrained is None else f"{name}:{Path(pretrained).name}",
+                     getattr(clip.visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN,
+                     getattr(clip.visual, "image_std", None) or open_clip.OPENAI_DATASET_STD)

@@ -1,0 +1,234 @@
+"""Deterministic training of the bundled mini CLIP on :mod:`nibcore.scenes`.
+
+    python -m nibcore.train_mini --out data/ [--steps N --threads 1 --seed 0 --run-dir DIR]
+
+Every step draws its batch from ``(seed, step)`` alone, and checkpoints hold the model, optimiser,
+schedule and torch RNG state, so a run resumes bit-identically from ``DIR/ckpt.pt`` (same thread
+count required). ``--export-only`` writes the latest checkpoint to ``--out`` without training.
+
+Loss = symmetric InfoNCE between scene images and their captions (captions naming the same object
+set count as matches; object order shuffled) + a per-phrase loss: every image is scored against all
+``len(COLOURS) * len(SHAPES)`` "a <colour> <shape>" phrases with a sigmoid (present / absent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from safetensors.torch import load_file, save_file
+
+from nibcore import scenes
+
+CONTEXT_LENGTH = 20
+MODEL_CFG: dict[str, Any] = {
+    "embed_dim": 128,
+    "vision_cfg": {"image_size": scenes.IMAGE_SIZE, "patch_size": 8, "width": 128, "layers": 6, "head_width": 32},
+    "text_cfg": {"context_length": CONTEXT_LENGTH, "vocab_size": 49408, "width": 128, "heads": 2, "layers": 4},
+    "quick_gelu": False,
+}
+MEAN: tuple[float, float, float] = tuple(OPENAI_DATASET_MEAN)
+STD: tuple[float, float, float] = tuple(OPENAI_DATASET_STD)
+DEFAULT_RUN_DIR = Path("/work/mini_runs/main")
+
+
+def build_model() -> open_clip.model.CLIP:
+    """A freshly initialised mini CLIP (uses the torch RNG)."""
+    return open_clip.model.CLIP(**MODEL_CFG)
+
+
+def load_mini(data_dir: str | Path = "data") -> tuple[open_clip.model.CLIP, Any, Any, dict[str, Any]]:
+    """Load the bundled model the way ``nibcore.models.load_model("mini")`` does.
+
+    Returns ``(model in eval mode, float32; preprocess PIL -> (3, S, S); tokenizer; config dict)``.
+    """
+    data_dir = Path(data_dir)
+    cfg = json.loads((data_dir / "mini-clip.json").read_text())
+    model = open_clip.model.CLIP(**cfg["model_cfg"])
+    state = {k: v.float() for k, v in load_file(str(data_dir / "mini-clip.safetensors")).items()}
+    model.load_state_dict(state)
+    model.eval()
+    preprocess = open_clip.transform.image_transform(cfg["image_size"], is_train=False, mean=cfg["mean"], std=cfg["std"])
+    tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=cfg["context_length"])
+    return model, preprocess, tokenizer, cfg
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """(B, S, S, 3) uint8 -> (B, 3, S, S) float32 normalised as the eval transform does."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def make_batch(seed: int, step: int, batch: int) -> tuple[np.ndarray, list[str], list[frozenset[str]]]:
+    """Training batch for ``step``: images (B, S, S, 3) uint8, captions, object sets."""
+    rng = np.random.default_rng([seed, step])
+    idx = rng.integers(0, len(scenes.TRAIN_SEEDS), size=batch)
+    images, captions, sets = [], [], []
+    for i in idx:
+        img, _, _, colours, shapes = scenes.render(scenes.TRAIN_SEEDS[int(i)])
+        objs = [f"{c} {s}" for c, s in zip(colours, shapes)]
+        order = rng.permutation(len(objs))
+        images.append(img)
+        captions.append(scenes.caption_of([objs[j] for j in order]))
+        sets.append(frozenset(objs))
+    return np.stack(images), captions, sets
+
+
+def _param_groups(model: torch.nn.Module, extra: list[torch.nn.Parameter], wd: float) -> list[dict[str, Any]]:
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2] + extra
+    return [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_at(step: int, total: int, peak: float, warmup_frac: float = 0.05) -> float:
+    """Linear warm-up then cosine decay to 0."""
+    warm = max(1, int(total * warmup_frac))
+    if step < warm:
+        return peak * (step + 1) / warm
+    return 0.5 * peak * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+
+def losses(
+    model: open_clip.model.CLIP,
+    phrase_head: torch.Tensor,
+    images: torch.Tensor,
+    caption_tokens: torch.Tensor,
+    sets: list[frozenset[str]],
+    phrase_tokens: torch.Tensor,
+    phrase_list: list[str],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(contrastive loss, per-phrase loss). ``phrase_head`` = [scale, bias] of the phrase sigmoid."""
+    img = F.normalize(model.encode_image(images), dim=-1)
+    txt = F.normalize(model.encode_text(torch.cat([caption_tokens, phrase_tokens])), dim=-1)
+    cap, phr = txt[: len(sets)], txt[len(sets) :]
+    scale = model.logit_scale.exp()
+    logits = scale * img @ cap.T
+    same = torch.tensor([[a == b for b in sets] for a in sets], dtype=torch.float32)
+    target = same / same.sum(1, keepdim=True)
+    contrastive = 0.5 * (
+        torch.sum(-target * F.log_softmax(logits, 1), 1).mean()
+        + torch.sum(-target * F.log_softmax(logits.T, 1), 1).mean()
+    )
+    present = torch.tensor([[p in s for p in phrase_list] for s in sets], dtype=torch.float32)
+    phrase_logits = phrase_head[0] * img @ phr.T + phrase_head[1]
+    phrase = F.binary_cross_entropy_with_logits(phrase_logits, present) * len(phrase_list) / 3
+    return contrastive, phrase
+
+
+def export(model: open_clip.model.CLIP, out: Path, steps: int, seed: int, threads: int) -> str:
+    """Write ``out/mini-clip.safetensors`` (fp16) and ``out/mini-clip.json``; return the sha256."""
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    path = out / "mini-clip.safetensors"
+    save_file(state, str(path))
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    meta = {
+        "model_cfg": MODEL_CFG,
+        "mean": list(MEAN),
+        "std": list(STD),
+        "image_size": scenes.IMAGE_SIZE,
+        "context_length": CONTEXT_LENGTH,
+        "sha256": sha,
+        "threads": threads,
+        "seed": seed,
+        "steps": steps,
+    }
+    (out / "mini-clip.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return sha
+
+
+def train(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    run_dir = Path(args.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = run_dir / "ckpt.pt"
+    model = build_model()
+    phrase_head = torch.nn.Parameter(torch.tensor([10.0, -5.0]))
+    opt = torch.optim.AdamW(_param_groups(model, [phrase_head], args.wd), lr=args.lr, betas=(0.9, 0.98), eps=1e-6)
+    step = 0
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, weights_only=False)
+        model.load_state_dict(ck["model"])
+        phrase_head.data.copy_(ck["phrase_head"])
+        opt.load_state_dict(ck["opt"])
+        torch.set_rng_state(ck["torch_rng"])
+        step = ck["step"]
+        if ck["args"]["threads"] != args.threads or ck["args"]["seed"] != args.seed:
+            raise ValueError("resume needs the same --threads and --seed as the checkpoint")
+        print(f"resumed at step {step}", flush=True)
+    if args.export_only:
+        sha = export(model, Path(args.out), step, args.seed, args.threads)
+        print(f"exported step {step} sha256 {sha}", flush=True)
+        return
+    tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=CONTEXT_LENGTH)
+    phrase_list = scenes.phrases()
+    phrase_tokens = tokenizer([f"a {p}" for p in phrase_list])
+    model.train()
+    log = open(run_dir / "log.txt", "a")
+    t0 = time.time()
+    while step < args.steps:
+        lr = lr_at(step, args.steps, args.lr)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        imgs, caps, sets = make_batch(args.seed, step, args.batch)
+        con, phr = losses(model, phrase_head, to_tensor(imgs), tokenizer(caps), sets, phrase_tokens, phrase_list)
+        loss = con + args.phrase_weight * phr
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(model.parameters()) + [phrase_head], 1.0)
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        step += 1
+        if step % 10 == 0 or step == args.steps:
+            msg = f"step {step} loss {loss.item():.4f} con {con.item():.4f} phr {phr.item():.4f} lr {lr:.2e} t {time.time() - t0:.0f}s"
+            print(msg, flush=True)
+            log.write(msg + "\n")
+            log.flush()
+        if step % args.save_every == 0 or step == args.steps:
+            ck = {
+                "model": model.state_dict(),
+                "phrase_head": phrase_head.detach().clone(),
+                "opt": opt.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "step": step,
+                "args": vars(args),
+            }
+            torch.save(ck, run_dir / "ckpt.tmp")
+            (run_dir / "ckpt.tmp").replace(ckpt_path)
+    model.eval()
+    sha = export(model, Path(args.out), step, args.seed, args.threads)
+    print(f"exported step {step} sha256 {sha}", flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", default="data")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--wd", type=float, default=0.1)
+    p.add_argument("--phrase-weight", type=float, default=1.0)
+    p.add_argument("--save-every", type=int, default=50)
+    p.add_argument("--run-dir", default=str(DEFAULT_RUN_DIR))
+    p.add_argument("--export-only", action="store_true")
+    train(p.parse_args())
+
+
+if __name__ == "__main__":
+    main()
