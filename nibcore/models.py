@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import socket
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -404,6 +405,22 @@ def _looks_like_path(pretrained: str) -> bool:
         (".pt", ".pth", ".bin", ".safetensors", ".ckpt"))
 
 
+def network_available(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """Whether ``host`` (where open_clip downloads weights from) can be reached."""
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _offline_error(name: str, pretrained: str, cause: str) -> RuntimeError:
+    return RuntimeError(
+        f"could not download the {pretrained!r} weights of {name} ({cause}). Without network "
+        f"access, pass a local checkpoint file with pretrained='/path/to/weights.pt' or use "
+        f"load_model('mini'), our bundled offline model.")
+
+
 def load_model(name: str = MINI, pretrained: str | None = None,
                device: str | torch.device | None = None) -> ClipModel:
     """Load a CLIP model as a :class:`ClipModel`.
@@ -432,17 +449,15 @@ def load_model(name: str = MINI, pretrained: str | None = None,
         if pretrained not in tags:
             raise ValueError(f"unknown pretrained tag {pretrained!r} for {name}; "
                              f"known tags: {tags}, or pass a local checkpoint path")
+        if not network_available():
+            raise _offline_error(name, pretrained, "no network: huggingface.co is unreachable")
     try:
         clip, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained,
                                                                    device=device)
     except Exception as err:  # network errors come in many types (OSError, HF hub, urllib)
         if pretrained is None or _looks_like_path(pretrained):
             raise
-        raise RuntimeError(
-            f"could not download the {pretrained!r} weights of {name} ({type(err).__name__}: "
-            f"{err}). Without network access, pass a local checkpoint file with "
-            f"pretrained='/path/to/weights.pt' or use load_model('mini'), our bundled offline "
-            f"model.") from err
+        raise _offline_error(name, pretrained, f"{type(err).__name__}: {err}") from err
     return ClipModel(clip, preprocess, open_clip.get_tokenizer(name),
                      name if pretrained is None else f"{name}:{Path(pretrained).name}",
                      getattr(clip.visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN,

@@ -1,0 +1,190 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import nibcore
+from nibcore.attribution import cosine
+
+
+@pytest.mark.parametrize("side", ["image", "text"])
+def test_completeness_schedule_closes_the_gap(tiny, picture, side):
+    a = nibcore.explain(tiny, picture, "a red circle", side=side, schedule="completeness")
+    assert abs(a.f1 - a.f0) > 1e-3
+    assert abs(a.completeness_gap) / abs(a.f1 - a.f0) < 1e-3
+
+
+@pytest.mark.parametrize("side", ["image", "text"])
+def test_paper_schedule_reports_its_gap(tiny, picture, side):
+    a = nibcore.explain(tiny, picture, "a red circle", side=side)
+    assert a.params["schedule"] == "paper"
+    assert np.isfinite(a.completeness_gap)
+    assert a.completeness_gap == pytest.approx(float(a.raw.astype(np.float64).sum()) - (a.f1 - a.f0))
+
+
+def test_f1_and_f0_are_the_objective_at_the_ends(tiny, picture):
+    a = nibcore.explain(tiny, picture, "a red circle", side="image")
+    pixels = tiny.preprocess(picture)[None]
+    ids = tiny.tokenize(["a red circle"])
+    with torch.no_grad():
+        text = tiny.encode_text(ids)
+        assert a.f1 == pytest.approx(float(cosine(tiny.encode_image(pixels), text)), abs=1e-5)
+        z = tiny.image.lower(pixels, a.extras["layer"])
+        f0 = cosine(tiny.image.upper(0 * z, a.extras["layer"]), text)
+    assert a.f0 == pytest.approx(float(f0), abs=1e-6)
+
+
+def test_paper_schedule_is_the_right_riemann_sum(tiny, picture):
+    """raw = Σ_c z ⊙ (1/n) Σ_i ∂f/∂z̃(i/n · z), recomputed here step by step."""
+    pixels = tiny.preprocess(picture)[None]
+    ids = tiny.tokenize(["a red circle"])
+    layer, n = 2, 4
+    with torch.no_grad():
+        text = tiny.encode_text(ids)
+        z = tiny.image.lower(pixels, layer)
+    grads = torch.zeros_like(z)
+    for i in range(1, n + 1):
+        zt = (i / n * z).requires_grad_(True)
+        cosine(tiny.image.upper(zt, layer), text).sum().backward()
+        grads += zt.grad / n
+    expected = (z * grads).sum(-1)[0].numpy()
+    a = nibcore.explain(tiny, picture, "a red circle", layer=layer, num_steps=n)
+    np.testing.assert_allclose(a.raw, expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("side", ["image", "text"])
+def test_deterministic_bit_for_bit(tiny, picture, side):
+    a = nibcore.explain(tiny, picture, "a red circle", side=side)
+    b = nibcore.explain(tiny, picture, "a red circle", side=side)
+    assert np.array_equal(a.raw, b.raw) and np.array_equal(a.scores, b.scores)
+
+
+@pytest.mark.parametrize("side", ["image", "text"])
+def test_batched_equals_one_by_one(tiny, side):
+    rng = np.random.RandomState(3)
+    images = [Image.fromarray((rng.rand(32, 32, 3) * 255).astype("uint8")) for _ in range(3)]
+    texts = ["a red circle", "two blue squares on grass", "a cat"]
+    batched = nibcore.explain(tiny, images, texts, side=side, max_rows=7)
+    for image, text, a in zip(images, texts, batched):
+        single = nibcore.explain(tiny, image, text, side=side)
+        np.testing.assert_allclose(a.raw, single.raw, rtol=1e-4, atol=1e-6)
+        assert a.text == text
+
+
+def test_shapes_and_ranges(tiny, picture):
+    img = nibcore.explain(tiny, picture, "a red circle and a cat", side="image")
+    assert img.scores.shape == (32, 32) and img.scores.dtype == np.float32
+    assert img.scores.min() == 0.0 and img.scores.max() == 1.0
+    assert img.raw.shape == (1 + 16,)
+    txt = nibcore.explain(tiny, picture, "a red circle and a cat", side="text")
+    assert txt.tokens == ["<start_of_text>", "a", "red", "circle", "and", "a", "cat",
+                          "<end_of_text>"]
+    assert txt.scores.shape == txt.raw.shape == (8,)
+    assert txt.scores.min() == 0.0 and txt.scores.max() == 1.0
+    assert txt.content_scores.shape == (6,)
+
+
+def test_signed_attributions_are_kept(tiny, picture):
+    a = nibcore.explain(tiny, picture, "a red circle", side="image")
+    assert (a.raw < 0).any() and (a.raw > 0).any()
+
+
+def test_default_layer_is_the_papers_nine_of_twelve(tiny, picture):
+    a = nibcore.explain(tiny, picture, "a red circle")
+    assert a.extras["layer"] == 3  # (3 * 4) // 4; on ViT-B/32: (3 * 12) // 4 = 9
+
+
+def test_pass_counts_for_nib(tiny, picture):
+    a = nibcore.explain(tiny, picture, "a red circle", num_steps=10)
+    # text feature + lower + one batched upper pass of 10 steps + the λ = 0, 1 rows
+    assert a.passes == dict(forward=3, backward=1, forward_rows=1 + 1 + 12, backward_rows=12)
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+def test_rgba_and_grey_images_are_converted_with_a_warning(tiny, picture):
+    for mode in ("RGBA", "L"):
+        with pytest.warns(UserWarning, match=f"mode '{mode}' converted to RGB"):
+            a = nibcore.explain(tiny, picture.convert(mode), "a red circle")
+        assert a.scores.shape == (32, 32)
+
+
+def test_integer_tensor_is_refused(tiny):
+    with pytest.raises(TypeError, match="dtype torch.uint8"):
+        nibcore.explain(tiny, torch.zeros(3, 32, 32, dtype=torch.uint8), "a red circle")
+
+
+def test_numpy_image_is_refused(tiny):
+    with pytest.raises(TypeError, match="numpy array"):
+        nibcore.explain(tiny, np.zeros((32, 32, 3), np.uint8), "a red circle")
+
+
+def test_wrong_tensor_shape(tiny):
+    with pytest.raises(ValueError, match=r"expects \(3, 32, 32\)"):
+        nibcore.explain(tiny, torch.zeros(1, 32, 32), "a red circle")
+
+
+def test_nan_pixels(tiny):
+    x = torch.zeros(3, 32, 32)
+    x[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        nibcore.explain(tiny, x, "a red circle")
+
+
+def test_tensor_input_equals_pil_input(tiny, picture):
+    a = nibcore.explain(tiny, picture, "a red circle")
+    b = nibcore.explain(tiny, tiny.preprocess(picture), "a red circle")
+    assert np.array_equal(a.raw, b.raw)
+
+
+@pytest.mark.parametrize("text", ["", "   "])
+def test_empty_text(tiny, picture, text):
+    with pytest.raises(ValueError, match="empty text"):
+        nibcore.explain(tiny, picture, text)
+
+
+def test_text_longer_than_context(tiny, picture):
+    with pytest.raises(ValueError, match="context holds 14"):
+        nibcore.explain(tiny, picture, "a red circle " * 10)
+
+
+@pytest.mark.parametrize("layer", [-1, 4, 100])
+def test_layer_out_of_range(tiny, picture, layer):
+    with pytest.raises(ValueError, match=f"layer {layer} is out of range.*4 blocks"):
+        nibcore.explain(tiny, picture, "a red circle", layer=layer)
+
+
+@pytest.mark.parametrize("steps", [0, -3])
+def test_num_steps_below_one(tiny, picture, steps):
+    with pytest.raises(ValueError, match="num_steps must be >= 1"):
+        nibcore.explain(tiny, picture, "a red circle", num_steps=steps)
+
+
+def test_unknown_schedule(tiny, picture):
+    with pytest.raises(ValueError, match="unknown schedule 'trapez'"):
+        nibcore.explain(tiny, picture, "a red circle", schedule="trapez")
+
+
+def test_unknown_method(tiny, picture):
+    with pytest.raises(ValueError, match="unknown method 'nibb'"):
+        nibcore.explain(tiny, picture, "a red circle", method="nibb")
+
+
+def test_unknown_parameter(tiny, picture):
+    with pytest.raises(TypeError, match="unknown parameter.*'steps'"):
+        nibcore.explain(tiny, picture, "a red circle", steps=3)
+
+
+def test_unknown_side(tiny, picture):
+    with pytest.raises(ValueError, match="unknown side 'both'"):
+        nibcore.explain(tiny, picture, "a red circle", side="both")
+
+
+def test_mismatched_numbers_of_images_and_texts(tiny, picture):
+    with pytest.raises(ValueError, match="2 images but 3 texts"):
+        nibcore.explain(tiny, [picture, picture], ["a", "b", "c"])
+
+
+def test_registries():
+    assert "nib" in nibcore.METHODS
+    assert {"paper", "completeness"} <= set(nibcore.SCHEDULES)
