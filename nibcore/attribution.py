@@ -39,7 +39,7 @@ def other_features(model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor,
                    side: str) -> torch.Tensor:
     """The constant features ``(B, E)`` of the modality *not* being explained (no grad)."""
     with torch.no_grad():
-        return model.encode_text(ids) if side == "image" else model.encode_image(pixels)
+        return model.encode_text(model.trim(ids)) if side == "image" else model.encode_image(pixels)
 
 
 def default_layer(tower: Tower) -> int:
@@ -123,8 +123,9 @@ class Attribution:
 class RawResult:
     """What a method returns for a batch of B pairs.
 
-    ``raw``: ``(B, N)`` per token of the explained tower (N = 1 + rows*cols, or the context
-    length C on the text side), or ``(B, H, W)`` per pixel when ``pixel_level``.
+    ``raw``: ``(B, N)`` per token of the explained tower (N = 1 + rows*cols; on the text side
+    N is the context length C, or less when the ids were cut with ``model.trim`` — at least the
+    longest text's length), or ``(B, H, W)`` per pixel when ``pixel_level``.
     ``f1`` / ``f0``: ``(B,)`` or None. ``extras``: per-pair extra arrays (first dim B) or values.
     """
 

@@ -134,6 +134,11 @@ class Tower:
     def attn_mask(self) -> torch.Tensor | None:
         return None
 
+    def mask_for(self, n_tokens: int) -> torch.Tensor | None:
+        """The attention mask for a sequence of ``n_tokens`` (a prefix of the context)."""
+        mask = self.attn_mask
+        return None if mask is None else mask[:n_tokens, :n_tokens]
+
     def embed(self, inputs: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
@@ -165,13 +170,14 @@ class Tower:
         record = set()
         if attention is not None:
             record = {i % self.n_blocks for i in attention.layers}
+        mask = self.mask_for(x.shape[1])
         for i in range(start, stop):
             block = self.blocks[i]
             if i in record:
-                x, probs = _block_with_attention(block, x, self.attn_mask)
+                x, probs = _block_with_attention(block, x, mask)
                 attention.probs.append(probs)
             else:
-                x = block(x, attn_mask=self.attn_mask)
+                x = block(x, attn_mask=mask)
         return x
 
     def lower(self, inputs: torch.Tensor, layer: int) -> torch.Tensor:
@@ -242,8 +248,10 @@ class TextTower(Tower):
         return self._part("attn_mask")
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token + positional embedding ``(B, n, D)``; ``ids`` ``(B, n)`` may be a prefix of the
+        context (see :meth:`ClipModel.trim`)."""
         e = self._part("token_embedding")(ids)
-        return e + self._part("positional_embedding").to(e.dtype)
+        return e + self._part("positional_embedding")[: ids.shape[1]].to(e.dtype)
 
     def head(self, x: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor:
         if ids is None:
@@ -332,6 +340,16 @@ class ClipModel:
     def text_length(ids: torch.Tensor) -> torch.Tensor:
         """Number of real tokens SOT..EOT per row ``(B,)`` (EOT has the largest id)."""
         return ids.argmax(dim=-1) + 1
+
+    def trim(self, ids: torch.Tensor) -> torch.Tensor:
+        """``ids`` cut after the longest text's EOT ``(B, T_max)``.
+
+        Exact for CLIP's causal text tower: no position attends to a later one, so the padding
+        after EOT never changes the pooled feature; it only costs time.
+        """
+        if self.text.attn_mask is None:
+            return ids
+        return ids[:, : int(self.text_length(ids).max())]
 
     def token_strings(self, ids: torch.Tensor) -> list[str]:
         """The strings of the real tokens SOT..EOT of one row ``(C,)``."""

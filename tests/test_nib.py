@@ -188,3 +188,21 @@ def test_mismatched_numbers_of_images_and_texts(tiny, picture):
 def test_registries():
     assert "nib" in nibcore.METHODS
     assert {"paper", "completeness"} <= set(nibcore.SCHEDULES)
+
+
+def test_text_trim_is_exact(tiny, picture):
+    """NIB cuts the padding after EOT; the full-context computation gives the same raw scores."""
+    from nibcore.methods.nib import scaled_path
+    from nibcore.schedules import paper
+
+    a = nibcore.explain(tiny, picture, "a red circle", side="text", layer=1)
+    pixels = tiny.preprocess(picture)[None]
+    ids = tiny.tokenize(["a red circle"])  # full context, 16 tokens
+    with torch.no_grad():
+        target = tiny.encode_image(pixels)
+        z = tiny.text.lower(ids, 1)
+    lambdas, weights = paper(10)
+    grad_sum, _ = scaled_path(tiny.text, z, 1, ids, target, lambdas, weights, max_rows=64)
+    full = (z * grad_sum).sum(-1)[0]
+    assert torch.all(full[5:] == 0)  # padding gets exactly nothing
+    np.testing.assert_allclose(a.raw, full[:5].numpy(), rtol=1e-4, atol=1e-6)

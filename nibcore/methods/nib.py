@@ -68,6 +68,8 @@ class NIB(Method):
         tower = model.tower(side)
         layer = self.params["layer"]
         layer = default_layer(tower) if layer is None else tower.check_layer(layer)
+        if side == "text":  # exact speed-up: the causal text tower never looks past EOT
+            ids = model.trim(ids)
         inputs, pool_ids = (pixels, None) if side == "image" else (ids, ids)
         target = other_features(model, pixels, ids, side)
         with torch.no_grad():
