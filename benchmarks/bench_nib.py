@@ -36,6 +36,7 @@ def floor(model: nibcore.ClipModel, pixels: torch.Tensor, ids: torch.Tensor, sid
     """The unavoidable passes for one pair, one λ step at a time."""
     tower = model.tower(side)
     layer = default_layer(tower)
+    ids = model.trim(ids)  # no padding work on the text side, for NIB or the floor
     with torch.no_grad():
         target = model.encode_text(ids) if side == "image" else model.encode_image(pixels)
         z = tower.lower(pixels if side == "image" else ids, layer)

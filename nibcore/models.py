@@ -375,7 +375,7 @@ class ClipModel:
 
 # --- loading ---------------------------------------------------------------------------------
 
-def _bundled_file(name: str) -> Path:
+def bundled_file(name: str) -> Path:
     """A file of the bundled data: the repository's ``data/`` (clone, editable install) or the
     installed package ``nibcore._bundled`` (``pip install git+...``)."""
     candidates = [Path(__file__).resolve().parent.parent / "data" / name]
@@ -412,8 +412,8 @@ def build_clip(model_cfg: dict, image_size: int | None = None, mean: Sequence[fl
 def _load_mini() -> ClipModel:
     from safetensors.torch import load_file
 
-    cfg = json.loads(_bundled_file(_MINI_FILES[0]).read_text())
-    weights = load_file(str(_bundled_file(_MINI_FILES[1])))
+    cfg = json.loads(bundled_file(_MINI_FILES[0]).read_text())
+    weights = load_file(str(bundled_file(_MINI_FILES[1])))
     return build_clip(cfg["model_cfg"], cfg.get("image_size"), cfg.get("mean"), cfg.get("std"),
                       name=MINI, state_dict=weights)
 
