@@ -2,9 +2,10 @@
 
 from . import methods  # noqa: F401  (registers the methods)
 from .attribution import METHODS, Attribution, explain
+from .evaluate import evaluate, summarise
 from .models import ClipModel, build_clip, load_model
 from .schedules import SCHEDULES
 
-__all__ = ["METHODS", "SCHEDULES", "Attribution", "ClipModel", "build_clip", "explain",
-           "load_model"]
+__all__ = ["METHODS", "SCHEDULES", "Attribution", "ClipModel", "build_clip", "evaluate", "explain",
+           "load_model", "summarise"]
 __version__ = "0.1.0"

@@ -1,0 +1,456 @@
+"""The evaluation runner: attribute a dataset with several methods, score the maps, tabulate.
+
+``evaluate(model, "scenes", ["nib", "m2ib"], n=100, out="runs/scenes.jsonl")`` returns a tidy
+``pandas.DataFrame``, one row per sample × method × side; ``summarise(df)`` gives the paper's
+Table-2 layout (metrics × methods, means) and ``fps(df)`` the speed table.
+
+Rows are appended to ``out`` (JSON Lines) as each batch finishes; re-running with the same ``out``
+skips the rows already there, so an interrupted run loses at most the batch in flight and a
+resumed run returns the same frame as an uninterrupted one (up to the ``seconds`` column).
+
+Columns of the frame (all metric columns are on a 0–100 scale, so means read as percentages,
+except the ``*_s0`` / ``*_s1`` cosines and the ``*_margin`` score differences):
+
+* identity: ``dataset``, ``model``, ``id`` (pair id), ``index`` (in the dataset), ``method``,
+  ``side``, ``params`` (the method's kwargs as sorted JSON), ``text`` (the caption);
+  scalar ``meta`` entries of the pair as ``meta_<key>``;
+* cost: ``batch`` (pairs explained in the same call), ``seconds`` (that call's wall time / batch,
+  after warm-up, excluding data loading and scoring), ``fwd``, ``bwd``, ``fwd_rows``,
+  ``bwd_rows`` (passes counted during that call — of the whole call, divide by ``batch`` per
+  pair), ``hardware``;
+* image side: ``img_s0``, ``img_s1``, ``img_conf_drop``, ``img_conf_incr``; with a ground-truth
+  mask (``meta["mask"]``): ``pointing`` (0/100), ``energy`` (on the [0, 1] map), ``energy_pos``
+  (on the positive part of the raw signed map), ``mask_area`` (the chance level of both);
+* text side, per protocol ``p`` in ``text_protocols``: ``txt_s0_p``, ``txt_s1_p``,
+  ``txt_conf_drop_p``, ``txt_conf_incr_p``; with ``meta["present"]``/``meta["absent"]``
+  (``scenes_text``): ``text_gt`` (0/100: present phrase's mean score > absent phrase's),
+  ``text_gt_margin``, and the same on the differing word only: ``text_gt_word``,
+  ``text_gt_word_margin``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .attribution import METHODS, SIDES, explain
+from .datasets import Pair, load_dataset
+from .inputs import prepare_images
+from .metrics import (TEXT_PROTOCOLS, energy_in_mask, hardware, image_confidence,
+                      phrase_positions, pointing_game, raw_pixel_map, text_confidence,
+                      text_ground_truth, fit_mask)
+from .models import ClipModel
+
+KEY = ("dataset", "model", "id", "text", "method", "side", "params")
+
+
+def metric_columns(protocols: Sequence[str] = TEXT_PROTOCOLS) -> list[str]:
+    """The per-sample metric columns, in :func:`summarise` order."""
+    cols = ["img_conf_drop", "img_conf_incr"]
+    for p in protocols:
+        cols += [f"txt_conf_drop_{p}", f"txt_conf_incr_{p}"]
+    return cols + ["pointing", "energy", "energy_pos", "mask_area", "text_gt", "text_gt_word"]
+
+
+#: Display names of the metric columns (arrows: which direction is better).
+LABELS: dict[str, str] = {
+    "img_conf_drop": "Image Conf. Drop ↓", "img_conf_incr": "Image Conf. Increase ↑",
+    **{f"txt_conf_drop_{p}": f"Text Conf. Drop ↓ ({p})" for p in TEXT_PROTOCOLS},
+    **{f"txt_conf_incr_{p}": f"Text Conf. Increase ↑ ({p})" for p in TEXT_PROTOCOLS},
+    "pointing": "Pointing game ↑", "energy": "Energy in mask ↑ ([0,1] map)",
+    "energy_pos": "Energy in mask ↑ (raw, positive part)", "mask_area": "Mask area (chance)",
+    "text_gt": "Text ground truth ↑ (phrase)", "text_gt_word": "Text ground truth ↑ (word)",
+}
+
+
+# --- the output file -------------------------------------------------------------------------
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSON Lines file; a truncated last line (interrupted write) is ignored."""
+    rows = []
+    if path.is_file():
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    return rows
+
+
+def _append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    needs_newline = path.is_file() and path.stat().st_size > 0 and not _ends_with_newline(path)
+    with open(path, "a", encoding="utf-8") as f:
+        if needs_newline:
+            f.write("\n")
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
+
+
+def load_results(path: str | Path) -> pd.DataFrame:
+    """All rows of a results file written by :func:`evaluate` (last copy of each row wins)."""
+    rows = {tuple(r.get(k) for k in KEY): r for r in _read_rows(Path(path))}
+    return pd.DataFrame(list(rows.values()))
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (np.floating, float)):
+        return float(v)
+    if isinstance(v, (np.bool_, bool)):
+        return bool(v)
+    if isinstance(v, (np.integer, int)):
+        return int(v)
+    return v
+
+
+def _scalar_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    return {f"meta_{k}": _jsonable(v) for k, v in meta.items()
+            if isinstance(v, (str, int, float, bool, np.integer, np.floating, np.bool_))}
+
+
+def _params_json(kw: dict[str, Any]) -> str:
+    return json.dumps(kw, sort_keys=True, default=str)
+
+
+def _fits(model: ClipModel, text: str) -> bool:
+    encode = getattr(model.tokenizer, "encode", None)
+    return bool(text.strip()) and (encode is None or len(encode(text)) + 2 <= model.context_length)
+
+
+def _sync(model: ClipModel) -> None:
+    if model.device.type == "cuda":
+        torch.cuda.synchronize(model.device)
+
+
+def _subset(size: int, n: int | None, seed: int) -> list[int]:
+    """The first ``n`` of a seeded permutation: subsets for the same seed nest as ``n`` grows."""
+    order = np.random.default_rng(seed).permutation(size)
+    return [int(i) for i in (order if n is None else order[:n])]
+
+
+def _image_metrics(model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor, atts,
+                   pairs: Sequence[Pair]) -> list[dict[str, Any]]:
+    maps = np.stack([a.scores for a in atts])
+    conf = image_confidence(model, pixels, ids, maps)
+    out = []
+    for b, (att, pair) in enumerate(zip(atts, pairs)):
+        row = dict(img_s0=conf["s0"][b], img_s1=conf["s1"][b], img_conf_drop=conf["drop"][b],
+                   img_conf_incr=conf["increase"][b])
+        mask = pair.meta.get("mask")
+        if mask is not None:
+            mask = fit_mask(mask, att.scores.shape)
+            row.update(
+                pointing=100.0 * pointing_game(att.scores, mask),
+                energy=100.0 * energy_in_mask(att.scores, mask),
+                energy_pos=100.0 * energy_in_mask(
+                    raw_pixel_map(att.raw, model.grid, model.image_size), mask),
+                mask_area=100.0 * float(mask.mean()))
+        out.append(row)
+    return out
+
+
+def _word_positions(model: ClipModel, caption: str, phrase: str, word: str) -> list[int]:
+    start = phrase_positions(model, caption, phrase)[0]
+    return [start - 1 + p for p in phrase_positions(model, phrase, word)]
+
+
+def _text_metrics(model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor, atts,
+                  pairs: Sequence[Pair], protocols: Sequence[str]) -> list[dict[str, Any]]:
+    scores = [a.scores for a in atts]
+    with torch.no_grad():
+        image_features = model.encode_image(pixels)
+    out: list[dict[str, Any]] = [{} for _ in atts]
+    for p in protocols:
+        conf = text_confidence(model, pixels, ids, scores, p, image_features)
+        for b, row in enumerate(out):
+            row.update({f"txt_s0_{p}": conf["s0"][b], f"txt_s1_{p}": conf["s1"][b],
+                        f"txt_conf_drop_{p}": conf["drop"][b],
+                        f"txt_conf_incr_{p}": conf["increase"][b]})
+    for b, (att, pair) in enumerate(zip(atts, pairs)):
+        meta = pair.meta
+        if "present" in meta and "absent" in meta:
+            hit, margin = text_ground_truth(
+                att.scores, phrase_positions(model, pair.text, meta["present"]),
+                phrase_positions(model, pair.text, meta["absent"]))
+            out[b].update(text_gt=100.0 * hit, text_gt_margin=margin)
+            if "present_word" in meta and "absent_word" in meta:
+                hit, margin = text_ground_truth(
+                    att.scores,
+                    _word_positions(model, pair.text, meta["present"], meta["present_word"]),
+                    _word_positions(model, pair.text, meta["absent"], meta["absent_word"]))
+                out[b].update(text_gt_word=100.0 * hit, text_gt_word_margin=margin)
+    return out
+
+
+# --- the runner ------------------------------------------------------------------------------
+
+def evaluate(model: ClipModel, dataset, methods: str | Sequence[str],
+             sides: Sequence[str] = ("image", "text"), n: int | None = 100, seed: int = 0,
+             params: dict[str, dict[str, Any]] | None = None,
+             text_protocols: Sequence[str] = TEXT_PROTOCOLS, out: str | Path | None = None,
+             progress: bool = True, batch_size: int = 8, warmup: bool = True,
+             dataset_kw: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Attribute ``n`` pairs of ``dataset`` with each of ``methods`` on each of ``sides`` and score
+    every map (see the module docstring for the columns).
+
+    ``dataset``: a loader (``len`` + ``ds[i] -> Pair``) or a name for
+    :func:`nibcore.datasets.load_dataset` (``dataset_kw`` are passed on; flickr8k gets ``model``).
+    ``n``: pairs to use (``None``: all), the first ``n`` of a permutation seeded by ``seed``.
+    ``params``: method name -> kwargs, e.g. ``{"nib": {"num_steps": 5}}``.
+    ``out``: a JSON Lines file; rows are appended per batch, and rows already there are reused.
+    ``batch_size``: pairs per :func:`explain` call for methods that allow batching (a method class
+    may set ``batchable = False``); batches are fixed chunks of the subset, so results do not
+    depend on where a run was interrupted. ``warmup``: one untimed call per method × side first.
+    """
+    if isinstance(dataset, str):
+        kw = dict(dataset_kw or {})
+        if dataset in ("flickr8k", "flickr"):
+            kw.setdefault("model", model)
+        dataset = load_dataset(dataset, **kw)
+    methods = [methods] if isinstance(methods, str) else list(methods)
+    params = dict(params or {})
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; available: {sorted(METHODS)}")
+    stray = set(params) - set(methods)
+    if stray:
+        raise ValueError(f"params given for method(s) {sorted(stray)} not in methods={methods}")
+    for m in methods:
+        METHODS[m](**params.get(m, {}))  # validate the kwargs now, not after an hour
+    sides = [sides] if isinstance(sides, str) else list(sides)
+    for s in sides:
+        if s not in SIDES:
+            raise ValueError(f"unknown side {s!r}; choose from {list(SIDES)}")
+    protocols = list(text_protocols)
+    for p in protocols:
+        if p not in TEXT_PROTOCOLS:
+            raise ValueError(f"unknown text protocol {p!r}; choose from {list(TEXT_PROTOCOLS)}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+
+    ds_name = getattr(dataset, "name", type(dataset).__name__)
+    hw = hardware(model.device)
+    pjson = {m: _params_json(params.get(m, {})) for m in methods}
+    indices = _subset(len(dataset), n, seed)
+    chunks = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
+    path = Path(out) if out is not None else None
+
+    done: dict[tuple, dict[str, Any]] = {}
+    if path is not None:
+        for row in _read_rows(path):
+            if row.get("side") == "text" and any(f"txt_conf_drop_{p}" not in row
+                                                 for p in protocols):
+                continue  # computed without a protocol asked for now: redo
+            done[tuple(row.get(k) for k in KEY)] = row
+    ids_of: dict[int, str] = {}  # dataset index -> pair id, learnt when a pair is loaded
+    text_of: dict[str, str] = {}  # pair id -> caption
+    if path is not None:  # pairs already in the file need not be loaded again
+        for row in done.values():
+            if row.get("dataset") == ds_name and row.get("model") == model.name:
+                ids_of.setdefault(int(row["index"]), row["id"])
+                text_of.setdefault(row["id"], row["text"])
+
+    def key(pid: str, m: str, s: str) -> tuple:
+        return (ds_name, model.name, pid, text_of[pid], m, s, pjson[m])
+
+    def missing(chunk: list[int]) -> list[tuple[str, str]]:
+        if any(i not in ids_of for i in chunk):
+            return [(m, s) for m in methods for s in sides]
+        return [(m, s) for m in methods for s in sides
+                if any(key(ids_of[i], m, s) not in done for i in chunk)]
+
+    total = sum(len(c) for c in chunks) * len(methods) * len(sides)
+    already = sum(1 for c in chunks for i in c for m in methods for s in sides
+                  if i in ids_of and key(ids_of[i], m, s) in done)
+    warmed: set[tuple[str, str]] = set()
+    skipped: list[str] = []
+    unsupported: set[tuple[str, str]] = set()
+    from tqdm.auto import tqdm
+    bar = tqdm(total=total, initial=already, disable=not progress, desc=f"evaluate {ds_name}",
+               unit="row")
+    try:
+        for chunk in chunks:
+            todo = missing(chunk)
+            if not todo:
+                continue
+            pairs = [dataset[i] for i in chunk]  # data loading: outside the timed calls
+            for i, pair in zip(chunk, pairs):
+                ids_of[i], text_of[pair.id] = pair.id, pair.text
+            keep = [j for j, p in enumerate(pairs) if _fits(model, p.text)]
+            skipped += [pairs[j].id for j in range(len(pairs)) if j not in keep]
+            bar.update(sum(1 for j in range(len(pairs)) if j not in keep
+                           for _ in methods for _ in sides))
+            todo = missing(chunk)
+            if not keep:
+                continue
+            pairs = [pairs[j] for j in keep]
+            idx = [chunk[j] for j in keep]
+            pixels = prepare_images(model, [p.image for p in pairs])
+            ids = model.tokenize([p.text for p in pairs])
+            for m, s in todo:
+                if (m, s) in unsupported:
+                    continue
+                need = [j for j, p in enumerate(pairs) if key(p.id, m, s) not in done]
+                if not need:
+                    continue
+                try:
+                    rows = _run(model, m, s, params.get(m, {}), pairs, pixels, ids, protocols,
+                                warm=warmup and (m, s) not in warmed)
+                except NotImplementedError as err:
+                    warnings.warn(f"{m} does not support the {s} side ({err}); skipped")
+                    unsupported.add((m, s))
+                    continue
+                warmed.add((m, s))
+                new = []
+                for j in need:
+                    pair = pairs[j]
+                    row = dict(dataset=ds_name, model=model.name, id=pair.id, index=idx[j],
+                               method=m, side=s, params=pjson[m], text=pair.text,
+                               **_scalar_meta(pair.meta), hardware=hw, **rows[j])
+                    row = json.loads(json.dumps({k: _jsonable(v) for k, v in row.items()}))
+                    done[key(pair.id, m, s)] = row
+                    new.append(row)
+                if path is not None:
+                    _append_rows(path, new)
+                bar.update(len(new))
+    finally:
+        bar.close()
+    if skipped:
+        warnings.warn(f"{len(skipped)} pair(s) skipped: caption longer than the model's context "
+                      f"({model.context_length - 2} tokens): {skipped[:5]}")
+    frame = [done[key(ids_of[i], m, s)] for i in indices if i in ids_of
+             for m in methods for s in sides if key(ids_of[i], m, s) in done]
+    return pd.DataFrame(frame)
+
+
+def _explain(model: ClipModel, method: str, side: str, kw: dict[str, Any], pixels: torch.Tensor,
+             texts: list[str]):
+    return explain(model, pixels, texts, method=method, side=side, **kw)
+
+
+def _run(model: ClipModel, method: str, side: str, kw: dict[str, Any], pairs: list[Pair],
+         pixels: torch.Tensor, ids: torch.Tensor, protocols: Sequence[str],
+         warm: bool) -> list[dict[str, Any]]:
+    """Explain ``pairs`` (batched if the method allows), time it, score it; one dict per pair."""
+    texts = [p.text for p in pairs]
+    batchable = getattr(METHODS[method], "batchable", True)
+    groups = [list(range(len(pairs)))] if batchable else [[j] for j in range(len(pairs))]
+    if warm:
+        _explain(model, method, side, kw, pixels[:1], texts[:1])
+    atts: list = [None] * len(pairs)
+    cost: list[dict[str, Any]] = [{} for _ in pairs]
+    for g in groups:
+        _sync(model)
+        t0 = time.perf_counter()
+        result = _explain(model, method, side, kw, pixels[g], [texts[j] for j in g])
+        _sync(model)
+        elapsed = time.perf_counter() - t0
+        for j, att in zip(g, result):
+            atts[j] = att
+            cost[j] = dict(batch=len(g), seconds=elapsed / len(g),
+                           fwd=att.passes.get("forward"), bwd=att.passes.get("backward"),
+                           fwd_rows=att.passes.get("forward_rows"),
+                           bwd_rows=att.passes.get("backward_rows"))
+    if side == "image":
+        scores = _image_metrics(model, pixels, ids, atts, pairs)
+    else:
+        scores = _text_metrics(model, pixels, ids, atts, pairs, protocols)
+    return [{**c, **s} for c, s in zip(cost, scores)]
+
+
+# --- tables ----------------------------------------------------------------------------------
+
+def _labels(df: pd.DataFrame) -> pd.Series:
+    """Column label per row: the method, plus its params where one method ran with several."""
+    if "params" not in df:
+        return df["method"]
+    several = df.groupby("method")["params"].nunique()
+    return df.apply(lambda r: r["method"] if several[r["method"]] <= 1
+                    else f"{r['method']} {r['params']}", axis=1)
+
+
+def summarise(df: pd.DataFrame, counts: bool = True, metrics: Iterable[str] | None = None
+              ) -> pd.DataFrame:
+    """The paper's Table-2 layout: one row per metric, one column per method, sample means.
+
+    ``counts=True``: columns are ``(method, "mean")`` and ``(method, "n")`` (non-missing samples
+    behind each mean); ``counts=False``: the means only. Rows are the metric columns present in
+    ``df`` (see :func:`metric_columns`; display names in :data:`LABELS`); when ``df`` holds several
+    datasets or models, the index is ``(dataset, model, metric)``. A method run with several
+    parameter sets gets one column per set.
+    """
+    if df.empty:
+        return pd.DataFrame()
+    df = df.assign(_label=_labels(df))
+    wanted = list(metrics) if metrics is not None else metric_columns(
+        [c[len("txt_conf_drop_"):] for c in df.columns if c.startswith("txt_conf_drop_")])
+    wanted = [c for c in wanted if c in df.columns and df[c].notna().any()]
+    methods = list(dict.fromkeys(df["_label"]))
+    multi = df[["dataset", "model"]].drop_duplicates().shape[0] > 1 if {"dataset", "model"} <= set(
+        df.columns) else False
+    groups = list(df.groupby(["dataset", "model"], sort=False)) if multi else [(None, df)]
+    blocks = []
+    for g, part in groups:
+        long = part.melt(id_vars=["_label"], value_vars=wanted, var_name="metric")
+        stats = long.groupby(["metric", "_label"], sort=False)["value"].agg(["mean", "count"])
+        stats = stats.rename(columns={"count": "n"})
+        table = stats.unstack("_label")
+        table = table.reindex(index=[w for w in wanted if w in table.index])
+        table.columns = table.columns.swaplevel(0, 1)
+        cols = [(m, s) for m in methods for s in ("mean", "n")]
+        table = table.reindex(columns=pd.MultiIndex.from_tuples(cols))
+        table[[c for c in cols if c[1] == "n"]] = table[[c for c in cols if c[1] == "n"]] \
+            .fillna(0).astype(int)
+        if g is not None:
+            table.index = pd.MultiIndex.from_tuples([(*g, i) for i in table.index],
+                                                    names=["dataset", "model", "metric"])
+        else:
+            table.index.name = "metric"
+        blocks.append(table)
+    table = pd.concat(blocks)
+    table.columns.names = ["method", None]
+    if not counts:
+        table = table.xs("mean", axis=1, level=1)
+    return table
+
+
+def fps(df: pd.DataFrame) -> pd.DataFrame:
+    """Speed per method × side: ``pairs``, ``seconds`` (sum of the timed calls), ``fps``
+    (attributed pairs per second, after warm-up, data loading excluded), counted passes per pair
+    (``fwd``, ``bwd``: calls; ``fwd_rows``, ``bwd_rows``: rows), mean ``batch`` and ``hardware``.
+    """
+    if df.empty:
+        return pd.DataFrame()
+    df = df.assign(_label=_labels(df))
+    out = []
+    for (label, side), part in df.groupby(["_label", "side"], sort=False):
+        row = dict(method=label, side=side, pairs=len(part), seconds=part["seconds"].sum())
+        row["fps"] = row["pairs"] / row["seconds"] if row["seconds"] > 0 else float("nan")
+        for c in ("fwd", "bwd", "fwd_rows", "bwd_rows"):
+            row[c] = float((part[c] / part["batch"]).mean())
+        row["batch"] = float(part["batch"].mean())
+        row["hardware"] = "; ".join(sorted(set(part["hardware"].astype(str))))
+        out.append(row)
+    return pd.DataFrame(out).set_index(["method", "side"])

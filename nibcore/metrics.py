@@ -1,0 +1,316 @@
+"""The paper's evaluation metrics, as its code computes them, plus our ground-truth metrics.
+
+All *confidences* are cosine similarities of projected (un-normalised) CLIP features: no logit
+scale, no softmax. Every function here returns **per-sample** values; averaging over samples is
+done by :func:`nibcore.evaluate.summarise`.
+
+Image side (:func:`image_confidence`)
+    perturbed = normalised pixels × map (map in [0, 1] at the model's input size, broadcast over
+    RGB: a soft mask; a zero in normalised space is the dataset-mean colour). ``s0`` / ``s1`` =
+    cosine of the original / perturbed image's feature with the full caption's feature.
+    Drop = ``max(0, s0 − s1) · 100`` (absolute, not relative); Increase = ``100 · [s1 > s0]``.
+
+Text side (:func:`text_confidence`), three named protocols (see :data:`TEXT_PROTOCOLS`):
+
+``"paper"``
+    SOT and EOT are removed from the ids and from the map (no re-normalisation of the map); the
+    remaining content ids are re-padded with zeros to the context length. In a (virtual) copy of
+    the token-embedding table, the row of each remaining token id is multiplied by that token's
+    map value; a token id occurring twice has its row scaled once per occurrence (by the product of
+    its map values), and *every* position holding that id reads the scaled row — exactly what
+    scaling rows of a table copy does. ``s0`` / ``s1`` = cosine with the image feature of the
+    stripped ids under the original / scaled table. **Quirk, reproduced on purpose:** without EOT,
+    CLIP's argmax pooling picks the position of the largest remaining token id, i.e. a content
+    token, not an end-of-text summary. We build the scaled embedding by gathering rows and
+    multiplying by the per-id factor rather than copying the 49408-row table: the numbers are the
+    same and the caller's model is never modified.
+``"m2ib"``
+    M2IB's own protocol: binarise the content-token map at its median (keep tokens with score
+    ``>= median``, so a constant map keeps everything and at least half the tokens are kept),
+    replace the dropped token ids by id 0; SOT/EOT stay, so pooling stays at EOT. ``s0`` on the
+    original ids. (Which tokens the median is taken over — content tokens, not SOT/EOT — is our
+    reading; the reference facts do not pin it down.)
+``"clean"``
+    Ours: SOT/EOT are kept, so pooling stays at EOT; the embedding *at each content position* is
+    scaled by that position's map value (repeated ids are scaled independently), SOT, EOT and
+    padding stay at 1. ``s0`` on the original ids.
+
+Ground truth (synthetic scenes, :mod:`nibcore.scenes`)
+    :func:`pointing_game` (is the map's maximum inside the named object's mask),
+    :func:`energy_in_mask` (share of the positive map mass inside the mask) and
+    :func:`text_ground_truth` (do the words naming a present object outscore those naming an
+    absent one).
+
+Speed: :func:`hardware` names the machine; frames-per-second are computed from the runner's
+timings by :func:`nibcore.evaluate.fps`.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .attribution import token_grid
+from .models import ClipModel
+
+#: The text-side perturbation protocols, see the module docstring.
+TEXT_PROTOCOLS = ("paper", "m2ib", "clean")
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return F.cosine_similarity(a, b, dim=-1)
+
+
+def drop_increase(s0: torch.Tensor | np.ndarray, s1: torch.Tensor | np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Confidence Drop ``max(0, s0 − s1)·100`` and Increase ``100·[s1 > s0]``, per sample."""
+    s0 = np.asarray(s0, dtype=np.float64)
+    s1 = np.asarray(s1, dtype=np.float64)
+    return np.maximum(0.0, s0 - s1) * 100.0, (s1 > s0).astype(np.float64) * 100.0
+
+
+# --- image side ------------------------------------------------------------------------------
+
+def perturb_image(pixels: torch.Tensor, maps: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Normalised pixels ``(B, 3, H, W)`` × maps ``(B, H, W)`` (broadcast over RGB)."""
+    maps = torch.as_tensor(np.asarray(maps) if not isinstance(maps, torch.Tensor) else maps)
+    maps = maps.to(pixels.device, pixels.dtype)
+    if maps.dim() == 2:
+        maps = maps[None]
+    if maps.shape[0] != pixels.shape[0] or tuple(maps.shape[1:]) != tuple(pixels.shape[2:]):
+        raise ValueError(f"maps of shape {tuple(maps.shape)} do not match pixels "
+                         f"{tuple(pixels.shape)}: expected (B, H, W) at the model's input size")
+    return pixels * maps[:, None]
+
+
+@torch.no_grad()
+def image_confidence(model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor,
+                     maps: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
+    """Image-side Confidence Drop / Increase for a batch.
+
+    ``pixels`` ``(B, 3, H, W)`` normalised; ``ids`` ``(B, C)`` the full captions; ``maps``
+    ``(B, H, W)`` in [0, 1]. Returns per-sample arrays ``s0``, ``s1``, ``drop``, ``increase``.
+    """
+    text = model.encode_text(ids)
+    s0 = _cos(model.encode_image(pixels), text)
+    s1 = _cos(model.encode_image(perturb_image(pixels, maps)), text)
+    s0, s1 = s0.double().cpu().numpy(), s1.double().cpu().numpy()
+    drop, incr = drop_increase(s0, s1)
+    return dict(s0=s0, s1=s1, drop=drop, increase=incr)
+
+
+# --- text side -------------------------------------------------------------------------------
+
+@dataclass
+class TextPerturbation:
+    """The two text inputs a text protocol compares, for one caption.
+
+    The input embedding of a row is ``token_embedding[ids] * scale[:, None] + positional``
+    (``scale`` 1 everywhere reproduces ``model.text.embed(ids)``); its feature is pooled with
+    ``ids`` (argmax pooling). ``ids0``/``scale0`` give ``s0``, ``ids1``/``scale1`` give ``s1``.
+    All tensors ``(C,)``.
+    """
+
+    protocol: str
+    ids0: torch.Tensor
+    scale0: torch.Tensor
+    ids1: torch.Tensor
+    scale1: torch.Tensor
+
+
+def _content(ids: torch.Tensor, scores: Sequence[float] | np.ndarray) -> tuple[int, torch.Tensor]:
+    """Number of real tokens T and the content-token scores ``(T - 2,)`` (SOT/EOT dropped)."""
+    n = int(ClipModel.text_length(ids[None])[0])
+    scores = torch.as_tensor(np.asarray(scores, dtype=np.float64))
+    if scores.shape != (n,):
+        raise ValueError(f"text map has {tuple(scores.shape)} scores but the caption has {n} "
+                         f"real tokens SOT..EOT: pass Attribution.scores of that caption")
+    return n, scores[1:-1]
+
+
+def text_perturbation(ids: torch.Tensor, scores: Sequence[float] | np.ndarray,
+                      protocol: str) -> TextPerturbation:
+    """Build the inputs of a text protocol for one caption.
+
+    ``ids`` ``(C,)`` the tokenised caption (SOT .. EOT, zero padding); ``scores`` ``(T,)`` the
+    text map over SOT..EOT (``Attribution.scores``, in [0, 1]).
+    """
+    if protocol not in TEXT_PROTOCOLS:
+        raise ValueError(f"unknown text protocol {protocol!r}; "
+                         f"choose one of {list(TEXT_PROTOCOLS)}")
+    ids = ids.detach().cpu().long()
+    c = ids.shape[0]
+    n, content = _content(ids, scores)
+    ones = torch.ones(c, dtype=torch.float64)
+    if protocol == "paper":
+        stripped = torch.zeros(c, dtype=torch.long)
+        stripped[: n - 2] = ids[1: n - 1]
+        factor: dict[int, float] = {}
+        for tok, value in zip(stripped[: n - 2].tolist(), content.tolist()):
+            factor[tok] = factor.get(tok, 1.0) * value  # a table row scaled once per occurrence
+        scale = torch.tensor([factor.get(t, 1.0) for t in stripped.tolist()], dtype=torch.float64)
+        return TextPerturbation(protocol, stripped, ones, stripped, scale)
+    if protocol == "m2ib":
+        keep = content >= float(np.median(content.numpy()))  # even count: mean of the middle two
+        dropped = ids.clone()
+        dropped[1: n - 1] = torch.where(keep, ids[1: n - 1], torch.zeros_like(ids[1: n - 1]))
+        return TextPerturbation(protocol, ids, ones, dropped, ones)
+    scale = ones.clone()
+    scale[1: n - 1] = content
+    return TextPerturbation(protocol, ids, ones, ids, scale)
+
+
+def scaled_text_embedding(model: ClipModel, ids: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``token_embedding[ids] * scale[..., None] + positional``: ``(B, C, D)`` from ``(B, C)``.
+
+    Computed on the side from the embedding weights; the model is not modified.
+    """
+    weight = model.text._part("token_embedding").weight
+    pos = model.text._part("positional_embedding")
+    e = weight[ids.to(weight.device)] * scale.to(weight.device, weight.dtype)[..., None]
+    return e + pos.to(e.dtype)
+
+
+@torch.no_grad()
+def text_confidence(model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor,
+                    scores: Sequence[np.ndarray], protocol: str = "paper",
+                    image_features: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+    """Text-side Confidence Drop / Increase for a batch under ``protocol``.
+
+    ``pixels`` ``(B, 3, H, W)``; ``ids`` ``(B, C)``; ``scores``: B text maps over SOT..EOT.
+    Each caption is compared with its own image. Returns per-sample ``s0``, ``s1``, ``drop``,
+    ``increase``.
+    """
+    if image_features is None:
+        image_features = model.encode_image(pixels)
+    perts = [text_perturbation(ids[b], scores[b], protocol) for b in range(ids.shape[0])]
+    dev = model.device
+    out = {}
+    for which in ("0", "1"):
+        row_ids = torch.stack([getattr(p, "ids" + which) for p in perts]).to(dev)
+        row_scale = torch.stack([getattr(p, "scale" + which) for p in perts])
+        e = scaled_text_embedding(model, row_ids, row_scale)
+        feats = model.text.from_embedding(e, row_ids)
+        out["s" + which] = _cos(feats, image_features).double().cpu().numpy()
+    out["drop"], out["increase"] = drop_increase(out["s0"], out["s1"])
+    return out
+
+
+# --- ground truth ----------------------------------------------------------------------------
+
+def fit_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``mask`` resized (nearest) to ``shape`` when it is not already that size.
+
+    Valid for square images, which the model's preprocessing only resizes (no crop)."""
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape == tuple(shape):
+        return mask
+    t = torch.from_numpy(mask.astype(np.float32))[None, None]
+    return F.interpolate(t, size=tuple(shape), mode="nearest")[0, 0].numpy() > 0.5
+
+
+def pointing_game(scores: np.ndarray, mask: np.ndarray) -> bool:
+    """Is the maximum of the map ``(H, W)`` inside ``mask`` ``(H, W)``?
+
+    Ties: the first maximal pixel in row-major order. A constant map points nowhere: a miss.
+    The mask is resized (nearest) to the map's size if needed.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    mask = fit_mask(mask, scores.shape)
+    if not np.isfinite(scores).all() or scores.max() == scores.min():
+        return False
+    return bool(mask.flat[int(np.argmax(scores))])
+
+
+def energy_in_mask(scores: np.ndarray, mask: np.ndarray) -> float:
+    """Share of the map's positive mass inside ``mask``: ``Σ_mask max(m, 0) / Σ max(m, 0)``.
+
+    With the [0, 1] maps methods return (``Attribution.scores``) every value counts, relative to
+    the map's minimum (min-max shifts the minimum to 0); with a signed raw map only the positive
+    part counts. NaN when the map has no positive mass. Compare with the mask's area share (chance).
+    """
+    scores = np.maximum(np.asarray(scores, dtype=np.float64), 0.0)
+    mask = fit_mask(mask, scores.shape)
+    total = scores.sum()
+    if not total > 0:
+        return float("nan")
+    return float(scores[mask].sum() / total)
+
+
+def raw_pixel_map(raw: np.ndarray, grid: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+    """A signed raw attribution at pixel resolution ``(H, W)``, not normalised.
+
+    Per-token ``raw`` ``(1 + rows*cols,)`` (CLS first): drop CLS, grid, bilinear upsample as the
+    [0, 1] maps are made, but without min-max; per-pixel ``raw`` ``(H, W)`` is returned as is.
+    """
+    raw = np.asarray(raw, dtype=np.float32)
+    if raw.ndim == 2:
+        return raw
+    t = token_grid(torch.from_numpy(raw)[None], grid)[:, None]
+    return F.interpolate(t, size=tuple(size), mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
+def phrase_positions(model: ClipModel, caption: str, phrase: str) -> list[int]:
+    """Positions (in the SOT..EOT indexing of ``Attribution.scores``) of the tokens of the first
+    whole-word occurrence of ``phrase`` in ``caption``.
+
+    Uses that CLIP's tokenizer encodes word by word: the tokens of the words before the phrase
+    are those of the prefix alone.
+    """
+    encode = getattr(model.tokenizer, "encode", None)
+    if encode is None:
+        raise TypeError("phrase_positions needs a tokenizer with encode() (open_clip's CLIP BPE)")
+    match = re.search(r"(?<!\w)" + re.escape(phrase) + r"(?!\w)", caption)
+    if match is None:
+        raise ValueError(f"phrase {phrase!r} does not occur in caption {caption!r}")
+    start = 1 + len(encode(caption[: match.start()]))
+    n = len(encode(phrase))
+    full = encode(caption)
+    if full[start - 1: start - 1 + n] != encode(phrase):
+        raise ValueError(f"could not align the tokens of {phrase!r} in {caption!r}")
+    return list(range(start, start + n))
+
+
+def text_ground_truth(scores: np.ndarray, present: Sequence[int], absent: Sequence[int]
+                      ) -> tuple[bool, float]:
+    """Do the tokens naming the present object outscore those naming the absent one?
+
+    ``scores``: the text map over SOT..EOT; ``present`` / ``absent``: token positions (see
+    :func:`phrase_positions`). Compares the *mean* score of each group (groups may differ in
+    token count); returns ``(hit, margin)`` with ``margin = mean(present) − mean(absent)``.
+    Invariant to min-max normalisation, so raw and [0, 1] maps give the same hit.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    margin = float(scores[list(present)].mean() - scores[list(absent)].mean())
+    return bool(margin > 0), margin
+
+
+# --- hardware --------------------------------------------------------------------------------
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def hardware(device: torch.device | str | None = None) -> str:
+    """The machine a timing was taken on: torch version, device name / CPU model, threads."""
+    device = torch.device(device or "cpu")
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"CPU {_cpu_name()}"
+    return (f"torch {torch.__version__}; {name}; {torch.get_num_threads()} threads "
+            f"({os.cpu_count()} cores)")
