@@ -1,3 +1,4 @@
 """Attribution methods; importing this package registers each of them in ``nibcore.METHODS``."""
 
 from . import nib  # noqa: F401
+from . import chefer, fastig, gradcam, m2ib, mfaba, rise, saliency  # noqa: F401

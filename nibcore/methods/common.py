@@ -1,0 +1,183 @@
+"""Helpers shared by the baseline attribution methods.
+
+* :func:`tower_inputs` / :func:`block_output_layer` / :func:`check_layer_param`: which tensors go
+  into a tower, and the layer conventions (see below);
+* :func:`attention_pass`: one forward of a tower with the attention of some blocks made explicit
+  (used by Chefer, Saliency Map and FastIG), and :func:`query_row` to read the CLS / EOT row;
+* :func:`rise_masks` and small parameter checks.
+
+Layer convention. Every ``layer`` parameter in :mod:`nibcore` is the index of the block whose
+*input* is used (NIB's convention: ``tower.lower(x, layer)``). The paper's "layer 9" of NIB is the
+input of block 9; M2IB's and Grad-CAM's "layer 9" is the *output* of block index 9, i.e. our
+``layer = 10`` on a 12-block tower. :func:`block_output_layer` gives that default for any depth.
+
+Results. Baselines return raw scores only; ``Attribution.f1``/``f0`` stay ``None`` (they are
+NIB's path ends). Gradient baselines put the objective they differentiate, evaluated at the
+unmodified input, in ``extras["value"]`` and its name in ``extras["objective"]``.
+
+Pass counts (``model.passes``, instrumented): one forward per ``lower``/``upper`` call (a batch
+of rows is one call), one backward per gradient through an ``upper`` output. The other
+modality's constant feature always costs one forward. Each class docstring states its counts for
+the default parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple, Sequence
+
+import torch
+
+from ..attribution import cosine, default_layer, logit, other_features
+from ..models import AttentionRecorder, ClipModel, Tower
+
+OBJECTIVES = ("cosine", "logit")
+
+
+# --- inputs and layers -----------------------------------------------------------------------
+
+def tower_inputs(side: str, pixels: torch.Tensor,
+                 ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(inputs, pool_ids)`` of the explained tower: pixels and no ids, or ids and ids."""
+    return (pixels, None) if side == "image" else (ids, ids)
+
+
+def block_output_layer(tower: Tower, layer: int | None) -> int:
+    """The split point for methods that use the *output* of a block (M2IB, Grad-CAM).
+
+    ``layer`` given: validated with ``tower.check_layer`` and returned (it is the input of block
+    ``layer`` = the output of block ``layer - 1``). ``None``: the output of block
+    ``default_layer(tower)`` (9 on a 12-block tower), i.e. ``default_layer(tower) + 1``, clamped to
+    ``n_blocks - 1`` for shallow towers (so at least one block runs on the bottleneck).
+    """
+    if layer is None:
+        return min(default_layer(tower) + 1, tower.n_blocks - 1)
+    return tower.check_layer(layer)
+
+
+def objective(model: ClipModel, name: str, features: torch.Tensor,
+              target: torch.Tensor) -> torch.Tensor:
+    """``"cosine"`` or ``"logit"`` (logit-scaled cosine) of features with targets, ``(B,)``."""
+    return cosine(features, target) if name == "cosine" else logit(model, features, target)
+
+
+# --- parameter checks ------------------------------------------------------------------------
+
+def check_layer_param(value: Any) -> None:
+    """``None`` (the method's default) or a non-negative int; the range is checked against the
+    tower at call time (``tower.check_layer``)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"layer must be None or an int, got {value!r}")
+    if value < 0:
+        raise ValueError(f"layer must be >= 0 (a block index), got {value}")
+
+
+def check_number(name: str, value: Any, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False) -> None:
+    """A ``TypeError`` unless ``value`` is a real number, a ``ValueError`` unless it is finite and
+    within the (open / closed) bounds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if low is not None and (value < low or (low_open and value == low)):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
+    if high is not None and (value > high or (high_open and value == high)):
+        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value}")
+
+
+def check_seed(value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"seed must be an int, got {value!r}")
+    if value < 0:
+        raise ValueError(f"seed must be >= 0, got {value}")
+
+
+def generator(device: torch.device, seed: int) -> torch.Generator:
+    """A local random generator on ``device`` (never the global RNG)."""
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+# --- attention -------------------------------------------------------------------------------
+
+class AttentionPass(NamedTuple):
+    """What :func:`attention_pass` returns.
+
+    ``objective`` ``(B,)``; ``probs``: the recorded attention, one ``(B, heads, N, N)`` per
+    recorded block (in block order); ``leaf``: the tensor gradients can be taken against at the
+    input (pixels on the image side, the input embedding on the text side)."""
+
+    objective: torch.Tensor
+    probs: list[torch.Tensor]
+    leaf: torch.Tensor
+
+
+def attention_pass(model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor, side: str,
+                   layers: Sequence[int] = (-1,), score: str = "logit") -> AttentionPass:
+    """Run the explained tower once with the attention of ``layers`` recorded, and the objective.
+
+    ``score``: ``"logit"`` (default: the pair's logit, as the paper's attention baselines) or
+    ``"cosine"``, against the other modality's constant feature. Costs two forward calls (the
+    other modality's feature, this tower); gradients are left to the caller (one backward).
+    Builds the graph under ``torch.enable_grad()``, so it works inside ``torch.no_grad()``.
+    """
+    tower = model.tower(side)
+    inputs, pool_ids = tower_inputs(side, pixels, ids)
+    target = other_features(model, pixels, ids, side)
+    recorder = AttentionRecorder(layers=list(layers))
+    with torch.enable_grad():
+        if side == "image":
+            leaf = pixels.detach().clone().requires_grad_(True)
+            e = tower.embed(leaf)
+        else:
+            leaf = tower.embed(inputs).detach().requires_grad_(True)
+            e = leaf
+        features = tower.from_embedding(e, pool_ids, attention=recorder)
+        value = objective(model, score, features, target)
+    return AttentionPass(value, recorder.probs, leaf)
+
+
+def grad_of(value: torch.Tensor,
+            wrt: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """``∂ Σ value / ∂ wrt`` (one backward), also inside ``torch.no_grad()``."""
+    with torch.enable_grad():
+        return torch.autograd.grad(value.sum(), wrt)
+
+
+def query_row(x: torch.Tensor, ids: torch.Tensor, side: str) -> torch.Tensor:
+    """The row of the pooling query from per-query maps ``x`` ``(B, N, N)``: CLS (row 0) on the
+    image side, EOT (the position of the largest id) on the text side. Returns ``(B, N)``."""
+    if side == "image":
+        return x[:, 0]
+    eot = ids.argmax(dim=-1)
+    return x[torch.arange(x.shape[0], device=x.device), eot]
+
+
+# --- RISE masks ------------------------------------------------------------------------------
+
+def rise_grids(n: int, s: int, p: float, gen: torch.Generator,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The random part of ``n`` RISE masks: binary ``(n, s, s)`` grids (1 with probability
+    ``p``) and shifts ``(n, 2)`` in [0, 1) (as fractions of a cell)."""
+    grids = (torch.rand(n, s, s, generator=gen, device=device) < p).float()
+    shifts = torch.rand(n, 2, generator=gen, device=device)
+    return grids, shifts
+
+
+def rise_masks(grids: torch.Tensor, shifts: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Masks ``(n, H, W)`` in [0, 1]: each ``(s, s)`` grid bilinearly upsampled to
+    ``(s + 1) * cell`` with ``cell = ceil(size / s)``, then cropped to ``size`` at a random shift of
+    up to one cell (Petsiuk et al. 2018)."""
+    n, s = grids.shape[0], grids.shape[-1]
+    h, w = size
+    ch, cw = math.ceil(h / s), math.ceil(w / s)
+    up = torch.nn.functional.interpolate(grids[:, None], size=((s + 1) * ch, (s + 1) * cw),
+                                         mode="bilinear", align_corners=False)[:, 0]
+    dy = (shifts[:, 0] * ch).long().clamp(max=ch - 1)
+    dx = (shifts[:, 1] * cw).long().clamp(max=cw - 1)
+    rows = dy[:, None] + torch.arange(h, device=grids.device)[None]  # (n, H)
+    cols = dx[:, None] + torch.arange(w, device=grids.device)[None]  # (n, W)
+    idx = torch.arange(n, device=grids.device)[:, None, None]
+    return up[idx, rows[:, :, None], cols[:, None, :]].clamp_(0, 1)

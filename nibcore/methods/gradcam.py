@@ -1,0 +1,67 @@
+"""Grad-CAM (Selvaraju et al. 2017) on a transformer block's output, as the paper adapts it."""
+
+from __future__ import annotations
+
+import torch
+
+from ..attribution import Method, RawResult, check_choice, other_features, register
+from ..models import ClipModel
+from .common import block_output_layer, check_layer_param, objective, tower_inputs
+
+VARIANTS = ("paper", "classic")
+
+
+@register
+class GradCAM(Method):
+    """Grad-CAM on the hidden state at ``layer`` of the explained tower.
+
+    Target: the pair's logit (logit-scaled cosine with the other modality's constant feature).
+
+    ``variant``:
+
+    * ``"paper"`` (default; what the paper ran): per token ``ReLU(Σ_c ∂logit/∂z_ic · z_ic)`` — the
+      gradient ⊙ activation summed over channels, *not* Grad-CAM's channel-averaged weights.
+    * ``"classic"``: the textbook Grad-CAM ``ReLU(Σ_c w_c z_ic)`` with
+      ``w_c = mean_i ∂logit/∂z_ic`` averaged over the patch tokens (image; CLS excluded) or the
+      real tokens SOT..EOT (text).
+
+    ``layer``: index of the block whose *input* is used (the package-wide convention). Default:
+    the output of block 9 of 12 as the paper (``layer = 10`` on ViT-B/32; scaled to depth by
+    ``default_layer(tower) + 1``, clamped to ``n_blocks - 1``).
+
+    Raw scores ``(B, N)`` per token, ``>= 0``. Passes per call (any batch size B, one row per
+    pair): **3 forward** (other modality's feature, ``lower``, ``upper``) and **1 backward**.
+    """
+
+    name = "gradcam"
+    defaults = dict(layer=None, variant="paper")
+
+    def validate(self) -> None:
+        check_layer_param(self.params["layer"])
+        check_choice("variant", self.params["variant"], VARIANTS)
+
+    def attribute(self, model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor,
+                  side: str) -> RawResult:
+        tower = model.tower(side)
+        layer = block_output_layer(tower, self.params["layer"])
+        inputs, pool_ids = tower_inputs(side, pixels, ids)
+        target = other_features(model, pixels, ids, side)
+        with torch.no_grad():
+            z = tower.lower(inputs, layer)
+        with torch.enable_grad():
+            z = z.detach().requires_grad_(True)
+            value = objective(model, "logit", tower.upper(z, layer, pool_ids), target)
+            (grad,) = torch.autograd.grad(value.sum(), z)
+        if self.params["variant"] == "paper":
+            cam = (grad * z.detach()).sum(dim=-1)
+        else:
+            mask = torch.ones(z.shape[:2], dtype=z.dtype, device=z.device)
+            if side == "image":
+                mask[:, 0] = 0  # average over the patch grid, not CLS
+            else:
+                n = model.text_length(ids)
+                mask = (torch.arange(z.shape[1], device=z.device)[None] < n[:, None]).to(z.dtype)
+            weights = (grad * mask[..., None]).sum(dim=1) / mask.sum(dim=1, keepdim=True)
+            cam = (weights[:, None, :] * z.detach()).sum(dim=-1)
+        return RawResult(raw=cam.clamp(min=0),
+                         extras={"layer": layer, "objective": "logit", "value": value.detach()})

@@ -1,0 +1,45 @@
+"""Saliency Map (Simonyan et al. 2013), as the paper adapts it to attention."""
+
+from __future__ import annotations
+
+import torch
+
+from ..attribution import Method, RawResult, check_choice, register
+from ..models import ClipModel
+from .common import attention_pass, grad_of, query_row
+
+VARIANTS = ("paper", "pixels")
+
+
+@register
+class Saliency(Method):
+    """Gradient magnitude of the pair's logit.
+
+    * ``variant="paper"`` (default; what the paper ran): ``mean_heads |∂logit/∂A|`` for the
+      attention probabilities ``A`` of the last block, the CLS row (image) / EOT row (text):
+      raw ``(B, N)`` per token.
+    * ``variant="pixels"``: the textbook saliency map, ``max_RGB |∂logit/∂pixels|`` per pixel on
+      the image side (``(B, H, W)``, ``pixel_level``); on the text side
+      ``max_channels |∂logit/∂e|`` per token of the input embedding ``e`` (``(B, C)``).
+
+    Raw scores ``>= 0``. Passes per call (any B): **2 forward** (other modality's feature, the
+    explained tower) and **1 backward**, for both variants.
+    """
+
+    name = "saliency"
+    defaults = dict(variant="paper")
+
+    def validate(self) -> None:
+        check_choice("variant", self.params["variant"], VARIANTS)
+
+    def attribute(self, model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor,
+                  side: str) -> RawResult:
+        run = attention_pass(model, pixels, ids, side)
+        extras = {"objective": "logit", "value": run.objective.detach()}
+        if self.params["variant"] == "pixels":
+            (grad,) = grad_of(run.objective, run.leaf)
+            if side == "image":
+                return RawResult(raw=grad.abs().amax(dim=1), pixel_level=True, extras=extras)
+            return RawResult(raw=grad.abs().amax(dim=-1), extras=extras)
+        (grad,) = grad_of(run.objective, run.probs[-1])
+        return RawResult(raw=query_row(grad.abs().mean(dim=1), ids, side), extras=extras)
