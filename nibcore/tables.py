@@ -1,0 +1,644 @@
+"""The results half of the book: the paper's Tables 2–8 beside ours.
+
+* :func:`paper_table` — one of the paper's tables as numbers, methods renamed to nibcore's keys
+  (``"Grad-CAM"`` → ``"gradcam"``, ``"SM"`` → ``"saliency"``, ...), metrics to the paper's
+  short names (``img_conf_drop``, ``text_conf_incr``, ``fps``, ...).
+* :func:`ours_label`, :func:`results_long`, :func:`paper_long`, :func:`beside` — one tidy
+  *long* frame per source (``source, method, metric, value`` + setting columns), and one wide
+  frame with the paper's rows (``"paper (ImageNet)"``) next to ours
+  (``"ours (mini, scenes, n=12, seed=0)"``).
+* :func:`ranks`, :func:`rank_sentences` — comparison sentences generated from the frames, so the
+  prose stays true whatever the numbers of a build are.
+* :func:`speed` — frames per second per method (image, text, both) with the hardware named.
+* :func:`paper_layer`, :func:`sweep`, :func:`layer_sweep`, :func:`sweep_summary` — the
+  ``num_steps`` / ``layer`` / β sweeps of Tables 3–7, built on :func:`nibcore.evaluate`.
+* :func:`cache_file` — where a chapter's evaluation rows are cached (a build-local folder named
+  after a fingerprint of the model's weights and of nibcore's code, so stale rows are never
+  reused).
+
+Metric names. The paper's text metric is our ``"paper"`` text protocol: ``text_conf_drop`` ↔
+``txt_conf_drop_paper``; the other protocols keep their names (``txt_conf_drop_clean``, ...).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .models import ClipModel, bundled_file
+
+#: nibcore's method keys, in the paper's column order (Table 2), NIB last as printed.
+PAPER_ORDER = ("m2ib", "rise", "gradcam", "chefer", "saliency", "mfaba", "fastig", "nib")
+#: The paper's method names (as in the CSVs) -> nibcore's keys.
+PAPER_METHODS = {"NIB": "nib", "M2IB": "m2ib", "RISE": "rise", "Grad-CAM": "gradcam",
+                 "Chefer": "chefer", "Chefer et al.": "chefer", "SM": "saliency",
+                 "MFABA": "mfaba", "FastIG": "fastig"}
+#: Display names of nibcore's method keys.
+DISPLAY = {"nib": "NIB", "m2ib": "M2IB", "rise": "RISE", "gradcam": "Grad-CAM",
+           "chefer": "Chefer et al.", "saliency": "SM", "mfaba": "MFABA", "fastig": "FastIG"}
+#: The paper's table files (``data/paper_tables/<file>.csv``) by table number.
+PAPER_FILES = {1: "table1_properties", 2: "table2_main_results", 3: "table3_num_steps",
+               4: "table4_target_layer", 5: "table5_m2ib_beta", 6: "table6_num_steps_expanded",
+               7: "table7_target_layer_expanded", 8: "table8_passes"}
+#: The paper's metric names -> the columns of :func:`nibcore.evaluate`'s frame.
+PAPER_METRICS = {"img_conf_drop": "img_conf_drop", "img_conf_incr": "img_conf_incr",
+                 "text_conf_drop": "txt_conf_drop_paper", "text_conf_incr": "txt_conf_incr_paper"}
+#: Display names of the paper's metric names (arrows: which direction is better).
+METRIC_LABELS = {"img_conf_drop": "Image Conf. Drop ↓", "img_conf_incr": "Image Conf. Increase ↑",
+                 "text_conf_drop": "Text Conf. Drop ↓", "text_conf_incr": "Text Conf. Increase ↑",
+                 "fps": "FPS ↑"}
+#: The number of blocks of the paper's towers (ViT-B/32 and its text transformer).
+PAPER_BLOCKS = 12
+
+
+def lower_is_better(metric: str) -> bool:
+    """Drops (and anything named ``*drop*``) are better low; everything else high."""
+    return "drop" in metric
+
+
+# --- the paper's tables ----------------------------------------------------------------------
+
+def paper_table_path(name: str) -> Path:
+    """The CSV of a paper table: ``data/paper_tables/<name>.csv`` of a clone, the installed
+    package data, or (for a checkout without them) the folder named by ``$NIB_PAPER_TABLES``."""
+    try:
+        return bundled_file(f"paper_tables/{name}.csv")
+    except FileNotFoundError as err:
+        extra = os.environ.get("NIB_PAPER_TABLES")
+        if extra and (Path(extra) / f"{name}.csv").is_file():
+            return Path(extra) / f"{name}.csv"
+        raise FileNotFoundError(f"the paper's table {name!r} is missing from data/paper_tables/ "
+                                f"(and the package data): {err}") from None
+
+
+def paper_table(table: int | str) -> pd.DataFrame:
+    """One of the paper's tables as printed, read from ``data/paper_tables/`` (clone) or the
+    installed package data. ``table``: its number (1–8) or file name (``"table3_num_steps"``).
+
+    Numeric columns are numbers; a ``method`` column holds nibcore's keys (the printed name is
+    kept in ``paper_method``). Values are the paper's, never ours.
+    """
+    name = PAPER_FILES[table] if isinstance(table, int) else str(table)
+    path = paper_table_path(name)
+    frame = pd.read_csv(path, dtype=str)
+    for col in frame.columns:
+        if col in ("dataset", "metric", "method"):
+            continue
+        converted = pd.to_numeric(frame[col], errors="coerce")
+        if converted.notna().all():
+            frame[col] = converted
+    if "method" in frame:
+        unknown = set(frame["method"]) - set(PAPER_METHODS)
+        if name != PAPER_FILES[1] and unknown:
+            raise ValueError(f"unknown method name(s) {sorted(unknown)} in {path}")
+        frame.insert(list(frame.columns).index("method") + 1, "paper_method", frame["method"])
+        frame["method"] = frame["method"].map(lambda m: PAPER_METHODS.get(m, m))
+    return frame
+
+
+# --- tidy frames and the side-by-side view ---------------------------------------------------
+
+def ours_label(model: ClipModel | str, dataset: str, n: int, seed: int, extra: str = "") -> str:
+    """``"ours (mini, scenes, n=12, seed=0)"`` — the label of our rows in every comparison."""
+    name = model.name if isinstance(model, ClipModel) else str(model)
+    return f"ours ({name}, {dataset}, n={n}, seed={seed}{', ' + extra if extra else ''})"
+
+
+def paper_label(dataset: str) -> str:
+    return f"paper ({dataset})"
+
+
+def _per_side_means(df: pd.DataFrame, by: Sequence[str], columns: dict[str, str]) -> pd.DataFrame:
+    """Means of ``columns`` (our column -> output metric name), each over the rows of the side it
+    belongs to (``img_*`` image rows, everything else text rows), grouped by ``by``."""
+    parts = []
+    for ours, metric in columns.items():
+        if ours not in df:
+            continue
+        side = "image" if ours.startswith(("img_", "pointing", "energy", "mask_area")) else "text"
+        rows = df[df["side"] == side] if "side" in df else df
+        g = rows.groupby(list(by), sort=False)[ours]
+        stats = pd.DataFrame({"value": g.mean(), "sem": g.sem(), "n": g.count()}).reset_index()
+        stats["metric"] = metric
+        parts.append(stats)
+    if not parts:
+        return pd.DataFrame(columns=[*by, "metric", "value", "sem", "n"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def results_long(df: pd.DataFrame, source: str, by: Sequence[str] = ("method",),
+                 metrics: dict[str, str] | None = None, with_fps: bool = False) -> pd.DataFrame:
+    """Our per-sample frame (from :func:`nibcore.evaluate`) as a long frame of means.
+
+    Columns ``source, *by, metric, value, sem, n``. ``metrics``: our column -> metric name;
+    default the paper's four (:data:`PAPER_METRICS`, inverted), named as the paper names them.
+    ``with_fps``: add ``fps`` (pairs per second, image + text: see :func:`speed`) per method,
+    with the source label naming the hardware (``"ours (...) on <hardware>"``).
+    """
+    metrics = metrics or {v: k for k, v in PAPER_METRICS.items()}
+    out = _per_side_means(df, by, metrics)
+    out.insert(0, "source", source)
+    if with_fps:
+        sp = speed(df).reset_index()
+        sp = sp.assign(metric="fps", value=sp["fps_both"], sem=np.nan, n=sp["pairs"],
+                       source=source + " on " + sp["hardware"])
+        out = pd.concat([out, sp[["source", "method", "metric", "value", "sem", "n"]]],
+                        ignore_index=True)
+    return out
+
+
+def paper_long(table: pd.DataFrame, by: Sequence[str] = ("method",),
+               metrics: Iterable[str] | None = None) -> pd.DataFrame:
+    """A paper table (from :func:`paper_table`) as a long frame ``source, *by, metric, value``,
+    one source per dataset (``"paper (ImageNet)"``; FPS rows say the paper's hardware is
+    unstated). Accepts the tidy Table-2 layout
+    (``dataset, metric, method, value``) and the wide layouts of Tables 3–7."""
+    if {"metric", "value"} <= set(table.columns):
+        long = table[["dataset", *by, "metric", "value"]].copy()
+    else:
+        cols = [c for c in (metrics or METRIC_LABELS) if c in table.columns]
+        long = table.melt(id_vars=["dataset", *by], value_vars=cols, var_name="metric")
+    if metrics is not None:
+        long = long[long["metric"].isin(list(metrics))]
+    long.insert(0, "source", long.pop("dataset").map(paper_label))
+    fps = long["metric"] == "fps"
+    long.loc[fps, "source"] = long.loc[fps, "source"] + " on unstated hardware"
+    return long.reset_index(drop=True)
+
+
+def beside(*frames: pd.DataFrame, index: Sequence[str] = ("metric", "source"),
+           columns: str | Sequence[str] = "method", order: Sequence[str] | None = None
+           ) -> pd.DataFrame:
+    """Long frames (ours and the paper's) pivoted into one wide frame: by default one row per
+    ``(metric, source)`` — the paper's datasets and ours next to each other for every metric —
+    and one column per method (in ``order``, default :data:`PAPER_ORDER`). Missing cells: NaN."""
+    long = pd.concat([f for f in frames if len(f)], ignore_index=True)
+    wide = long.pivot_table(index=list(index), columns=columns, values="value", aggfunc="first",
+                            sort=False)
+    if columns == "method" or columns == ["method"]:
+        present = [m for m in (order or PAPER_ORDER) if m in wide.columns]
+        wide = wide[present + [c for c in wide.columns if c not in present]]
+    if "metric" in index:  # metrics in a fixed order, sources in order of appearance
+        metric_order = [m for m in METRIC_LABELS if m in set(long["metric"])] + \
+            [m for m in dict.fromkeys(long["metric"]) if m not in METRIC_LABELS]
+        sources = list(dict.fromkeys(long["source"])) if "source" in long else []
+        wide = wide.reset_index()
+        wide["_m"] = wide["metric"].map({m: i for i, m in enumerate(metric_order)})
+        if "source" in wide:
+            wide["_s"] = wide["source"].map({s: i for i, s in enumerate(sources)})
+        wide = wide.sort_values([c for c in ("_m", "_s") if c in wide], kind="stable")
+        wide = wide.drop(columns=[c for c in ("_m", "_s") if c in wide]).set_index(list(index))
+    wide.columns.name = columns if isinstance(columns, str) else None
+    return wide
+
+
+def display_names(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with method keys and metric names replaced by their display names (for showing
+    a table; keep the keys for computing)."""
+    out = frame.rename(columns=lambda c: DISPLAY.get(c, c))
+    if isinstance(out.index, pd.MultiIndex):
+        out.index = pd.MultiIndex.from_tuples(
+            [tuple(METRIC_LABELS.get(v, DISPLAY.get(v, v)) if isinstance(v, str) else v
+                   for v in t) for t in out.index], names=out.index.names)
+    else:
+        out = out.rename(index=lambda v: METRIC_LABELS.get(v, DISPLAY.get(v, v))
+                         if isinstance(v, str) else v)
+    return out
+
+
+# --- ranks and generated sentences -----------------------------------------------------------
+
+def ranks(long: pd.DataFrame, by: Sequence[str] = ("source", "metric")) -> pd.DataFrame:
+    """The long frame with a ``rank`` column: 1 = best among the methods of each ``by`` group
+    (low is best for drops, high otherwise; ties share the best rank) and ``of`` (methods with a
+    value in the group)."""
+    long = long.dropna(subset=["value"]).copy()
+    parts = []
+    for _, g in long.groupby(list(by), sort=False):
+        asc = lower_is_better(str(g["metric"].iloc[0]))
+        g = g.assign(rank=g["value"].rank(ascending=asc, method="min").astype(int), of=len(g))
+        parts.append(g)
+    return pd.concat(parts) if parts else long.assign(rank=[], of=[])
+
+
+def ordinal(k: int) -> str:
+    """1 -> '1st', 2 -> '2nd', 11 -> '11th'."""
+    suffix = "th" if 10 <= k % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
+    return f"{k}{suffix}"
+
+
+def rank_sentences(ours: pd.DataFrame, paper: pd.DataFrame, method: str = "nib",
+                   metrics: Iterable[str] | None = None) -> list[str]:
+    """One sentence per metric: where ``method`` ranks in our rows and in each of the paper's
+    datasets, e.g. "Image Conf. Drop ↓: NIB ranks 3rd of 8 here (ours (...)); the paper ranks it
+    1st of 8 on Conceptual Captions, 1st of 8 on ImageNet and 1st of 8 on Flickr8k."
+    Computed from the frames, so it is true for whatever numbers a build produced."""
+    r_ours, r_paper = ranks(ours), ranks(paper)
+    metrics = list(metrics) if metrics is not None else \
+        [m for m in METRIC_LABELS if m in set(r_ours["metric"])]
+    name = DISPLAY.get(method, method)
+    out = []
+    for metric in metrics:
+        mine = r_ours[(r_ours["metric"] == metric) & (r_ours["method"] == method)]
+        theirs = r_paper[(r_paper["metric"] == metric) & (r_paper["method"] == method)]
+        if mine.empty:
+            continue
+        here = "; ".join(f"{ordinal(int(r['rank']))} of {int(r['of'])} in {r['source']}"
+                         for _, r in mine.iterrows())
+        sentence = f"{METRIC_LABELS.get(metric, metric)}: {name} ranks {here}"
+        if not theirs.empty:
+            places = [f"{ordinal(int(r['rank']))} of {int(r['of'])} on "
+                      f"{_paper_dataset(r['source'])}" for _, r in theirs.iterrows()]
+            joined = places[0] if len(places) == 1 else ", ".join(places[:-1]) + " and " + places[-1]
+            agree = sorted(set(theirs["rank"])) == sorted(set(mine["rank"]))
+            sentence += f"; the paper ranks it {joined}" + (" — the same place." if agree and len(
+                set(mine["rank"])) == 1 else ".")
+        else:
+            sentence += "."
+        out.append(sentence)
+    return out
+
+
+def _paper_dataset(source: str) -> str:
+    """``"paper (ImageNet) on unstated hardware"`` -> ``"ImageNet"``."""
+    match = re.match(r"paper \((.*?)\)", source)
+    return match.group(1) if match else source
+
+
+def rank_agreement(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
+    """Spearman correlation between our order of the methods and the paper's, per metric (rows)
+    and paper source (columns), over the methods both have; +1 = the same order. One of our
+    sources is expected (the first is used)."""
+    out = {}
+    mine_src = ours["source"].iloc[0]
+    for metric in dict.fromkeys(paper["metric"]):
+        a = ours[(ours["metric"] == metric)].set_index("method")["value"]
+        if a.empty:
+            continue
+        for src, part in paper[paper["metric"] == metric].groupby("source", sort=False):
+            b = part.set_index("method")["value"]
+            common = a.index.intersection(b.index)
+            rho = (a[common].rank().corr(b[common].rank()) if len(common) >= 3 else np.nan)
+            out.setdefault(metric, {})[_paper_dataset(src)] = rho
+    frame = pd.DataFrame(out).T
+    frame.index.name = "metric"
+    frame.attrs["ours"] = mine_src
+    return frame
+
+
+def winners(long: pd.DataFrame) -> pd.DataFrame:
+    """Per ``(source, metric)``: the best method(s) and their value."""
+    r = ranks(long)
+    best = r[r["rank"] == 1]
+    return (best.groupby(["source", "metric"], sort=False)
+            .agg(best=("method", lambda s: ", ".join(DISPLAY.get(m, m) for m in s)),
+                 value=("value", "first")).reset_index())
+
+
+# --- speed -----------------------------------------------------------------------------------
+
+def speed(df: pd.DataFrame) -> pd.DataFrame:
+    """Frames per second per method from :func:`nibcore.evaluate` rows: ``fps_image`` /
+    ``fps_text`` (attributed pairs per second on that side, after warm-up, data loading and
+    scoring excluded), ``fps_both`` = pairs per second when each pair gets both maps
+    (``1 / (1/fps_image + 1/fps_text)``), ``pairs``, ``batch`` (pairs per timed call) and the
+    ``hardware`` the timings were taken on."""
+    rows = []
+    for method, part in df.groupby("method", sort=False):
+        row: dict[str, Any] = dict(method=method)
+        seconds = 0.0
+        for side in ("image", "text"):
+            s = part[part["side"] == side]
+            t = float(s["seconds"].sum())
+            row[f"fps_{side}"] = len(s) / t if t > 0 else np.nan
+            seconds += t / len(s) if len(s) else np.nan
+        row["fps_both"] = 1.0 / seconds if seconds > 0 else np.nan
+        row["pairs"] = int(part["id"].nunique())
+        row["batch"] = float(part["batch"].mean())
+        row["hardware"] = "; ".join(sorted(set(part["hardware"].astype(str))))
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("method")
+
+
+# --- caching ---------------------------------------------------------------------------------
+
+def fingerprint(model: ClipModel, code: bool = True) -> str:
+    """A short hash of the model's weights (and, with ``code``, of nibcore's source files), so
+    cached evaluation rows are reused only for the same model and the same code."""
+    h = hashlib.sha1()
+    for name, tensor in sorted(model.clip.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    if code:
+        root = Path(__file__).resolve().parent
+        for path in sorted(root.rglob("*.py")):
+            if path.name not in ("tables.py", "sanity.py", "viz.py", "theory.py"):
+                h.update(path.relative_to(root).as_posix().encode())
+                h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def cache_file(model: ClipModel, name: str, root: str | Path = "../_build/cache") -> Path:
+    """``root/<model name>-<fingerprint>/<name>.jsonl``: the ``out=`` file of an evaluation.
+
+    Build-local (``_build/`` is never committed): a clean checkout computes everything; a re-run
+    of the same build reuses the rows (:func:`nibcore.evaluate` skips the rows already there).
+    """
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model.name)
+    path = Path(root) / f"{safe}-{fingerprint(model)}" / f"{name}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# --- running the evaluations of a chapter ----------------------------------------------------
+
+#: nibcore's method keys in the order the book's tables list them (NIB first).
+BOOK_ORDER = ("nib", "m2ib", "rise", "gradcam", "chefer", "saliency", "mfaba", "fastig")
+#: Methods timed without a warm-up call: their one-time overhead is negligible next to their
+#: thousands of forward rows, and a warm-up would cost a whole extra attribution.
+NO_WARMUP = ("rise",)
+
+
+def book_params(smoke: bool = False, rise_masks: int | None = None) -> dict[str, dict[str, Any]]:
+    """The method parameters of the results chapters: the paper's defaults, except RISE's mask
+    count when ``rise_masks`` is given, or 100 masks per side in a smoke run (a pass that only
+    checks the code runs; its numbers mean nothing)."""
+    if smoke:
+        rise_masks = 100
+    return {"rise": {"n_masks": int(rise_masks)}} if rise_masks is not None else {}
+
+
+def describe_params(params: dict[str, dict[str, Any]]) -> str:
+    """Words for :func:`book_params`' departures from the paper's defaults."""
+    if not params:
+        return "all methods with the paper's defaults (RISE: 6000 image / 200 text masks)"
+    parts = [f"{DISPLAY.get(m, m)} with " + ", ".join(f"{k}={v}" for k, v in kw.items())
+             for m, kw in params.items()]
+    return "the paper's defaults except " + "; ".join(parts)
+
+
+def evaluate_cached(model: ClipModel, dataset: str, methods: Sequence[str], *, n: int,
+                    seed: int = 0, params: dict[str, dict[str, Any]] | None = None,
+                    sides: Sequence[str] = ("image", "text"), cache: str | Path | None = None,
+                    text_protocols: Sequence[str] = ("paper", "m2ib", "clean"),
+                    dataset_kw: dict[str, Any] | None = None, progress: bool = False,
+                    **kw: Any) -> pd.DataFrame:
+    """:func:`nibcore.evaluate` as the results chapters run it: one pair per call
+    (``batch_size=1``, as the paper times methods, and so stochastic methods do not depend on
+    which pairs share a batch), rows cached in ``cache_file(model, <dataset>, cache)`` (``None``:
+    no cache), methods in :data:`NO_WARMUP` timed without a warm-up call. Rows of the methods in
+    the given order."""
+    from .evaluate import evaluate
+
+    params = {m: kw_ for m, kw_ in (params or {}).items() if m in methods}
+    suffix = "".join(f"-{k}={v}" for k, v in sorted((dataset_kw or {}).items()))
+    out = None if cache is None else cache_file(model, f"{dataset}{suffix}", cache)
+    frames = {}
+    for group, warm in (([m for m in methods if m not in NO_WARMUP], True),
+                        ([m for m in methods if m in NO_WARMUP], False)):
+        if group:
+            df = evaluate(model, dataset, group, sides=sides, n=n, seed=seed,
+                          params={m: params[m] for m in group if m in params},
+                          text_protocols=text_protocols, out=out, progress=progress,
+                          batch_size=1, warmup=warm, dataset_kw=dataset_kw, **kw)
+            for m, part in df.groupby("method", sort=False):
+                frames[m] = part
+    return pd.concat([frames[m] for m in methods if m in frames], ignore_index=True)
+
+
+def prepare_dataset(name: str, download: bool = False) -> None:
+    """Make sure a real dataset (``"cc"``, ``"imagenet"``, ``"flickr8k"``) is where
+    :func:`nibcore.datasets.load_dataset` looks; with ``download`` fetch it when missing (needs
+    the network: Colab). Scenes need nothing."""
+    from . import datasets
+
+    helpers = {"cc": datasets.download_conceptual_captions,
+               "imagenet": datasets.download_tiny_imagenet,
+               "flickr8k": datasets.download_flickr8k}
+    if name not in helpers:
+        return
+    try:
+        if name == "flickr8k":  # its loader needs a model; check the split file instead
+            split = datasets.data_root() / datasets.FOLDERS[name] / "dataset_flickr8k.json"
+            if not split.is_file():
+                raise FileNotFoundError(f"{split} not found")
+        else:
+            datasets.load_dataset(name)
+    except FileNotFoundError:
+        if not download:
+            raise
+        helpers[name]()
+
+
+# --- sweeps ----------------------------------------------------------------------------------
+
+def paper_layer(layer: int, n_blocks: int, paper_blocks: int = PAPER_BLOCKS) -> int:
+    """The block of an ``n_blocks``-block tower at the same *relative depth* as the paper's
+    ``layer`` of ``paper_blocks`` (12): ``layer / paper_blocks · n_blocks`` rounded to the nearest
+    block, ties rounded **down**, clamped to ``0 .. n_blocks − 1``.
+
+    Ties down so that the paper's default 9 of 12 lands where nibcore's default does on the mini
+    model (9/12 · 6 = 4.5 → 4 on the image tower, 9/12 · 4 = 3 on the text tower; see
+    :func:`nibcore.attribution.default_layer`). The identity on a 12-block tower.
+    """
+    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or layer < 0:
+        raise ValueError(f"layer must be a non-negative int, got {layer!r}")
+    if n_blocks < 1 or paper_blocks < 1:
+        raise ValueError("n_blocks and paper_blocks must be positive")
+    x = layer * n_blocks / paper_blocks
+    mapped = math.ceil(x - 0.5)  # nearest integer, ties down
+    return int(min(max(mapped, 0), n_blocks - 1))
+
+
+def layer_map(model: ClipModel, layers: Sequence[int], paper_blocks: int = PAPER_BLOCKS
+              ) -> pd.DataFrame:
+    """The paper's layers -> our blocks on each tower of ``model``: columns ``paper_layer``,
+    ``relative_depth``, ``image_layer``, ``text_layer`` (and the towers' depths in ``attrs``)."""
+    rows = [dict(paper_layer=l, relative_depth=l / paper_blocks,
+                 image_layer=paper_layer(l, model.image.n_blocks, paper_blocks),
+                 text_layer=paper_layer(l, model.text.n_blocks, paper_blocks)) for l in layers]
+    out = pd.DataFrame(rows)
+    out.attrs.update(image_blocks=model.image.n_blocks, text_blocks=model.text.n_blocks)
+    return out
+
+
+def sweep(model: ClipModel, dataset, method: str, param: str, values: Sequence[Any], *,
+          n: int, seed: int = 0, sides: Sequence[str] = ("image", "text"),
+          base: dict[str, Any] | None = None, seeds: Sequence[int] | None = None,
+          out: str | Path | None = None, progress: bool = False, batch_size: int = 1,
+          text_protocols: Sequence[str] = ("paper",), warmup: bool = False,
+          **evaluate_kw: Any) -> pd.DataFrame:
+    """Evaluate ``method`` with ``param`` set to each of ``values`` (``base`` holds the other
+    parameters) on the same ``n`` pairs; returns the concatenated per-sample frames with a column
+    named ``param`` holding the value (and ``method_seed`` when ``seeds`` is given: the method's
+    own ``seed`` parameter, e.g. M2IB's noise, run for each value).
+
+    All runs share ``out`` (rows are keyed by their parameters, so a re-run only computes what is
+    missing). ``batch_size=1``: one pair per call, so stochastic methods do not depend on which
+    pairs share a batch. ``warmup=False``: sweeps report no timings, so no untimed warm-up call.
+    """
+    from .evaluate import evaluate
+
+    frames = []
+    for value in values:
+        for s in (seeds if seeds is not None else [None]):
+            kw = {**(base or {}), param: value}
+            if s is not None:
+                kw["seed"] = s
+            df = evaluate(model, dataset, [method], sides=sides, n=n, seed=seed,
+                          params={method: kw}, out=out, progress=progress,
+                          batch_size=batch_size, text_protocols=text_protocols, warmup=warmup,
+                          **evaluate_kw)
+            df[param] = value
+            if s is not None:
+                df["method_seed"] = s
+            frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+def layer_sweep(model: ClipModel, dataset, layers: Sequence[int], *, n: int, seed: int = 0,
+                method: str = "nib", sides: Sequence[str] = ("image", "text"),
+                base: dict[str, Any] | None = None, out: str | Path | None = None,
+                **kw: Any) -> pd.DataFrame:
+    """:func:`sweep` over the paper's ``layers`` mapped by relative depth (:func:`paper_layer`)
+    to each tower of ``model`` separately (the towers may differ in depth). Each distinct block
+    is evaluated once; the frame has ``paper_layer`` and ``layer`` columns (one copy of the rows
+    per paper layer, so several paper layers can share a block)."""
+    frames = []
+    for side in sides:
+        blocks = model.tower(side).n_blocks
+        mapping = {l: paper_layer(l, blocks) for l in layers}
+        distinct = list(dict.fromkeys(mapping.values()))
+        df = sweep(model, dataset, method, "layer", distinct, n=n, seed=seed, sides=[side],
+                   base=base, out=out, **kw)
+        for l, b in mapping.items():
+            frames.append(df[df["layer"] == b].assign(paper_layer=l))
+    return pd.concat(frames, ignore_index=True)
+
+
+def sweep_summary(df: pd.DataFrame, param: str, source: str,
+                  metrics: dict[str, str] | None = None) -> pd.DataFrame:
+    """Long frame of a sweep: means per value of ``param`` (``source, <param>, metric, value,
+    sem, n``); ``metrics`` as in :func:`results_long`."""
+    return results_long(df, source, by=(param,), metrics=metrics)
+
+
+def seed_spread(df: pd.DataFrame, param: str, metrics: dict[str, str] | None = None
+                ) -> pd.DataFrame:
+    """For a sweep run with several method seeds: per ``param`` value and metric, the mean over
+    seeds of the per-seed means (``value``), their standard deviation across seeds (``sd_seeds``,
+    the method's own randomness on fixed pairs) and the ``seeds`` count."""
+    long = results_long(df, "_", by=(param, "method_seed"), metrics=metrics)
+    g = long.groupby([param, "metric"], sort=False)["value"]
+    return pd.DataFrame({"value": g.mean(), "sd_seeds": g.std(ddof=1),
+                         "seeds": g.count()}).reset_index()
+
+
+def trend(long: pd.DataFrame, x: str, metric: str, source: str | None = None) -> float:
+    """Spearman rank correlation of ``metric`` with ``x`` within one source (+1: the metric grows
+    with ``x`` monotonically, −1: shrinks); NaN with fewer than 3 points or a constant column."""
+    part = long[long["metric"] == metric]
+    if source is not None:
+        part = part[part["source"] == source]
+    part = part.dropna(subset=["value"])
+    if len(part) < 3 or part["value"].nunique() < 2 or part[x].nunique() < 2:
+        return float("nan")
+    return float(part[x].rank().corr(part["value"].rank()))
+
+
+def describe_trend(rho: float) -> str:
+    """Words for a Spearman correlation of a metric with a swept parameter."""
+    if not np.isfinite(rho):
+        return "shows no measurable trend"
+    if rho >= 0.8:
+        return f"rises steadily (ρ = {rho:+.2f})"
+    if rho >= 0.4:
+        return f"tends to rise (ρ = {rho:+.2f})"
+    if rho > -0.4:
+        return f"shows no clear trend (ρ = {rho:+.2f})"
+    if rho > -0.8:
+        return f"tends to fall (ρ = {rho:+.2f})"
+    return f"falls steadily (ρ = {rho:+.2f})"
+
+
+# --- the text protocols, position by position --------------------------------------------------
+
+def protocol_view(model: ClipModel, caption: str, scores: np.ndarray, protocol: str
+                  ) -> pd.DataFrame:
+    """What a text protocol feeds the model for ``s1``, position by position (for showing).
+
+    ``scores``: the caption's text map over SOT..EOT (``Attribution.scores``). Rows: the
+    positions up to the last non-padding one of either input; columns ``token0`` / ``token1``
+    (the token at that position in the ``s0`` / ``s1`` input), ``scale1`` (the factor on its
+    token embedding in the ``s1`` input), ``pooled`` (the position CLIP's argmax pooling reads:
+    the largest id).
+    """
+    from .metrics import text_perturbation
+
+    ids = model.tokenize([caption])[0].cpu()
+    pert = text_perturbation(ids, scores, protocol)
+    last = int(max(ClipModel.text_length(pert.ids0[None])[0], ClipModel.text_length(pert.ids1[None])[0],
+                   int((pert.ids0 != 0).nonzero().max()) + 1, int((pert.ids1 != 0).nonzero().max()) + 1))
+    decoder = getattr(model.tokenizer, "decoder", {})
+
+    def word(i: int) -> str:
+        return decoder.get(i, str(i)).replace("</w>", "") if decoder else str(i)
+
+    rows = []
+    for pos in range(last):
+        rows.append(dict(position=pos, token0=word(int(pert.ids0[pos])),
+                         token1=word(int(pert.ids1[pos])), id1=int(pert.ids1[pos]),
+                         scale1=float(pert.scale1[pos]),
+                         pooled="s0 and s1" if pos == int(pert.ids0.argmax()) == int(
+                             pert.ids1.argmax()) else ("s0" if pos == int(pert.ids0.argmax())
+                                                       else ("s1" if pos == int(pert.ids1.argmax())
+                                                             else ""))))
+    return pd.DataFrame(rows).set_index("position")
+
+
+# --- Table 8 ---------------------------------------------------------------------------------
+
+def passes_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Counted passes per pair from :func:`nibcore.evaluate` rows (taken with ``batch_size=1``
+    they are per pair exactly): one row per method × side with ``forward``, ``backward`` (calls)
+    and ``forward_rows``, ``backward_rows`` (inputs those calls carried)."""
+    cols = {"fwd": "forward", "bwd": "backward", "fwd_rows": "forward_rows",
+            "bwd_rows": "backward_rows"}
+    per_pair = df.assign(**{v: df[k] / df["batch"] for k, v in cols.items()})
+    out = per_pair.groupby(["method", "side"], sort=False)[list(cols.values())].mean()
+    return out
+
+
+def json_params(df: pd.DataFrame) -> pd.Series:
+    """The ``params`` column of evaluation rows, decoded."""
+    return df["params"].map(json.loads)
+
+
+def passes_comparison(ours: pd.DataFrame, paper: pd.DataFrame, side: str = "image"
+                      ) -> pd.DataFrame:
+    """The paper's Table 8 beside our counted passes on one ``side`` (from
+    :func:`passes_table`), one row per method in the paper's order, with ``agreement``: which of
+    our two ways of counting (``calls``, ``rows``) gives the paper's forward *and* backward numbers
+    (``"calls"``, ``"rows"``, ``"calls and rows"`` or ``"neither"``)."""
+    mine = ours.xs(side, level="side")
+    theirs = paper.set_index("method")[["forward", "backward"]]
+    out = theirs.add_prefix("paper ").join(mine, how="outer")
+    out = out.reindex([m for m in PAPER_ORDER if m in out.index] +
+                      [m for m in out.index if m not in PAPER_ORDER])
+
+    def agreement(r) -> str:
+        calls = r["forward"] == r["paper forward"] and r["backward"] == r["paper backward"]
+        rows = r["forward_rows"] == r["paper forward"] and r["backward_rows"] == r["paper backward"]
+        return {(True, True): "calls and rows", (True, False): "calls",
+                (False, True): "rows"}.get((bool(calls), bool(rows)), "neither")
+
+    out["agreement"] = out.apply(agreement, axis=1)
+    return out

@@ -1,0 +1,272 @@
+#!/usr/bin/env python
+"""Execute every chapter of the book with papermill, build it with jupyter-book, check the HTML.
+
+    python scripts/build_book.py [--smoke] [--only NAME ...] [--param KEY=VALUE ...] [--no-html]
+
+1. Reads ``_toc.yml``; fails if a notebook under ``book/`` is missing from it (or the toc names a
+   file that does not exist).
+2. Executes each listed notebook with papermill (kernel ``python3``, working directory ``book/``)
+   into ``_build/executed/``, which mirrors the source tree (``_config.yml``, ``_toc.yml``,
+   ``references.bib``, ``book/``). ``--smoke`` injects ``SMOKE = True`` into each notebook's
+   ``parameters`` cell; ``--param KEY=VALUE`` injects more (values are parsed as Python literals,
+   else kept as strings). Any cell error fails the build (all notebooks are still tried).
+3. Runs ``jupyter-book build`` on the executed tree with ``-W --keep-going`` (every Sphinx
+   warning, e.g. a broken citation or cross-reference, fails the build); HTML in ``_build/html``.
+4. Checks the HTML: every page of the toc exists; no page shows a traceback or an error output;
+   every notebook page shows at least one figure.
+
+Prints the execution time of each notebook and the total; exits non-zero on any failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import html
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BOOK = ROOT / "book"
+BUILD = ROOT / "_build"
+EXECUTED = BUILD / "executed"
+HTML = BUILD / "html"
+TREE_FILES = ("_config.yml", "_toc.yml", "references.bib")
+KERNEL = "python3"
+#: words that mark a rendered output block as an error
+ERROR_WORDS = re.compile(r"Traceback|Error\b|Exception\b")
+
+
+# --- the table of contents --------------------------------------------------------------------
+
+def toc_entries(toc: dict) -> list[str]:
+    """All files named by a jb-book toc (root first), as paths relative to the toc, no suffix."""
+    out = [toc["root"]]
+
+    def walk(items):
+        for item in items or []:
+            if "file" in item:
+                out.append(item["file"])
+            walk(item.get("sections"))
+            walk(item.get("chapters"))
+
+    walk(toc.get("parts"))
+    walk(toc.get("chapters"))
+    walk(toc.get("sections"))
+    return [str(Path(e).with_suffix("")) if Path(e).suffix in (".md", ".ipynb") else e
+            for e in out]
+
+
+def resolve(entry: str, root: Path = ROOT) -> Path | None:
+    """The source file of a toc entry (``.ipynb`` or ``.md``), or None when missing."""
+    for suffix in (".ipynb", ".md"):
+        path = root / f"{entry}{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def check_toc(root: Path = ROOT) -> tuple[list[Path], list[str]]:
+    """The toc's source files in order, and a list of problems (missing files / notebooks)."""
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    problems, files = [], []
+    for entry in toc_entries(toc):
+        path = resolve(entry, root)
+        if path is None:
+            problems.append(f"_toc.yml lists {entry!r}, but neither {entry}.ipynb nor {entry}.md "
+                            "exists")
+        else:
+            files.append(path)
+    listed = {p.resolve() for p in files}
+    for nb in sorted((root / "book").rglob("*.ipynb")):
+        if ".ipynb_checkpoints" in nb.parts or "_executed" in nb.parts:
+            continue
+        if nb.resolve() not in listed:
+            problems.append(f"{nb.relative_to(root)} is not listed in _toc.yml")
+    return files, problems
+
+
+# --- executing ------------------------------------------------------------------------------
+
+def parse_params(pairs: list[str]) -> dict:
+    params = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise SystemExit(f"--param needs KEY=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        try:
+            params[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            params[key] = value
+    return params
+
+
+def prepare_tree() -> None:
+    """Fresh ``_build/executed`` with the config, the toc, the bibliography and every
+    non-notebook file of ``book/`` (notebooks are added by :func:`execute`, or copied as they
+    are when ``--only`` leaves them out)."""
+    if EXECUTED.exists():
+        shutil.rmtree(EXECUTED)
+    (EXECUTED / "book").mkdir(parents=True)
+    for name in TREE_FILES:
+        shutil.copy2(ROOT / name, EXECUTED / name)
+    for path in BOOK.rglob("*"):
+        rel = path.relative_to(BOOK)
+        if path.is_file() and path.suffix != ".ipynb" and not any(
+                part.startswith((".", "_")) for part in rel.parts):
+            (EXECUTED / "book" / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, EXECUTED / "book" / rel)
+
+
+def execute(nb: Path, params: dict) -> tuple[float, str | None]:
+    """Run one notebook into the executed tree; returns (seconds, error message or None)."""
+    import papermill
+
+    out = EXECUTED / nb.relative_to(ROOT)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    error = None
+    try:
+        papermill.execute_notebook(str(nb), str(out), parameters=params or None,
+                                   kernel_name=KERNEL, cwd=str(nb.parent), progress_bar=False,
+                                   log_output=False)
+    except papermill.PapermillExecutionError as err:
+        error = f"cell {err.exec_count}: {err.ename}: {err.evalue}"
+    except Exception as err:  # kernel died, missing parameters cell, ...
+        error = f"{type(err).__name__}: {err}"
+    return time.perf_counter() - start, error
+
+
+def stderr_outputs(nb_path: Path) -> list[str]:
+    """The stderr stream texts of an executed notebook."""
+    nb = json.loads(nb_path.read_text())
+    texts = []
+    for cell in nb["cells"]:
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream" and output.get("name") == "stderr":
+                text = output.get("text", "")
+                texts.append("".join(text) if isinstance(text, list) else text)
+    return texts
+
+
+# --- checking the HTML ----------------------------------------------------------------------
+
+def check_page(page: Path, notebook: bool) -> tuple[list[str], list[str]]:
+    """(problems, warnings) of one rendered page."""
+    if not page.is_file():
+        return [f"{page.relative_to(ROOT)} was not built"], []
+    text = page.read_text(errors="replace")
+    problems, warnings = [], []
+    name = page.relative_to(ROOT)
+    if "Traceback" in text:
+        problems.append(f"{name} shows a traceback")
+    if re.search(r'class="[^"]*output_error', text) or 'class="output traceback' in text:
+        problems.append(f"{name} shows an error output")
+    for block in re.findall(r'class="output stderr[^"]*">(.*?)</div>', text, flags=re.S):
+        content = html.unescape(re.sub(r"<[^>]+>", "", block)).strip()
+        if ERROR_WORDS.search(content):
+            problems.append(f"{name} shows an error on stderr: {content[:200]!r}")
+        else:
+            warnings.append(f"{name} shows stderr output: {content[:120]!r}")
+    if notebook and not re.search(r'<img[^>]+src="[^"]*_images/', text):
+        problems.append(f"{name} shows no figure")
+    return problems, warnings
+
+
+# --- main -----------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true",
+                        help="inject SMOKE = True: every chapter shrinks its work")
+    parser.add_argument("--only", action="append", default=[], metavar="NAME",
+                        help="execute only this notebook (file name without suffix; the others "
+                             "are built without outputs and not checked for figures); repeatable")
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="inject a parameter into every notebook, e.g. MODEL=mini")
+    parser.add_argument("--no-html", action="store_true",
+                        help="execute only; skip jupyter-book and the HTML checks")
+    args = parser.parse_args(argv)
+
+    files, problems = check_toc()
+    if problems:
+        for p in problems:
+            print(f"FAIL  {p}")
+        return 1
+    if args.only:
+        names = {f.stem for f in files}
+        unknown = set(args.only) - names
+        if unknown:
+            print(f"FAIL  --only {sorted(unknown)}: not in the toc ({sorted(names)})")
+            return 1
+    params = parse_params(args.param)
+    if args.smoke:
+        params["SMOKE"] = True
+
+    prepare_tree()
+    failures, warnings, times = [], [], {}
+    notebooks = [f for f in files if f.suffix == ".ipynb"]
+    if args.only:  # the other chapters are built from their sources, without outputs
+        notebooks = [f for f in notebooks if f.stem in args.only]
+    for f in files:
+        if f.suffix == ".ipynb" and f not in notebooks:
+            shutil.copy2(f, EXECUTED / f.relative_to(ROOT))
+    mode = "smoke" if args.smoke else "normal"
+    print(f"executing {len(notebooks)} notebook(s) ({mode} mode"
+          f"{', ' + str(params) if params else ''})", flush=True)
+    for nb in notebooks:
+        seconds, error = execute(nb, params)
+        times[nb.stem] = seconds
+        status = "ok  " if error is None else "FAIL"
+        print(f"{status}  {nb.relative_to(ROOT)}  {seconds:7.1f} s"
+              f"{'  ' + error if error else ''}", flush=True)
+        if error:
+            failures.append(f"{nb.relative_to(ROOT)}: {error}")
+        else:
+            for text in stderr_outputs(EXECUTED / nb.relative_to(ROOT)):
+                if ERROR_WORDS.search(text):
+                    failures.append(f"{nb.relative_to(ROOT)} wrote an error to stderr: "
+                                    f"{text.strip()[:200]!r}")
+    total = sum(times.values())
+    print(f"total execution  {total:7.1f} s ({total / 60:.1f} min)", flush=True)
+
+    if not args.no_html and not failures:
+        if HTML.exists():
+            shutil.rmtree(HTML)
+        start = time.perf_counter()
+        cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(EXECUTED),
+               "--path-output", str(ROOT), "-W", "--keep-going", "--quiet"]
+        run = subprocess.run(cmd, capture_output=True, text=True)
+        print(f"jupyter-book build  {time.perf_counter() - start:7.1f} s", flush=True)
+        if run.returncode != 0:
+            print(run.stdout[-6000:])
+            print(run.stderr[-6000:])
+            failures.append(f"jupyter-book build failed (exit {run.returncode})")
+        for f in files:
+            page = HTML / f.relative_to(ROOT).with_suffix(".html")
+            if f == files[0] and not page.exists():
+                page = HTML / "index.html"
+            p, w = check_page(page, notebook=f.suffix == ".ipynb" and f in notebooks)
+            failures += p
+            warnings += w
+
+    for w in warnings:
+        print(f"warn  {w}")
+    for f in failures:
+        print(f"FAIL  {f}")
+    if failures:
+        print(f"book build FAILED ({len(failures)} problem(s))")
+        return 1
+    print(f"book OK: {HTML / 'index.html'}" if not args.no_html else "notebooks OK")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

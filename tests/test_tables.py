@@ -1,0 +1,297 @@
+"""nibcore.tables: the paper's tables, side-by-side frames, generated sentences, sweeps."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from nibcore import tables
+from nibcore.datasets import Pair, PairDataset
+from nibcore.models import bundled_file
+
+
+def _has_table(name):
+    try:
+        bundled_file(f"paper_tables/{name}.csv")
+        return True
+    except FileNotFoundError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def pairs_ds():
+    rng = np.random.RandomState(3)
+    images = [Image.fromarray((rng.rand(32, 32, 3) * 255).astype("uint8")) for _ in range(4)]
+    texts = ["a red circle", "a blue ring and a dog", "two green grids", "a white cross"]
+    return PairDataset("toy", 4, lambda i: Pair(images[i], texts[i], f"toy-{i}"))
+
+
+# --- the paper's tables ----------------------------------------------------------------------
+
+@pytest.mark.skipif(not _has_table("table8_passes"), reason="paper table 8 not bundled")
+def test_paper_table8_methods_are_nibcore_keys():
+    t8 = tables.paper_table(8)
+    assert list(t8["method"]) == ["nib", "rise", "gradcam", "chefer", "saliency", "mfaba",
+                                  "m2ib", "fastig"]
+    assert "Chefer" in set(t8["paper_method"])
+    assert t8.loc[t8.method == "nib", "forward"].item() == 12
+    assert t8["backward"].dtype.kind in "iu"
+
+
+@pytest.mark.skipif(not _has_table("table3_num_steps"), reason="paper table 3 not bundled")
+def test_paper_table3_numeric_and_long():
+    t3 = tables.paper_table("table3_num_steps")
+    assert t3["img_conf_drop"].dtype.kind == "f"
+    long = tables.paper_long(t3, by=("num_steps",))
+    assert set(long["source"]) == {"paper (Conceptual Captions)", "paper (ImageNet)",
+                                   "paper (Flickr8k)"}
+    assert set(long["metric"]) == {"img_conf_drop", "img_conf_incr", "text_conf_drop",
+                                   "text_conf_incr"}
+    assert len(long) == 12 * 4
+
+
+def test_paper_table_missing_says_where(monkeypatch):
+    with pytest.raises(FileNotFoundError, match="data/paper_tables"):
+        tables.paper_table("table99_nothing")
+
+
+# --- layers ----------------------------------------------------------------------------------
+
+def test_paper_layer_identity_on_twelve_blocks():
+    assert [tables.paper_layer(l, 12) for l in range(12)] == list(range(12))
+
+
+def test_paper_layer_relative_depth_ties_down():
+    # mini: 6-block image tower, 4-block text tower
+    assert [tables.paper_layer(l, 6) for l in (2, 3, 4, 5, 6, 7, 8, 9)] == [1, 1, 2, 2, 3, 3, 4, 4]
+    assert [tables.paper_layer(l, 4) for l in (2, 3, 4, 5, 6, 7, 8, 9)] == [1, 1, 1, 2, 2, 2, 3, 3]
+    from nibcore.attribution import default_layer
+
+    class T:  # a stand-in tower
+        def __init__(self, n):
+            self.n_blocks = n
+
+    for n in (4, 6, 12):  # the paper's default lands on nibcore's default
+        assert tables.paper_layer(9, n) == default_layer(T(n))
+
+
+def test_paper_layer_clamps_and_validates():
+    assert tables.paper_layer(12, 6) == 5
+    assert tables.paper_layer(0, 6) == 0
+    assert all(0 <= tables.paper_layer(l, 3) <= 2 for l in range(13))
+    with pytest.raises(ValueError):
+        tables.paper_layer(-1, 6)
+    with pytest.raises(ValueError):
+        tables.paper_layer(3, 0)
+
+
+def test_layer_map(tiny):
+    m = tables.layer_map(tiny, [3, 6, 9])
+    assert list(m.columns) == ["paper_layer", "relative_depth", "image_layer", "text_layer"]
+    assert list(m["image_layer"]) == [1, 2, 3]  # tiny: 4 blocks per tower
+    assert m.attrs["image_blocks"] == 4
+
+
+# --- frames, ranks, sentences ----------------------------------------------------------------
+
+def _fake_results():
+    rows = []
+    for method, drop, incr, sec in (("nib", 1.0, 60.0, 0.1), ("m2ib", 2.0, 40.0, 0.5),
+                                    ("gradcam", 3.0, 50.0, 0.05)):
+        for i in range(2):
+            rows.append(dict(method=method, side="image", id=f"p{i}", img_conf_drop=drop + i,
+                             img_conf_incr=incr, seconds=sec, batch=1, hardware="cpu X",
+                             fwd=2, bwd=1, fwd_rows=3, bwd_rows=2))
+            rows.append(dict(method=method, side="text", id=f"p{i}", txt_conf_drop_paper=drop,
+                             txt_conf_incr_paper=incr, seconds=sec, batch=1, hardware="cpu X",
+                             fwd=2, bwd=1, fwd_rows=3, bwd_rows=2))
+    return pd.DataFrame(rows)
+
+
+def _fake_paper():
+    return pd.DataFrame(dict(dataset=["ImageNet"] * 3 + ["Flickr8k"] * 3,
+                             metric=["img_conf_drop"] * 6,
+                             method=["nib", "m2ib", "gradcam"] * 2,
+                             value=[0.9, 1.1, 2.5, 1.4, 1.3, 5.0]))
+
+
+def test_results_long_means_per_side():
+    long = tables.results_long(_fake_results(), "ours (x)")
+    nib = long[(long.method == "nib")].set_index("metric")["value"]
+    assert nib["img_conf_drop"] == pytest.approx(1.5)
+    assert nib["text_conf_drop"] == pytest.approx(1.0)
+    assert set(long["n"]) == {2}
+    assert (long["source"] == "ours (x)").all()
+
+
+def test_beside_puts_paper_and_ours_in_one_frame():
+    ours = tables.results_long(_fake_results(), "ours (x)", with_fps=True)
+    paper = tables.paper_long(_fake_paper())
+    wide = tables.beside(paper, ours)
+    assert list(wide.columns) == ["m2ib", "gradcam", "nib"]  # the paper's column order
+    assert wide.loc[("img_conf_drop", "paper (ImageNet)"), "nib"] == 0.9
+    assert wide.loc[("img_conf_drop", "ours (x)"), "nib"] == pytest.approx(1.5)
+    # metrics in a fixed order; fps last; per metric the paper's sources first
+    assert wide.index.get_level_values(0)[0] == "img_conf_drop"
+    assert wide.index.get_level_values(0)[-1] == "fps"
+    assert list(wide.loc["img_conf_drop"].index) == ["paper (ImageNet)", "paper (Flickr8k)",
+                                                     "ours (x)"]
+    shown = tables.display_names(wide)
+    assert "NIB" in shown.columns and "Image Conf. Drop ↓" in shown.index.get_level_values(0)
+
+
+def test_ranks_respect_direction_and_ties():
+    long = pd.DataFrame(dict(source="s", metric=["img_conf_drop"] * 3 + ["img_conf_incr"] * 3,
+                             method=["a", "b", "c"] * 2, value=[1.0, 1.0, 3.0, 10, 30, 20]))
+    r = tables.ranks(long).set_index(["metric", "method"])["rank"]
+    assert r[("img_conf_drop", "a")] == 1 and r[("img_conf_drop", "b")] == 1
+    assert r[("img_conf_drop", "c")] == 3
+    assert r[("img_conf_incr", "b")] == 1 and r[("img_conf_incr", "a")] == 3
+
+
+def test_rank_sentences_are_generated_from_the_frames():
+    ours = tables.results_long(_fake_results(), "ours (x)")
+    paper = tables.paper_long(_fake_paper())
+    s = tables.rank_sentences(ours, paper, "nib", metrics=["img_conf_drop"])
+    assert s == ["Image Conf. Drop ↓: NIB ranks 1st of 3 in ours (x); the paper ranks it 1st of 3 "
+                 "on ImageNet and 2nd of 3 on Flickr8k."]
+    s = tables.rank_sentences(ours, paper, "gradcam", metrics=["img_conf_drop"])
+    assert "3rd of 3 in ours (x)" in s[0] and s[0].endswith("— the same place.")
+
+
+def test_ordinal():
+    assert [tables.ordinal(k) for k in (1, 2, 3, 4, 11, 12, 13, 21, 22)] == \
+        ["1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd"]
+
+
+def test_winners():
+    w = tables.winners(tables.paper_long(_fake_paper()))
+    assert list(w["best"]) == ["NIB", "M2IB"]
+
+
+def test_speed_and_passes():
+    sp = tables.speed(_fake_results())
+    assert sp.loc["nib", "fps_image"] == pytest.approx(10.0)
+    assert sp.loc["nib", "fps_both"] == pytest.approx(5.0)
+    assert sp.loc["gradcam", "hardware"] == "cpu X"
+    p = tables.passes_table(_fake_results())
+    assert p.loc[("nib", "image"), "forward"] == 2
+
+
+def test_trend_words():
+    long = pd.DataFrame(dict(source="s", metric="m", x=[1, 2, 3, 4], value=[1.0, 2, 3, 5]))
+    assert tables.trend(long, "x", "m") == pytest.approx(1.0)
+    assert "rises steadily" in tables.describe_trend(1.0)
+    assert "falls" in tables.describe_trend(-0.9)
+    assert "no measurable trend" in tables.describe_trend(float("nan"))
+    assert np.isnan(tables.trend(long.head(2), "x", "m"))
+
+
+# --- caching and sweeps (on the tiny random CLIP) --------------------------------------------
+
+def test_cache_file_names_model_and_code(tiny, tmp_path):
+    path = tables.cache_file(tiny, "t2", root=tmp_path)
+    assert path.parent.is_dir() and path.name == "t2.jsonl"
+    assert path.parent.name.startswith("tiny-")
+    twin = __import__("copy").deepcopy(tiny)
+    with torch.no_grad():
+        next(twin.clip.parameters()).add_(1.0)
+    assert tables.fingerprint(twin) != tables.fingerprint(tiny)
+
+
+def test_sweep_and_summary(tiny, pairs_ds, tmp_path):
+    out = tmp_path / "sweep.jsonl"
+    df = tables.sweep(tiny, pairs_ds, "nib", "num_steps", [1, 3], n=2, seed=0, out=out)
+    assert set(df["num_steps"]) == {1, 3}
+    assert len(df) == 2 * 2 * 2  # values × pairs × sides
+    long = tables.sweep_summary(df, "num_steps", "ours")
+    assert set(long["metric"]) == {"img_conf_drop", "img_conf_incr", "text_conf_drop",
+                                   "text_conf_incr"}
+    again = tables.sweep(tiny, pairs_ds, "nib", "num_steps", [1, 3], n=2, seed=0, out=out)
+    pd.testing.assert_series_equal(df["img_conf_drop"], again["img_conf_drop"])
+
+
+def test_sweep_with_method_seeds(tiny, pairs_ds):
+    df = tables.sweep(tiny, pairs_ds, "m2ib", "beta", [0.1], n=2, sides=["image"],
+                      base={"steps": 2, "n_samples": 2}, seeds=[0, 1])
+    assert set(df["method_seed"]) == {0, 1}
+    spread = tables.seed_spread(df, "beta")
+    row = spread[spread.metric == "img_conf_drop"].iloc[0]
+    assert row["seeds"] == 2 and np.isfinite(row["sd_seeds"])
+
+
+def test_layer_sweep_maps_each_tower(tiny, pairs_ds):
+    df = tables.layer_sweep(tiny, pairs_ds, [3, 6, 9], n=1, base={"num_steps": 2})
+    img = df[df.side == "image"].set_index("paper_layer")["layer"]
+    assert img.to_dict() == {3: 1, 6: 2, 9: 3}
+    assert set(df["side"]) == {"image", "text"}
+
+
+# --- chapter glue ------------------------------------------------------------------------------
+
+def test_book_params_and_description():
+    assert tables.book_params() == {}
+    assert tables.book_params(smoke=True) == {"rise": {"n_masks": 100}}
+    assert tables.book_params(rise_masks=500) == {"rise": {"n_masks": 500}}
+    assert "paper's defaults" in tables.describe_params({})
+    assert "RISE with n_masks=100" in tables.describe_params(tables.book_params(True))
+
+
+def test_evaluate_cached_one_pair_per_call_and_reuse(tiny, pairs_ds, tmp_path, monkeypatch):
+    import nibcore.datasets as datasets
+
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, **kw: pairs_ds)
+    df = tables.evaluate_cached(tiny, "toy", ["gradcam", "rise"], n=2, seed=1,
+                                params={"rise": {"n_masks": 20}, "nib": {"num_steps": 2}},
+                                cache=tmp_path, text_protocols=("paper",))
+    assert list(dict.fromkeys(df["method"])) == ["gradcam", "rise"]
+    assert (df["batch"] == 1).all()
+    files = list(tmp_path.rglob("toy.jsonl"))
+    assert len(files) == 1
+    again = tables.evaluate_cached(tiny, "toy", ["gradcam", "rise"], n=2, seed=1,
+                                   params={"rise": {"n_masks": 20}}, cache=tmp_path,
+                                   text_protocols=("paper",))
+    pd.testing.assert_series_equal(df["seconds"], again["seconds"])  # read back, not re-run
+    p = tables.passes_table(df)
+    assert p.loc[("rise", "image"), "forward_rows"] == 21
+
+
+def test_passes_comparison_agreement():
+    ours = pd.DataFrame(dict(method=["nib", "rise"], side="image", forward=[3.0, 301.0],
+                             backward=[1.0, 0.0], forward_rows=[12.0, 6001.0],
+                             backward_rows=[10.0, 0.0])).set_index(["method", "side"])
+    paper = pd.DataFrame(dict(method=["nib", "rise"], forward=[12, 301], backward=[10, 0]))
+    cmp = tables.passes_comparison(ours, paper)
+    assert list(cmp.index) == ["rise", "nib"]  # the paper's order
+    assert cmp.loc["nib", "agreement"] == "rows"
+    assert cmp.loc["rise", "agreement"] == "calls"
+
+
+def test_rank_agreement():
+    ours = pd.DataFrame(dict(source="ours", metric="img_conf_drop", method=["a", "b", "c"],
+                             value=[1.0, 2.0, 3.0]))
+    paper = pd.DataFrame(dict(source=["paper (X)"] * 3 + ["paper (Y)"] * 3,
+                              metric="img_conf_drop", method=["a", "b", "c"] * 2,
+                              value=[0.1, 0.2, 0.3, 0.3, 0.2, 0.1]))
+    agree = tables.rank_agreement(ours, paper)
+    assert agree.loc["img_conf_drop", "X"] == pytest.approx(1.0)
+    assert agree.loc["img_conf_drop", "Y"] == pytest.approx(-1.0)
+
+
+def test_protocol_view_shows_the_paper_quirks(tiny):
+    caption = "a red circle and a blue ring"
+    ids = tiny.tokenize([caption])[0]
+    n = int(tiny.text_length(ids[None])[0])
+    scores = np.linspace(0.1, 1.0, n)
+    paper = tables.protocol_view(tiny, caption, scores, "paper")
+    assert paper["token1"].iloc[0] == "a"  # SOT removed
+    a_rows = paper[paper["token1"] == "a"]
+    assert len(a_rows) == 2 and a_rows["scale1"].nunique() == 1  # one scaled row, both positions
+    assert a_rows["scale1"].iloc[0] == pytest.approx(scores[1] * scores[5])
+    assert (paper["pooled"] != "").sum() == 1
+    assert "end_of_text" not in " ".join(paper["token1"])
+    clean = tables.protocol_view(tiny, caption, scores, "clean")
+    assert clean.loc[clean["pooled"] != "", "token1"].item() == "<end_of_text>"
+    m2ib = tables.protocol_view(tiny, caption, scores, "m2ib")
+    assert (m2ib["id1"] == 0).sum() >= 1

@@ -1,0 +1,115 @@
+"""Tests of nibcore.theory: the computations behind the theory chapters."""
+
+import numpy as np
+import pytest
+import torch
+
+from nibcore import explain, theory
+
+
+def test_kl_bound_matches_closed_form_and_is_monotone():
+    sq = np.array([2.0, 4.0])
+    lam = np.linspace(0, 1, 11)
+    b = theory.kl_bound(sq, lam, 2.0)
+    np.testing.assert_allclose(b, 0.5 * lam ** 2 * 3.0 / 4.0)
+    assert b[0] == 0 and np.all(np.diff(b) > 0)
+    grid = theory.kl_bound(sq, lam[None, :], np.array([1.0, 2.0])[:, None])
+    assert grid.shape == (2, 11) and np.all(grid[0] >= grid[1])
+    with pytest.raises(ValueError):
+        theory.kl_bound(sq, lam, 0.0)
+
+
+def test_mutual_information_bounds():
+    rng = np.random.default_rng(0)
+    states = rng.normal(size=(6, 20))
+    assert theory.mutual_information(states, 0.0, 1.0) == 0.0
+    far = theory.mutual_information(states * 100, 1.0, 1.0, draws=32)
+    assert far == pytest.approx(np.log(6), abs=1e-3)          # inputs fully distinguishable
+    near = theory.mutual_information(states, 0.01, 10.0, draws=64)
+    sq = (states ** 2).sum(1)
+    assert -0.01 <= near < 0.05 and near <= theory.kl_bound(sq, 0.01, 10.0) + 0.01
+    vals = [theory.mutual_information(states, lam, 1.0, draws=64) for lam in (0.1, 0.5, 1.0)]
+    assert vals[0] < vals[1] < vals[2] <= np.log(6) + 1e-6
+    # seeded: the same call gives the same estimate
+    assert theory.mutual_information(states, 0.5, 1.0, seed=3) == \
+        theory.mutual_information(states, 0.5, 1.0, seed=3)
+
+
+def test_objective_path_matches_nib_endpoints(tiny, picture):
+    a = explain(tiny, picture, "a red circle")
+    f = theory.objective_path(tiny, picture, "a red circle", [0.0, 1.0])
+    assert f[1] == pytest.approx(a.f1, abs=1e-5)
+    assert f[0] == pytest.approx(a.f0, abs=1e-5)
+    f_text = theory.objective_path(tiny, picture, "a red circle", [1.0], side="text")
+    assert f_text[0] == pytest.approx(a.f1, abs=1e-4)      # the same pair's cosine
+    f64 = theory.objective_path(tiny, picture, "a red circle", [0.5], dtype=torch.float64)
+    assert f64[0] == pytest.approx(theory.objective_path(tiny, picture, "a red circle", [0.5])[0],
+                                   abs=1e-4)
+
+
+def test_completeness_table(tiny, picture):
+    table = theory.completeness_table(tiny, [(picture, "a red circle")] * 2,
+                                      steps=(2, 4))
+    assert len(table) == 2 * 2 * 2
+    assert set(table.columns) >= {"schedule", "num_steps", "sum", "f1_minus_f0", "gap"}
+    np.testing.assert_allclose(table["gap"], table["sum"] - table["f1_minus_f0"])
+    assert (table[table.schedule == "completeness"].evaluations == [16, 16, 32, 32]).all()
+
+
+def test_equivalent_model_same_function_different_weights(tiny, picture):
+    twin = theory.equivalent_model(tiny, seed=0)
+    assert theory.parameter_distance(tiny, twin) > 0.1
+    for side in ("image", "text"):
+        a = explain(tiny, picture, "a red circle", side=side)
+        b = explain(twin, picture, "a red circle", side=side)
+        assert a.f1 == pytest.approx(b.f1, abs=1e-5)
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-3)
+    # the original is untouched
+    assert explain(tiny, picture, "a red circle").f1 == pytest.approx(a.f1, abs=1e-6)
+
+
+def test_full_context_attribution_zero_on_padding(tiny, picture):
+    full = theory.full_context_attribution(tiny, picture, "a red circle")
+    n = int(tiny.text_length(tiny.tokenize(["a red circle"]))[0])
+    assert full.shape == (tiny.context_length,)
+    assert np.abs(full[n:]).max() == 0
+    assert np.abs(full[:n]).max() > 0
+    a = explain(tiny, picture, "a red circle", side="text")
+    np.testing.assert_allclose(full[:n], a.raw, atol=1e-5)
+
+
+def test_sweep_spread_and_mask_means(tiny, picture):
+    runs = theory.sweep(tiny, picture, "a red circle", "nib", "num_steps", [2, 3])
+    assert [a.params["num_steps"] for a in runs] == [2, 3]
+    s = theory.spread([np.zeros((2, 2)), np.ones((2, 2)), np.ones((2, 2))])
+    assert s["max_pairwise"] == 1.0 and s["std"].shape == (2, 2)
+    assert s["mean_pairwise"] == pytest.approx(2 / 3)
+    values = np.arange(16, dtype=float).reshape(4, 4)
+    masks = np.zeros((2, 8, 8), bool)
+    masks[0, :4, :4] = True          # top-left quarter at double resolution
+    means = theory.mask_means(values, masks)
+    assert means[0] == pytest.approx(values[:2, :2].mean()) and np.isnan(means[1])
+
+
+def test_noisy_objective_spread_vanishes(tiny, picture):
+    exact = theory.objective_path(tiny, picture, "a red circle", [0.5])[0]
+    small = theory.noisy_objective(tiny, picture, "a red circle", 0.5, 1e-6, draws=4)
+    large = theory.noisy_objective(tiny, picture, "a red circle", 0.5, 1.0, draws=4)
+    assert np.abs(small - exact).max() < 1e-4
+    assert large.std() > small.std()
+
+
+def test_property_evidence_flags_random_methods(tiny, picture):
+    table = theory.property_evidence(tiny, picture, "a red circle", ["nib", "m2ib"],
+                                     method_params={"m2ib": {"steps": 2, "n_samples": 2}})
+    row = table.set_index("method")
+    assert bool(row.loc["nib", "deterministic"]) and not row.loc["nib", "takes_seed"]
+    assert row.loc["m2ib", "takes_seed"] and row.loc["m2ib", "max_diff_two_runs"] > 0
+    assert row.loc["nib", "forward"] >= 2
+
+
+def test_paper_table_is_the_papers():
+    t1 = theory.paper_table("table1_properties")
+    assert list(t1.method)[-1] == "NIB" and (t1.iloc[-1, 1:] == "1").all()
+    with pytest.raises(FileNotFoundError):
+        theory.paper_table("no_such_table")
