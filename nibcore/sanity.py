@@ -30,7 +30,8 @@ def randomise_blocks(model: ClipModel, side: str, top: int, seed: int = 0) -> Cl
     local generator: the same ``seed`` gives the same model.
     """
     tower = model.tower(side)
-    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or not 0 <= top <= tower.n_blocks:
+    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) \
+            or not 0 <= top <= tower.n_blocks:
         raise ValueError(f"top must be an int in 0..{tower.n_blocks} for the {side} tower, "
                          f"got {top!r}")
     twin = copy.deepcopy(model)

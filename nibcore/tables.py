@@ -12,9 +12,14 @@
 * :func:`speed` — frames per second per method (image, text, both) with the hardware named.
 * :func:`paper_layer`, :func:`sweep`, :func:`layer_sweep`, :func:`sweep_summary` — the
   ``num_steps`` / ``layer`` / β sweeps of Tables 3–7, built on :func:`nibcore.evaluate`.
-* :func:`cache_file` — where a chapter's evaluation rows are cached (a build-local folder named
-  after a fingerprint of the model's weights and of nibcore's code, so stale rows are never
-  reused).
+* :func:`evaluate_cached`, :func:`book_params` — how the chapters run :func:`nibcore.evaluate`
+  (one pair per call, the paper's method defaults), and :func:`cache_file` — where the rows are
+  cached (a build-local folder named after a fingerprint of the model's weights and of nibcore's
+  code, so stale rows are never reused).
+* :func:`passes_table`, :func:`passes_comparison` — Table 8 from counted passes;
+  :func:`protocol_view` — what a text protocol feeds the model, position by position.
+
+The model-randomisation sanity check lives in :mod:`nibcore.sanity`.
 
 Metric names. The paper's text metric is our ``"paper"`` text protocol: ``text_conf_drop`` ↔
 ``txt_conf_drop_paper``; the other protocols keep their names (``txt_conf_drop_clean``, ...).
@@ -23,9 +28,7 @@ Metric names. The paper's text metric is our ``"paper"`` text protocol: ``text_c
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import os
 import re
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -67,14 +70,11 @@ def lower_is_better(metric: str) -> bool:
 # --- the paper's tables ----------------------------------------------------------------------
 
 def paper_table_path(name: str) -> Path:
-    """The CSV of a paper table: ``data/paper_tables/<name>.csv`` of a clone, the installed
-    package data, or (for a checkout without them) the folder named by ``$NIB_PAPER_TABLES``."""
+    """The CSV of a paper table: ``data/paper_tables/<name>.csv`` of a clone, or the installed
+    package data."""
     try:
         return bundled_file(f"paper_tables/{name}.csv")
     except FileNotFoundError as err:
-        extra = os.environ.get("NIB_PAPER_TABLES")
-        if extra and (Path(extra) / f"{name}.csv").is_file():
-            return Path(extra) / f"{name}.csv"
         raise FileNotFoundError(f"the paper's table {name!r} is missing from data/paper_tables/ "
                                 f"(and the package data): {err}") from None
 
@@ -256,8 +256,9 @@ def rank_sentences(ours: pd.DataFrame, paper: pd.DataFrame, method: str = "nib",
         sentence = f"{METRIC_LABELS.get(metric, metric)}: {name} ranks {here}"
         if not theirs.empty:
             places = [f"{ordinal(int(r['rank']))} of {int(r['of'])} on "
-                      f"{_paper_dataset(r['source'])}" for _, r in theirs.iterrows()]
-            joined = places[0] if len(places) == 1 else ", ".join(places[:-1]) + " and " + places[-1]
+                      f"{paper_dataset(r['source'])}" for _, r in theirs.iterrows()]
+            joined = places[0] if len(places) == 1 else \
+                ", ".join(places[:-1]) + " and " + places[-1]
             agree = sorted(set(theirs["rank"])) == sorted(set(mine["rank"]))
             sentence += f"; the paper ranks it {joined}" + (" — the same place." if agree and len(
                 set(mine["rank"])) == 1 else ".")
@@ -267,7 +268,7 @@ def rank_sentences(ours: pd.DataFrame, paper: pd.DataFrame, method: str = "nib",
     return out
 
 
-def _paper_dataset(source: str) -> str:
+def paper_dataset(source: str) -> str:
     """``"paper (ImageNet) on unstated hardware"`` -> ``"ImageNet"``."""
     match = re.match(r"paper \((.*?)\)", source)
     return match.group(1) if match else source
@@ -287,7 +288,7 @@ def rank_agreement(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
             b = part.set_index("method")["value"]
             common = a.index.intersection(b.index)
             rho = (a[common].rank().corr(b[common].rank()) if len(common) >= 3 else np.nan)
-            out.setdefault(metric, {})[_paper_dataset(src)] = rho
+            out.setdefault(metric, {})[paper_dataset(src)] = rho
     frame = pd.DataFrame(out).T
     frame.index.name = "metric"
     frame.attrs["ours"] = mine_src
@@ -585,8 +586,7 @@ def protocol_view(model: ClipModel, caption: str, scores: np.ndarray, protocol: 
 
     ids = model.tokenize([caption])[0].cpu()
     pert = text_perturbation(ids, scores, protocol)
-    last = int(max(ClipModel.text_length(pert.ids0[None])[0], ClipModel.text_length(pert.ids1[None])[0],
-                   int((pert.ids0 != 0).nonzero().max()) + 1, int((pert.ids1 != 0).nonzero().max()) + 1))
+    last = max(int((pert.ids0 != 0).nonzero().max()), int((pert.ids1 != 0).nonzero().max())) + 1
     decoder = getattr(model.tokenizer, "decoder", {})
 
     def word(i: int) -> str:
@@ -615,11 +615,6 @@ def passes_table(df: pd.DataFrame) -> pd.DataFrame:
     per_pair = df.assign(**{v: df[k] / df["batch"] for k, v in cols.items()})
     out = per_pair.groupby(["method", "side"], sort=False)[list(cols.values())].mean()
     return out
-
-
-def json_params(df: pd.DataFrame) -> pd.Series:
-    """The ``params`` column of evaluation rows, decoded."""
-    return df["params"].map(json.loads)
 
 
 def passes_comparison(ours: pd.DataFrame, paper: pd.DataFrame, side: str = "image"

@@ -10,7 +10,7 @@
   implementation invariance) and :func:`full_context_attribution` (text-side scores over the whole
   context, whose padding positions the objective does not depend on: sensitivity).
 * Small helpers the chapters share: :func:`similarity_matrix`, :func:`sweep`, :func:`spread`,
-  :func:`property_evidence`, :func:`paper_table`, :func:`random_twin`.
+  :func:`property_evidence`, :func:`random_twin`. (The paper's tables: :mod:`nibcore.tables`.)
 
 Everything here is plain computation (numpy / torch / pandas); figures live in :mod:`nibcore.viz`.
 """
@@ -21,8 +21,6 @@ import copy
 import json
 import math
 import time
-from importlib import resources
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -296,25 +294,6 @@ def property_evidence(model: ClipModel, image, text: str, methods: Sequence[str]
                          forward=first.passes["forward"], backward=first.passes["backward"],
                          seconds=seconds))
     return pd.DataFrame(rows)
-
-
-# --- the paper's tables -------------------------------------------------------------------------
-
-
-def paper_table(name: str) -> pd.DataFrame:
-    """One of the paper's tables, as printed in the paper (``data/paper_tables/<name>.csv``,
-    e.g. ``"table1_properties"``). Values are the paper's, not ours."""
-    candidates = [Path(__file__).resolve().parent.parent / "data" / "paper_tables" / f"{name}.csv"]
-    try:
-        candidates.append(Path(str(resources.files("nibcore._bundled") / "paper_tables"
-                                   / f"{name}.csv")))
-    except (ModuleNotFoundError, TypeError):
-        pass
-    for path in candidates:
-        if path.is_file():
-            return pd.read_csv(path, dtype=str)
-    raise FileNotFoundError(f"paper table {name!r} not found (looked in "
-                            f"{', '.join(map(str, candidates))})")
 
 
 # --- Theorem 2: the noise-free limit -------------------------------------------------------------

@@ -4,7 +4,7 @@
 
 Every step draws its batch from ``(seed, step)`` alone, and checkpoints hold the model, optimiser,
 schedule and torch RNG state, so a run resumes bit-identically from ``DIR/ckpt.pt`` (same thread
-count required). ``--export-only`` writes the latest checkpoint to ``--out`` without training.
+count and ``--steps`` required). ``--export-only`` writes the latest checkpoint to ``--out`` without training.
 
 Loss = symmetric InfoNCE between scene images and their captions (captions naming the same object
 set count as matches; object order shuffled) + a per-phrase loss: every image is scored against all

@@ -239,9 +239,10 @@ def test_book_params_and_description():
 
 
 def test_evaluate_cached_one_pair_per_call_and_reuse(tiny, pairs_ds, tmp_path, monkeypatch):
-    import nibcore.datasets as datasets
+    import importlib
 
-    monkeypatch.setattr(datasets, "load_dataset", lambda name, **kw: pairs_ds)
+    runner = importlib.import_module("nibcore.evaluate")  # the module, not the function
+    monkeypatch.setattr(runner, "load_dataset", lambda name, **kw: pairs_ds)
     df = tables.evaluate_cached(tiny, "toy", ["gradcam", "rise"], n=2, seed=1,
                                 params={"rise": {"n_masks": 20}, "nib": {"num_steps": 2}},
                                 cache=tmp_path, text_protocols=("paper",))

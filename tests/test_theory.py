@@ -106,10 +106,3 @@ def test_property_evidence_flags_random_methods(tiny, picture):
     assert bool(row.loc["nib", "deterministic"]) and not row.loc["nib", "takes_seed"]
     assert row.loc["m2ib", "takes_seed"] and row.loc["m2ib", "max_diff_two_runs"] > 0
     assert row.loc["nib", "forward"] >= 2
-
-
-def test_paper_table_is_the_papers():
-    t1 = theory.paper_table("table1_properties")
-    assert list(t1.method)[-1] == "NIB" and (t1.iloc[-1, 1:] == "1").all()
-    with pytest.raises(FileNotFoundError):
-        theory.paper_table("no_such_table")
