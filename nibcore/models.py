@@ -409,11 +409,16 @@ def build_clip(model_cfg: dict, image_size: int | None = None, mean: Sequence[fl
     return ClipModel(clip, preprocess, tokenizer, name, mean, std)
 
 
-def _load_mini() -> ClipModel:
+def load_mini(folder: str | Path | None = None) -> ClipModel:
+    """The bundled ``mini`` model, or a snapshot of it in ``folder`` (``mini-clip.json`` +
+    ``mini-clip.safetensors``, as written by :mod:`nibcore.train_mini`)."""
     from safetensors.torch import load_file
 
-    cfg = json.loads(bundled_file(_MINI_FILES[0]).read_text())
-    weights = load_file(str(bundled_file(_MINI_FILES[1])))
+    def find(name: str) -> Path:
+        return bundled_file(name) if folder is None else Path(folder) / name
+
+    cfg = json.loads(find(_MINI_FILES[0]).read_text())
+    weights = load_file(str(find(_MINI_FILES[1])))
     return build_clip(cfg["model_cfg"], cfg.get("image_size"), cfg.get("mean"), cfg.get("std"),
                       name=MINI, state_dict=weights)
 
@@ -453,7 +458,7 @@ def load_model(name: str = MINI, pretrained: str | None = None,
     if name == MINI:
         if pretrained is not None:
             raise ValueError("the bundled 'mini' model has its own weights: leave pretrained=None")
-        return _load_mini().to(device)
+        return load_mini().to(device)
     known = open_clip.list_models()
     if name not in known:
         close = difflib.get_close_matches(name, known + [MINI], n=3)

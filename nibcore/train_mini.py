@@ -26,9 +26,9 @@ import open_clip
 import torch
 import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from nibcore import scenes
+from nibcore import models, scenes
 
 CONTEXT_LENGTH = 20
 MODEL_CFG: dict[str, Any] = {
@@ -48,19 +48,11 @@ def build_model() -> open_clip.model.CLIP:
 
 
 def load_mini(data_dir: str | Path = "data") -> tuple[open_clip.model.CLIP, Any, Any, dict[str, Any]]:
-    """Load the bundled model the way ``nibcore.models.load_model("mini")`` does.
-
-    Returns ``(model in eval mode, float32; preprocess PIL -> (3, S, S); tokenizer; config dict)``.
-    """
-    data_dir = Path(data_dir)
-    cfg = json.loads((data_dir / "mini-clip.json").read_text())
-    model = open_clip.model.CLIP(**cfg["model_cfg"])
-    state = {k: v.float() for k, v in load_file(str(data_dir / "mini-clip.safetensors")).items()}
-    model.load_state_dict(state)
-    model.eval()
-    preprocess = open_clip.transform.image_transform(cfg["image_size"], is_train=False, mean=cfg["mean"], std=cfg["std"])
-    tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=cfg["context_length"])
-    return model, preprocess, tokenizer, cfg
+    """The model in ``data_dir`` as ``(open_clip model in eval mode, float32; preprocess PIL ->
+    (3, S, S); tokenizer; config dict)`` — loaded by :func:`nibcore.models.load_mini`."""
+    cfg = json.loads((Path(data_dir) / "mini-clip.json").read_text())
+    model = models.load_mini(data_dir)
+    return model.clip, model.preprocess, model.tokenizer, cfg
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:

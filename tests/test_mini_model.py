@@ -49,3 +49,19 @@ def test_occlusion_grounding_above_floor(mini):
     model, preprocess, tokenizer, _ = mini
     torch.set_num_threads(1)
     assert occlusion(model, preprocess, tokenizer, scenes.heldout(30, n_objects=2)) >= OCCLUSION_FLOOR
+
+
+def test_load_model_mini_needs_no_network(monkeypatch):
+    import socket
+
+    import nibcore
+
+    def refuse(*args, **kwargs):
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    model = nibcore.load_model("mini", device="cpu")
+    assert model.name == "mini" and model.grid == (8, 8) and model.image_size == (64, 64)
+    s = scenes.sample(11, n_objects=1)
+    a = nibcore.explain(model, s.image, s.caption, side="image")
+    assert a.scores.shape == (64, 64)
