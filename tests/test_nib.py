@@ -96,8 +96,8 @@ def test_default_layer_is_the_papers_nine_of_twelve(tiny, picture):
 
 def test_pass_counts_for_nib(tiny, picture):
     a = nibcore.explain(tiny, picture, "a red circle", num_steps=10)
-    # text feature + lower + one batched upper pass of 10 steps + the λ = 0, 1 rows
-    assert a.passes == dict(forward=3, backward=1, forward_rows=1 + 1 + 12, backward_rows=12)
+    # text feature + lower + one batched upper pass: 10 steps (the last is λ = 1) + the λ = 0 row
+    assert a.passes == dict(forward=3, backward=1, forward_rows=1 + 1 + 11, backward_rows=11)
 
 
 # --- bad input -------------------------------------------------------------------------------

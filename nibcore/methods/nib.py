@@ -75,12 +75,14 @@ class NIB(Method):
         with torch.no_grad():
             z = tower.lower(inputs, layer)
         lambdas, weights = make_schedule(self.params["schedule"], self.params["num_steps"])
-        # f(0) and f(1) ride along in the same passes as zero-weight rows
-        ends = torch.tensor([0.0, 1.0], dtype=lambdas.dtype)
+        # f(0), and f(1) unless the schedule ends at λ = 1, ride along as zero-weight rows
+        has_one = float(lambdas[-1]) == 1.0
+        ends = torch.tensor([0.0] if has_one else [0.0, 1.0], dtype=lambdas.dtype)
         grad_sum, values = scaled_path(tower, z, layer, pool_ids, target,
                                        torch.cat([lambdas, ends]),
-                                       torch.cat([weights, torch.zeros(2, dtype=weights.dtype)]),
+                                       torch.cat([weights, torch.zeros_like(ends)]),
                                        self.params["max_rows"])
         raw = (z * grad_sum).sum(dim=-1)
-        f0, f1 = values[-2], values[-1]
+        f0 = values[len(lambdas)]
+        f1 = values[len(lambdas) - 1] if has_one else values[-1]
         return RawResult(raw=raw, f1=f1, f0=f0, extras={"layer": layer})
