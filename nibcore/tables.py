@@ -331,6 +331,11 @@ def speed(df: pd.DataFrame) -> pd.DataFrame:
 
 # --- caching ---------------------------------------------------------------------------------
 
+#: nibcore modules that cannot change an evaluation row (left out of the fingerprint).
+_NOT_RESULTS = ("tables.py", "sanity.py", "viz.py", "theory.py", "train_mini.py",
+                "eval_mini.py", "cli.py", "__main__.py")
+
+
 def fingerprint(model: ClipModel, code: bool = True) -> str:
     """A short hash of the model's weights (and, with ``code``, of nibcore's source files), so
     cached evaluation rows are reused only for the same model and the same code."""
@@ -341,7 +346,7 @@ def fingerprint(model: ClipModel, code: bool = True) -> str:
     if code:
         root = Path(__file__).resolve().parent
         for path in sorted(root.rglob("*.py")):
-            if path.name not in ("tables.py", "sanity.py", "viz.py", "theory.py"):
+            if path.name not in _NOT_RESULTS:
                 h.update(path.relative_to(root).as_posix().encode())
                 h.update(path.read_bytes())
     return h.hexdigest()[:12]
