@@ -2,7 +2,7 @@
 
 from . import methods  # noqa: F401  (registers the methods)
 from .attribution import METHODS, Attribution, explain
-from .evaluate import evaluate, summarise
+from .evaluation import evaluate, summarise
 from .models import ClipModel, build_clip, load_model
 from .schedules import SCHEDULES
 

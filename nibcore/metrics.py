@@ -2,7 +2,7 @@
 
 All *confidences* are cosine similarities of projected (un-normalised) CLIP features: no logit
 scale, no softmax. Every function here returns **per-sample** values; averaging over samples is
-done by :func:`nibcore.evaluate.summarise`.
+done by :func:`nibcore.evaluation.summarise`.
 
 Image side (:func:`image_confidence`)
     perturbed = normalised pixels × map (map in [0, 1] at the model's input size, broadcast over
@@ -42,7 +42,7 @@ Ground truth (synthetic scenes, :mod:`nibcore.scenes`)
     absent one).
 
 Speed: :func:`hardware` names the machine; frames-per-second are computed from the runner's
-timings by :func:`nibcore.evaluate.fps`.
+timings by :func:`nibcore.evaluation.fps`.
 """
 
 from __future__ import annotations

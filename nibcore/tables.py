@@ -402,7 +402,7 @@ def evaluate_cached(model: ClipModel, dataset: str, methods: Sequence[str], *, n
     which pairs share a batch), rows cached in ``cache_file(model, <dataset>, cache)`` (``None``:
     no cache), methods in :data:`NO_WARMUP` timed without a warm-up call. Rows of the methods in
     the given order."""
-    from .evaluate import evaluate
+    from .evaluation import evaluate
 
     params = {m: kw_ for m, kw_ in (params or {}).items() if m in methods}
     suffix = "".join(f"-{k}={v}" for k, v in sorted((dataset_kw or {}).items()))
@@ -491,7 +491,7 @@ def sweep(model: ClipModel, dataset, method: str, param: str, values: Sequence[A
     missing). ``batch_size=1``: one pair per call, so stochastic methods do not depend on which
     pairs share a batch. ``warmup=False``: sweeps report no timings, so no untimed warm-up call.
     """
-    from .evaluate import evaluate
+    from .evaluation import evaluate
 
     frames = []
     for value in values:

@@ -1,6 +1,5 @@
 """The evaluation runner: tidy rows, resumable output, any registered method, Table-2 summary."""
 
-import importlib
 import json
 
 import numpy as np
@@ -11,7 +10,7 @@ import torch
 from nibcore.attribution import METHODS, Method, RawResult
 from nibcore.datasets import Pair, PairDataset, scene_pairs
 
-ev = importlib.import_module("nibcore.evaluate")  # `nibcore.evaluate` the attribute is the function
+from nibcore import evaluation as ev
 
 NIB = {"nib": {"num_steps": 2}}
 

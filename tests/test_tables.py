@@ -239,9 +239,8 @@ def test_book_params_and_description():
 
 
 def test_evaluate_cached_one_pair_per_call_and_reuse(tiny, pairs_ds, tmp_path, monkeypatch):
-    import importlib
+    from nibcore import evaluation as runner
 
-    runner = importlib.import_module("nibcore.evaluate")  # the module, not the function
     monkeypatch.setattr(runner, "load_dataset", lambda name, **kw: pairs_ds)
     df = tables.evaluate_cached(tiny, "toy", ["gradcam", "rise"], n=2, seed=1,
                                 params={"rise": {"n_masks": 20}, "nib": {"num_steps": 2}},
