@@ -15,6 +15,16 @@ TINY_CFG = dict(embed_dim=32,
                 text_cfg=dict(context_length=16, vocab_size=49408, width=32, heads=2, layers=4))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """One torch thread: the tiny models gain nothing from two, and on a busy 2-core machine
+    two threads can make them many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def make_tiny(seed: int = 0, cfg: dict = TINY_CFG) -> nibcore.ClipModel:
     """A tiny random CLIP; LayerNorm biases and gains are randomised like a trained model's."""
     torch.manual_seed(seed)

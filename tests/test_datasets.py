@@ -12,14 +12,6 @@ from nibcore.datasets import (Pair, conceptual_captions, flickr8k, load_dataset,
                               tiny_imagenet)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _img(path, value):
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", (12, 10), (value, 255 - value, 7)).save(path)

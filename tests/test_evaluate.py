@@ -15,14 +15,6 @@ from nibcore import evaluation as ev
 NIB = {"nib": {"num_steps": 2}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class Ramp(Method):
     """A trivial registered method: scores rise with the token index (deterministic)."""
 

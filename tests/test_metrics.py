@@ -14,14 +14,6 @@ from nibcore.metrics import (TEXT_PROTOCOLS, drop_increase, energy_in_mask, hard
                              text_ground_truth, text_perturbation)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def pixels(tiny):
     g = torch.Generator().manual_seed(0)

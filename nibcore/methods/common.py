@@ -55,6 +55,31 @@ def block_output_layer(tower: Tower, layer: int | None) -> int:
     return tower.check_layer(layer)
 
 
+class SplitState(NamedTuple):
+    """A tower split for a batch: the state ``z`` ``(B, N, D)`` entering block ``layer``
+    (computed without grad), the ids to pool with (text side, else None) and the other
+    modality's constant feature ``target`` ``(B, E)``."""
+
+    tower: Tower
+    layer: int
+    z: torch.Tensor
+    pool_ids: torch.Tensor | None
+    target: torch.Tensor
+
+
+def split_state(model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor, side: str,
+                layer: int | None) -> SplitState:
+    """Run the lower blocks once for methods that work on the *output* of a block (see
+    :func:`block_output_layer`): two forward calls (the other modality, the lower blocks)."""
+    tower = model.tower(side)
+    layer = block_output_layer(tower, layer)
+    inputs, pool_ids = tower_inputs(side, pixels, ids)
+    target = other_features(model, pixels, ids, side)
+    with torch.no_grad():
+        z = tower.lower(inputs, layer)
+    return SplitState(tower, layer, z, pool_ids, target)
+
+
 def objective(model: ClipModel, name: str, features: torch.Tensor,
               target: torch.Tensor) -> torch.Tensor:
     """``"cosine"`` or ``"logit"`` (logit-scaled cosine) of features with targets, ``(B,)``."""

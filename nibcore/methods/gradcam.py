@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from ..attribution import Method, RawResult, check_choice, other_features, register
+from ..attribution import Method, RawResult, check_choice, register
 from ..models import ClipModel
-from .common import block_output_layer, check_layer_param, objective, tower_inputs
+from .common import check_layer_param, objective, split_state
 
 VARIANTS = ("paper", "classic")
 
@@ -42,12 +42,8 @@ class GradCAM(Method):
 
     def attribute(self, model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor,
                   side: str) -> RawResult:
-        tower = model.tower(side)
-        layer = block_output_layer(tower, self.params["layer"])
-        inputs, pool_ids = tower_inputs(side, pixels, ids)
-        target = other_features(model, pixels, ids, side)
-        with torch.no_grad():
-            z = tower.lower(inputs, layer)
+        tower, layer, z, pool_ids, target = split_state(model, pixels, ids, side,
+                                                        self.params["layer"])
         with torch.enable_grad():
             z = z.detach().requires_grad_(True)
             value = objective(model, "logit", tower.upper(z, layer, pool_ids), target)

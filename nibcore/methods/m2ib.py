@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from ..attribution import Method, RawResult, check_positive_int, cosine, other_features, register
+from ..attribution import Method, RawResult, check_positive_int, cosine, register
 from ..models import ClipModel
-from .common import (block_output_layer, check_layer_param, check_number, check_seed, generator,
-                     tower_inputs)
+from .common import check_layer_param, check_number, check_seed, generator, split_state
 
 
 def gaussian_capacity(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -54,12 +53,8 @@ class M2IB(Method):
 
     def attribute(self, model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor,
                   side: str) -> RawResult:
-        tower = model.tower(side)
-        layer = block_output_layer(tower, self.params["layer"])
-        inputs, pool_ids = tower_inputs(side, pixels, ids)
-        target = other_features(model, pixels, ids, side)
-        with torch.no_grad():
-            z = tower.lower(inputs, layer)
+        tower, layer, z, pool_ids, target = split_state(model, pixels, ids, side,
+                                                        self.params["layer"])
         b, k = z.shape[0], self.params["n_samples"]
         gen = generator(z.device, self.params["seed"])
         alpha = torch.full_like(z, 5.0, requires_grad=True)
