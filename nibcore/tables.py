@@ -179,12 +179,13 @@ def beside(*frames: pd.DataFrame, index: Sequence[str] = ("metric", "source"),
            ) -> pd.DataFrame:
     """Long frames (ours and the paper's) pivoted into one wide frame: by default one row per
     ``(metric, source)`` — the paper's datasets and ours next to each other for every metric —
-    and one column per method (in ``order``, default :data:`PAPER_ORDER`). Missing cells: NaN."""
+    and one column per method (in ``order``; default :data:`BOOK_ORDER`, NIB first, so it stays
+    in view on narrow pages). Missing cells: NaN."""
     long = pd.concat([f for f in frames if len(f)], ignore_index=True)
     wide = long.pivot_table(index=list(index), columns=columns, values="value", aggfunc="first",
                             sort=False)
     if columns == "method" or columns == ["method"]:
-        present = [m for m in (order or PAPER_ORDER) if m in wide.columns]
+        present = [m for m in (order or BOOK_ORDER) if m in wide.columns]
         wide = wide[present + [c for c in wide.columns if c not in present]]
     if "metric" in index:  # metrics in a fixed order, sources in order of appearance
         metric_order = [m for m in METRIC_LABELS if m in set(long["metric"])] + \

@@ -129,7 +129,7 @@ def test_beside_puts_paper_and_ours_in_one_frame():
     ours = tables.results_long(_fake_results(), "ours (x)", with_fps=True)
     paper = tables.paper_long(_fake_paper())
     wide = tables.beside(paper, ours)
-    assert list(wide.columns) == ["m2ib", "gradcam", "nib"]  # the paper's column order
+    assert list(wide.columns) == ["nib", "m2ib", "gradcam"]  # the book's order: NIB first
     assert wide.loc[("img_conf_drop", "paper (ImageNet)"), "nib"] == 0.9
     assert wide.loc[("img_conf_drop", "ours (x)"), "nib"] == pytest.approx(1.5)
     # metrics in a fixed order; fps last; per metric the paper's sources first
