@@ -172,8 +172,8 @@ def scaled_text_embedding(model: ClipModel, ids: torch.Tensor, scale: torch.Tens
 
     Computed on the side from the embedding weights; the model is not modified.
     """
-    weight = model.text._part("token_embedding").weight
-    pos = model.text._part("positional_embedding")
+    weight = model.text.token_embedding.weight
+    pos = model.text.positional_embedding
     e = weight[ids.to(weight.device)] * scale.to(weight.device, weight.dtype)[..., None]
     return e + pos.to(e.dtype)
 

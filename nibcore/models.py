@@ -234,32 +234,37 @@ class ImageTower(Tower):
 class TextTower(Tower):
     side = "text"
 
-    def _part(self, name: str):
-        # open_clip's CLIP keeps the text tower's parts on the model itself; CustomTextCLIP in `.text`.
-        owner = self.clip.text if hasattr(self.clip, "text") else self.clip
-        return getattr(owner, name)
-
     @property
     def blocks(self) -> torch.nn.ModuleList:
-        return self._part("transformer").resblocks
+        return self.clip.transformer.resblocks
 
     @property
     def attn_mask(self) -> torch.Tensor | None:
-        return self._part("attn_mask")
+        return self.clip.attn_mask
+
+    @property
+    def token_embedding(self) -> torch.nn.Embedding:
+        """The token-embedding table (vocabulary × width)."""
+        return self.clip.token_embedding
+
+    @property
+    def positional_embedding(self) -> torch.Tensor:
+        """Positional embeddings ``(C, D)``."""
+        return self.clip.positional_embedding
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """Token + positional embedding ``(B, n, D)``; ``ids`` ``(B, n)`` may be a prefix of the
         context (see :meth:`ClipModel.trim`)."""
-        e = self._part("token_embedding")(ids)
-        return e + self._part("positional_embedding")[: ids.shape[1]].to(e.dtype)
+        e = self.token_embedding(ids)
+        return e + self.positional_embedding[: ids.shape[1]].to(e.dtype)
 
     def head(self, x: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor:
         if ids is None:
             raise ValueError("the text tower needs the token ids to pool at the end-of-text token")
-        x = self._part("ln_final")(x)
-        pooled = text_global_pool(x, ids, self._part("text_pool_type"),
+        x = self.clip.ln_final(x)
+        pooled = text_global_pool(x, ids, self.clip.text_pool_type,
                                   eos_token_id=getattr(self.clip, "text_eos_id", None))
-        proj = self._part("text_projection")
+        proj = self.clip.text_projection
         if proj is None:
             return pooled
         return proj(pooled) if isinstance(proj, torch.nn.Linear) else pooled @ proj
@@ -276,8 +281,14 @@ class ClipModel:
     def __init__(self, clip: torch.nn.Module, preprocess: Callable, tokenizer, name: str = "custom",
                  mean: Sequence[float] = open_clip.OPENAI_DATASET_MEAN,
                  std: Sequence[float] = open_clip.OPENAI_DATASET_STD):
-        if not hasattr(clip, "visual") or not hasattr(clip.visual, "conv1"):
-            raise TypeError("ClipModel needs an open_clip CLIP with a VisionTransformer image tower")
+        visual = getattr(clip, "visual", None)
+        if not isinstance(clip, open_clip.model.CLIP) or not hasattr(visual, "class_embedding") \
+                or getattr(visual, "attn_pool", None) is not None:
+            raise TypeError(
+                f"ClipModel supports open_clip CLIP models with a ViT image tower that pools a class "
+                f"token and the built-in text tower (OpenAI-style CLIP: ViT-B-32, ViT-B-16, "
+                f"ViT-L-14, ...); got {type(clip).__name__}. Models with a separate text module "
+                f"(CustomTextCLIP, e.g. SigLIP, CoCa) or attention pooling are not supported.")
         self.clip = clip.eval().requires_grad_(False).float()
         self.preprocess = preprocess
         self.tokenizer = tokenizer
@@ -314,7 +325,7 @@ class ClipModel:
     @property
     def context_length(self) -> int:
         return int(self.text.attn_mask.shape[0]) if self.text.attn_mask is not None else \
-            int(self.text._part("positional_embedding").shape[0])
+            int(self.text.positional_embedding.shape[0])
 
     def tower(self, side: str) -> Tower:
         if side not in ("image", "text"):

@@ -21,7 +21,7 @@ def pixels(tiny):
 
 
 def _weight(model):
-    return model.text._part("token_embedding").weight
+    return model.text.token_embedding.weight
 
 
 # --- image side ------------------------------------------------------------------------------
@@ -93,7 +93,7 @@ def test_paper_protocol_strips_sot_eot_and_scales_table_rows(tiny):
     table = weight.detach().clone().double()
     for tok, v in zip(content.tolist(), scores[1:-1]):
         table[tok] *= v
-    pos = tiny.text._part("positional_embedding").double()
+    pos = tiny.text.positional_embedding.double()
     expected = table[p.ids1] + pos
     built = scaled_text_embedding(tiny, p.ids1[None], p.scale1[None])[0].double()
     torch.testing.assert_close(built, expected, rtol=1e-5, atol=1e-6)
@@ -116,10 +116,10 @@ def test_paper_protocol_pools_at_the_largest_content_id(tiny):
     out = text_confidence(tiny, pix, ids[None], [scores], "paper")
     with torch.no_grad():
         x = tiny.text.run_blocks(tiny.text.embed(p.ids0[None]), 0, tiny.text.n_blocks)
-        x = tiny.text._part("ln_final")(x)
+        x = tiny.clip.ln_final(x)
         j = int(p.ids0.argmax())
         assert j < n - 2  # a content position, not where EOT was
-        feat = x[:, j] @ tiny.text._part("text_projection")
+        feat = x[:, j] @ tiny.clip.text_projection
         s0 = F.cosine_similarity(feat, tiny.encode_image(pix), dim=-1)
     np.testing.assert_allclose(out["s0"], s0.numpy(), atol=1e-6)
 
@@ -155,7 +155,7 @@ def test_clean_protocol_scales_positions_and_keeps_sot_eot(tiny):
     plain = tiny.text.embed(ids[None])[0]
     torch.testing.assert_close(e[0], plain[0])
     torch.testing.assert_close(e[n - 1:], plain[n - 1:])
-    weight, pos = _weight(tiny), tiny.text._part("positional_embedding")
+    weight, pos = _weight(tiny), tiny.text.positional_embedding
     for j in range(1, n - 1):  # repeated ids scaled independently, per position
         torch.testing.assert_close(e[j], weight[ids[j]] * float(scores[j]) + pos[j])
 

@@ -95,3 +95,11 @@ def test_tokenizer_strings(tiny):
     ids = tiny.tokenize(["A red circle!"])
     assert tiny.token_strings(ids[0]) == ["<start_of_text>", "a", "red", "circle", "!",
                                           "<end_of_text>"]
+
+
+def test_unsupported_architecture_is_refused():
+    import open_clip
+
+    custom = open_clip.model.CustomTextCLIP(**TINY_CFG)
+    with pytest.raises(TypeError, match="CustomTextCLIP.*not supported"):
+        nibcore.ClipModel(custom, preprocess=None, tokenizer=None)

@@ -60,7 +60,7 @@ class RISE(Method):
             else:
                 e = tower.embed(ids)
                 # token part only: the positional embedding is what embed adds to the table rows
-                tokens = tower._part("token_embedding")(ids)
+                tokens = tower.token_embedding(ids)
                 positions = e - tokens
                 base, size = tokens, tuple(tokens.shape[-2:])
             acc = torch.zeros(batch, *size, dtype=base.dtype, device=device)
