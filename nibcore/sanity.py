@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 import torch
+from scipy.stats import spearmanr
 
 from .attribution import explain
 from .models import ClipModel
@@ -47,21 +48,6 @@ def randomise_blocks(model: ClipModel, side: str, top: int, seed: int = 0) -> Cl
     return twin
 
 
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """Average ranks (ties share the mean of their positions)."""
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x), dtype=np.float64)
-    ranks[order] = np.arange(len(x), dtype=np.float64)
-    sorted_x = x[order]
-    start = 0
-    for i in range(1, len(x) + 1):
-        if i == len(x) or sorted_x[i] != sorted_x[start]:
-            if i - start > 1:
-                ranks[order[start:i]] = (start + i - 1) / 2.0
-            start = i
-    return ranks
-
-
 def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman rank correlation of two maps of the same shape (flattened; ties get average
     ranks). NaN when either map is constant (it has no ranking to compare)."""
@@ -71,10 +57,7 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
         raise ValueError(f"maps differ in shape: {a.shape} vs {b.shape}")
     if np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
-    ra, rb = _ranks(a), _ranks(b)
-    ra -= ra.mean()
-    rb -= rb.mean()
-    return float((ra * rb).sum() / np.sqrt((ra * ra).sum() * (rb * rb).sum()))
+    return float(spearmanr(a, b).statistic)
 
 
 def _maps(model: ClipModel, images, texts, method: str, side: str, params: dict[str, Any]
