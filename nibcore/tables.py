@@ -18,6 +18,10 @@
   code, so stale rows are never reused).
 * :func:`passes_table`, :func:`passes_comparison` — Table 8 from counted passes;
   :func:`protocol_view` — what a text protocol feeds the model, position by position.
+* Chapter helpers: :func:`rank_grid`, :func:`relative_to`, :func:`layer_depth` (the frames the
+  results figures draw), :func:`trend_sentences`, :func:`beta_sentences`,
+  :func:`gt_leaderboard`, :func:`gt_agreement_sentence`, :func:`sanity_sentences` (generated
+  prose), :func:`book_datasets`.
 
 The model-randomisation sanity check lives in :mod:`nibcore.sanity`.
 
@@ -217,6 +221,34 @@ def display_names(frame: pd.DataFrame) -> pd.DataFrame:
 
 # --- ranks and generated sentences -----------------------------------------------------------
 
+#: Short metric names for the columns of :func:`rank_grid`.
+SHORT_METRICS = {"img_conf_drop": "img drop", "img_conf_incr": "img incr",
+                 "text_conf_drop": "text drop", "text_conf_incr": "text incr", "fps": "FPS"}
+
+
+def short_source(source: str, labels: dict[str, str]) -> str:
+    """A short name for a source: ``ours:<dataset>`` where it starts with one of our ``labels``
+    (dataset -> label), else the paper's dataset (Conceptual Captions as CC)."""
+    for name, lab in labels.items():
+        if source.startswith(lab):
+            return f"ours:{name}"
+    return paper_dataset(source).replace("Conceptual Captions", "CC")
+
+
+def rank_grid(long: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame:
+    """The rank of each method (rows, in the paper's order) per metric and source (columns
+    ``"<short metric>\\n<short source>"``, metric-major, sources in order of appearance)."""
+    r = ranks(long)
+    r["column"] = r["metric"].map(SHORT_METRICS) + "\n" + r["source"].map(
+        lambda s: short_source(s, labels))
+    sources = list(dict.fromkeys(r["source"].map(lambda s: short_source(s, labels))))
+    present = set(r["column"])
+    columns = [f"{SHORT_METRICS[m]}\n{s}" for m in SHORT_METRICS for s in sources
+               if f"{SHORT_METRICS[m]}\n{s}" in present]
+    grid = r.pivot_table(index="method", columns="column", values="rank")[columns]
+    return grid.reindex([m for m in PAPER_ORDER if m in grid.index])
+
+
 def ranks(long: pd.DataFrame, by: Sequence[str] = ("source", "metric")) -> pd.DataFrame:
     """The long frame with a ``rank`` column: 1 = best among the methods of each ``by`` group
     (low is best for drops, high otherwise; ties share the best rank) and ``of`` (methods with a
@@ -332,9 +364,21 @@ def speed(df: pd.DataFrame) -> pd.DataFrame:
 
 # --- caching ---------------------------------------------------------------------------------
 
+#: Display names of the book's datasets.
+DATASET_NAMES = {"scenes": "held-out scenes", "cc": "Conceptual Captions", "imagenet": "ImageNet",
+                 "flickr8k": "Flickr8k"}
+
+
+def book_datasets(model: str) -> list[str]:
+    """The datasets of the main results for ``model`` (its name as passed to
+    :func:`nibcore.theory.book_model`): the held-out scenes for the bundled ``"mini"`` model, the
+    paper's three otherwise."""
+    return ["scenes"] if model == "mini" else ["cc", "imagenet", "flickr8k"]
+
+
 #: nibcore modules that cannot change an evaluation row (left out of the fingerprint).
 _NOT_RESULTS = ("tables.py", "sanity.py", "viz.py", "theory.py", "train_mini.py",
-                "eval_mini.py", "cli.py", "__main__.py")
+                "eval_mini.py", "cli.py", "__main__.py", "explorer.py")
 
 
 def fingerprint(model: ClipModel, code: bool = True) -> str:
@@ -574,6 +618,134 @@ def describe_trend(rho: float) -> str:
     if rho > -0.8:
         return f"tends to fall (ρ = {rho:+.2f})"
     return f"falls steadily (ρ = {rho:+.2f})"
+
+
+def relative_to(long: pd.DataFrame, x: str, ref: Any) -> pd.DataFrame:
+    """``long`` with a column ``change``: each ``value`` minus the value at ``x == ref`` of the same
+    ``(source, metric)`` (NaN where a source has no row at ``ref``)."""
+    base = long[long[x] == ref].set_index(["source", "metric"])["value"]
+    return long.assign(change=long["value"] - long.set_index(["source", "metric"]).index.map(base))
+
+
+def layer_depth(long: pd.DataFrame, mapping: pd.DataFrame,
+                paper_blocks: int = PAPER_BLOCKS) -> pd.DataFrame:
+    """``long`` (with ``paper_layer``) with a column ``depth``: the relative depth of the block
+    actually used — for our rows (source ``ours…``) the mapped block of the metric's tower over
+    the tower's depth (``mapping`` from :func:`layer_map`), for the paper's ``layer / 12``."""
+    depth = {("image", l): b / mapping.attrs["image_blocks"]
+             for l, b in zip(mapping.paper_layer, mapping.image_layer)}
+    depth.update({("text", l): b / mapping.attrs["text_blocks"]
+                  for l, b in zip(mapping.paper_layer, mapping.text_layer)})
+    sides = np.where(long["metric"].str.startswith("img"), "image", "text")
+    ours = long["source"].str.startswith("ours")
+    return long.assign(depth=[depth[(side, l)] if o else l / paper_blocks
+                              for side, l, o in zip(sides, long["paper_layer"], ours)])
+
+
+def trend_sentences(long: pd.DataFrame, x: str, what: str, metrics: Sequence[str]) -> str:
+    """A Markdown bullet per metric: how it moves with ``x`` here (our source, ``ours…``) and in
+    each of the paper's sources (``paper…``), and at which ``x`` each source is best."""
+    lines = []
+    for metric in metrics:
+        srcs = list(dict.fromkeys(long[long.metric == metric]["source"]))
+        mine = [s for s in srcs if s.startswith("ours")]
+        theirs = [s for s in srcs if s.startswith("paper")]
+        words = describe_trend(trend(long, x, metric, mine[0]))
+        paper_words = "; ".join(
+            f"{paper_dataset(s)}: {describe_trend(trend(long, x, metric, s))}" for s in theirs)
+        part = long[long.metric == metric].reset_index(drop=True)
+        r = ranks(part.assign(method=part[x].values))
+        best_ours = r[(r.source == mine[0]) & (r["rank"] == 1)][x].tolist()
+        best_paper = {paper_dataset(s): r[(r.source == s) & (r["rank"] == 1)][x].tolist()
+                      for s in theirs}
+        lines.append(
+            f"* **{METRIC_LABELS[metric]}** — here it {words} with {what}, best at "
+            f"{best_ours}. In the paper: {paper_words}; best at "
+            + ", ".join(f"{v} on {k}" for k, v in best_paper.items()) + ".")
+    return "\n".join(lines)
+
+
+def beta_sentences(spread: pd.DataFrame, ours: pd.DataFrame, paper: pd.DataFrame,
+                   metrics: Sequence[str]) -> str:
+    """A Markdown bullet per metric of a β sweep: its trend with β here (``ours``), its range
+    over the grid against the median spread across seeds (``spread`` from :func:`seed_spread`),
+    and its trend in each of the paper's sources (``paper``)."""
+    lines = []
+    for metric in metrics:
+        s = spread[spread.metric == metric].sort_values("beta")
+        rho = trend(ours, "beta", metric)
+        paper_words = "; ".join(
+            f"{paper_dataset(src)} {describe_trend(trend(paper, 'beta', metric, src))}"
+            for src in dict.fromkeys(paper[paper.metric == metric]["source"]))
+        total = s["value"].max() - s["value"].min()
+        noise = s["sd_seeds"].median()
+        versus = (f"{total / noise:.1f} times the median spread across seeds at one β "
+                  f"({noise:.3g})" if noise > 0 else "while the seeds agree exactly at most βs")
+        lines.append(
+            f"* **{METRIC_LABELS[metric]}** — here it {describe_trend(rho)} with β; "
+            f"its range over the grid is {total:.3g}, {versus}. In the paper: {paper_words}.")
+    return "\n".join(lines)
+
+
+#: The ground-truth metrics of the leaderboard (the evaluation's column names, in column order).
+GT_METRICS = {"pointing": "pointing", "energy": "energy", "energy_pos": "energy_pos",
+              "mask_area": "mask_area", "text_gt": "text_gt", "text_gt_word": "text_gt_word"}
+
+
+def gt_leaderboard(gt: pd.DataFrame) -> pd.DataFrame:
+    """Methods (rows) × ground-truth metrics (columns, :data:`GT_METRICS` order) from the long
+    frame ``gt``, plus ``mean rank`` over every scored column (all but ``mask_area``, the chance
+    level; higher is better, ties share the best rank), sorted by it."""
+    board = gt.pivot_table(index="method", columns="metric", values="value", sort=False)
+    board = board[[c for c in GT_METRICS if c in board.columns]]
+    scored = [c for c in board.columns if c != "mask_area"]
+    board["mean rank"] = board[scored].rank(ascending=False, method="min").mean(axis=1)
+    return board.sort_values("mean rank")
+
+
+def gt_agreement_sentence(conf: pd.DataFrame, board: pd.DataFrame, method: str = "nib") -> str:
+    """Markdown: the rank correlation between the order by image Confidence Drop (``conf``, a long
+    frame of ``img_conf_drop``) and the orders by pointing game and energy in mask (``board``
+    from :func:`gt_leaderboard`), the best method by each, and ``method``'s places."""
+    both = conf.set_index("method")["value"].to_frame("img_conf_drop").join(
+        board[["pointing", "energy"]])
+    rho_point = both["img_conf_drop"].rank().corr(both["pointing"].rank(ascending=False))
+    rho_energy = both["img_conf_drop"].rank().corr(both["energy"].rank(ascending=False))
+    best_conf = both["img_conf_drop"].idxmin()
+    best_point = board["pointing"].idxmax()
+    place = {c: ordinal(int(board[c].rank(ascending=False, method="min")[method]))
+             for c in ("pointing", "text_gt")}
+    return (
+        f"The rank correlation between the order by image Confidence Drop (low = good) and the "
+        f"order by pointing game (high = good) is ρ = {rho_point:+.2f}, by energy in mask "
+        f"ρ = {rho_energy:+.2f} (+1: the two metrics order the methods identically). The best "
+        f"method by Confidence Drop is {DISPLAY[best_conf]}, by pointing game "
+        f"{DISPLAY[best_point]}; {DISPLAY[method]} ranks {place['pointing']} on pointing and "
+        f"{place['text_gt']} on the text ground truth, "
+        f"{ordinal(list(board.index).index(method) + 1)} of {len(board)} by mean rank.")
+
+
+def sanity_sentences(summary: dict[str, pd.DataFrame], n_blocks: dict[str, int],
+                     threshold: float = 0.5, method: str = "nib") -> str:
+    """A Markdown bullet per side of the model-randomisation test: with every block randomised
+    (the second-to-last column of ``summary[side]``, methods as rows), which maps still correlate
+    above ``threshold`` with the trained model's, which fall (the lowest named), and
+    ``method``'s ρ."""
+    lines = []
+    for side, s in summary.items():
+        full = s[s.columns[-2]]  # all blocks randomised
+        stuck = full[full > threshold].sort_values(ascending=False)
+        moved = full[full <= threshold].sort_values()
+        lines.append(
+            f"* **{side} side**, all {n_blocks[side]} blocks randomised: "
+            + (f"maps that still correlate above {threshold} with the trained model's — "
+               + ", ".join(f"{DISPLAY[m]} (ρ = {v:.2f})" for m, v in stuck.items())
+               if len(stuck) else f"no method's map keeps a correlation above {threshold}")
+            + "; " + (f"{'the others' if len(stuck) else 'all'} fall to ρ ≤ {threshold} "
+                      f"(lowest: {DISPLAY[moved.index[0]]}, ρ = {moved.iloc[0]:.2f})"
+                      if len(moved) else "none falls below it")
+            + f". {DISPLAY[method]}: ρ = {full[method]:.2f}.")
+    return "\n".join(lines)
 
 
 # --- the text protocols, position by position --------------------------------------------------

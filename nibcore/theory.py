@@ -10,7 +10,9 @@
   implementation invariance) and :func:`full_context_attribution` (text-side scores over the whole
   context, whose padding positions the objective does not depend on: sensitivity).
 * Small helpers the chapters share: :func:`similarity_matrix`, :func:`sweep`, :func:`spread`,
-  :func:`property_evidence`, :func:`random_twin`. (The paper's tables: :mod:`nibcore.tables`.)
+  :func:`property_evidence`, :func:`random_twin`, :func:`bottleneck_states`,
+  :func:`mutual_information_grid`, :func:`completeness_summary`, :func:`flat_below`. (The
+  paper's tables: :mod:`nibcore.tables`.)
 
 Everything here is plain computation (numpy / torch / pandas); figures live in :mod:`nibcore.viz`.
 """
@@ -111,6 +113,15 @@ def mutual_information(states: np.ndarray | torch.Tensor, lam: float, sigma: flo
     return total / b
 
 
+def mutual_information_grid(states: np.ndarray | torch.Tensor, lambdas: Sequence[float],
+                            sigmas: Sequence[float], draws: int = 64, seed: int = 0
+                            ) -> dict[float, np.ndarray]:
+    """:func:`mutual_information` on a grid: ``{σ: (len(lambdas),) estimates in nats}``, every
+    estimate with the same ``draws`` and ``seed``."""
+    return {s: np.array([mutual_information(states, lam, s, draws, seed=seed) for lam in lambdas])
+            for s in sigmas}
+
+
 # --- Theorem 3: the path and completeness -------------------------------------------------------
 
 
@@ -125,6 +136,13 @@ def bottleneck(model: ClipModel, image, text: str, side: str = "image",
     with torch.no_grad():
         z = tower.lower(pixels if side == "image" else ids, layer)
     return z, target, (ids if side == "text" else None), layer
+
+
+def bottleneck_states(model: ClipModel, pairs: Iterable, side: str = "image",
+                      layer: int | None = None) -> torch.Tensor:
+    """The :func:`bottleneck` states ``z`` of several scenes (anything with ``.image`` and
+    ``.caption``), stacked: ``(B, N, D)``."""
+    return torch.cat([bottleneck(model, p.image, p.caption, side, layer)[0] for p in pairs])
 
 
 def objective_path(model: ClipModel, image, text: str, lambdas: Iterable[float],
@@ -177,6 +195,33 @@ def completeness_table(model: ClipModel, pairs: Sequence[tuple[Any, str]],
                                  relative_gap=(total - delta) / abs(delta) if delta else np.nan,
                                  seconds=seconds))
     return pd.DataFrame(rows)
+
+
+#: display names of the columns of :func:`completeness_summary`
+COMPLETENESS_COLUMNS = {"evaluations": "λ points", "mean_sum": "Σ A (mean)",
+                        "mean_f1_minus_f0": "f(1)−f(0) (mean)",
+                        "median_abs_relative_gap": "median |rel. gap|",
+                        "seconds_per_pair": "s / pair"}
+
+
+def completeness_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`completeness_table` summarised per ``(schedule, num_steps)``: ``evaluations``,
+    ``mean_sum``, ``mean_f1_minus_f0``, ``median_abs_relative_gap``, ``seconds_per_pair``."""
+    return (table.assign(abs_relative_gap=table.relative_gap.abs())
+            .groupby(["schedule", "num_steps"])
+            .agg(evaluations=("evaluations", "first"),
+                 mean_sum=("sum", "mean"), mean_f1_minus_f0=("f1_minus_f0", "mean"),
+                 median_abs_relative_gap=("abs_relative_gap", "median"),
+                 seconds_per_pair=("seconds", "mean")))
+
+
+def flat_below(path: np.ndarray, grid: np.ndarray, rel: float = 0.01) -> float:
+    """The first λ of ``grid`` ``(G,)`` where ``f`` leaves ``f(0)`` by more than ``rel`` of
+    ``|f(1) − f(0)|``; ``path`` ``(G + 1,)`` is ``f(0)`` followed by ``f`` on ``grid`` (ending at
+    λ = 1). ``grid[0]`` when no point leaves it."""
+    path = np.asarray(path, dtype=np.float64)
+    i = int(np.argmax(np.abs(path[1:] - path[0]) > rel * np.abs(path[-1] - path[0])))
+    return float(grid[i])
 
 
 def _schedule_size(schedule: str, n: int) -> int:

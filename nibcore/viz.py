@@ -1,4 +1,6 @@
-"""Figures: heatmap overlays and coloured tokens. The only module that imports matplotlib."""
+"""Figures: heatmap overlays and coloured tokens, and every figure of the book's chapters (each
+takes data and draws on given axes or returns a Figure). The only module that imports
+matplotlib."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 
@@ -222,3 +225,336 @@ def tower_diagram(ax: plt.Axes, n_blocks: int, layer: int, label: str,
     ax.set_xlim(-0.3, n_blocks + 0.1)
     ax.set_ylim(-0.2, 1.75)
     ax.set_axis_off()
+
+
+# --- figures of the theory chapters --------------------------------------------------------------
+
+def objective_paths(grid: np.ndarray, paths: dict[str, np.ndarray],
+                    marks: dict[str, tuple[np.ndarray, str, float]]) -> plt.Figure:
+    """One panel per model: ``f(λ)`` on the log-spaced ``grid`` ``(G,)``, with ``f(0)`` as a
+    dashed line. Each path is ``(G + 1,)``: ``f(0)`` first, then ``f`` on ``grid``. ``marks`` maps a
+    label to ``(lambdas, colour, size)``: a schedule's λ points, drawn as ticks at the bottom."""
+    fig, axes = plt.subplots(1, len(paths), figsize=(5 * len(paths), 3.4), sharey=False,
+                             squeeze=False)
+    for ax, (name, f) in zip(axes[0], paths.items()):
+        ax.plot(grid, f[1:], marker="o", ms=2.5, label="f(λ)")
+        ax.axhline(f[0], color="grey", ls="--", label=f"f(0) = {f[0]:.3f}")
+        lo = min(f.min(), 0)
+        for label, (lambdas, colour, size) in marks.items():
+            ax.plot(lambdas, np.full(len(lambdas), lo), "|", color=colour, ms=size, label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel("λ (log scale)")
+        ax.set_ylabel("f(λ) = cosine")
+        ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def completeness_gaps(ax: plt.Axes, summary: pd.DataFrame, title: str | None = None) -> None:
+    """Median |relative completeness gap| against the λ points per pair, one log–log curve per
+    schedule; ``summary`` as :func:`nibcore.theory.completeness_summary` returns it."""
+    for schedule, part in summary.reset_index().groupby("schedule"):
+        ax.plot(part.evaluations, part.median_abs_relative_gap, marker="o", label=schedule)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("evaluations of f per pair (λ points)")
+    ax.set_ylabel("median |Σ A − (f(1) − f(0))| / |f(1) − f(0)|")
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+
+
+def kl_bound_figure(lambdas: np.ndarray, bound: np.ndarray, sigmas: Sequence[float]
+                    ) -> plt.Figure:
+    """Theorem 1's bound ``(S, L)`` (one row per σ, one column per λ of ``lambdas`` ``(L,)``): left
+    the curves over λ (log y), right a heatmap of its log10 over (λ > 0, σ) with a colour bar."""
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.4))
+    curves(axes[0], lambdas, {f"σ = {s:g}": b for s, b in zip(sigmas, bound)}, "λ",
+           "bound on I(z̃(λ); x)  [nats]", "Theorem 1's bound", logy=True)
+    im = axes[1].imshow(np.log10(bound[:, 1:]), aspect="auto", origin="lower",
+                        extent=(lambdas[1], 1, 0, len(sigmas)), cmap="magma")
+    axes[1].set_yticks(np.arange(len(sigmas)) + 0.5, [f"{s:g}" for s in sigmas])
+    axes[1].set_xlabel("λ")
+    axes[1].set_ylabel("σ")
+    axes[1].set_title("log10 of the bound", fontsize=10)
+    fig.colorbar(im, ax=axes[1])
+    fig.tight_layout()
+    return fig
+
+
+def information_vs_bound(ax: plt.Axes, mc_lambdas: np.ndarray, mi: dict[float, np.ndarray],
+                         lambdas: np.ndarray, bounds: dict[float, np.ndarray],
+                         n_inputs: int) -> None:
+    """Per σ: the Monte-Carlo mutual information ``mi[σ]`` ``(len(mc_lambdas),)`` (markers) and the
+    bound ``bounds[σ]`` ``(len(lambdas),)`` (dashed, same colour); the ceiling log N in grey."""
+    for s, values in mi.items():
+        line, = ax.plot(mc_lambdas, values, marker="o", ms=3, label=f"I (Monte Carlo), σ = {s:g}")
+        ax.plot(lambdas, bounds[s], ls="--", color=line.get_color(), label=f"bound, σ = {s:g}")
+    ceiling = np.log(n_inputs)
+    ax.axhline(ceiling, color="grey", lw=1)
+    ax.text(0.02, ceiling * 1.05, f"log N = {ceiling:.2f}", fontsize=8)
+    ax.set_ylim(0, ceiling * 1.6)
+    ax.set_xlabel("λ")
+    ax.set_ylabel("nats")
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+
+
+def noise_spread(ax: plt.Axes, sigmas: np.ndarray, values: Sequence[np.ndarray],
+                 exact: float) -> None:
+    """The noisy objective: mean ± std of each draw set ``values[k]`` ``(draws,)`` against
+    ``sigmas`` (log x), with the noiseless value ``exact`` as a dashed line."""
+    ax.errorbar(sigmas, [v.mean() for v in values], yerr=[v.std() for v in values],
+                marker="o", ms=3, capsize=3,
+                label=f"f(0.5 z + ε): mean ± std over {len(values[0])} draws")
+    ax.axhline(exact, color="crimson", ls="--", label="f(0.5 z), no noise (NIB)")
+    ax.set_xscale("log")
+    ax.set_xlabel("σ")
+    ax.set_ylabel("cosine")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+
+
+# --- figures of the results chapters -------------------------------------------------------------
+
+def change_curves(long: pd.DataFrame, x: str, metrics: Sequence[str], xlabel: str,
+                  ylabel: str, suptitle: str | None = None, dedupe: bool = False) -> plt.Figure:
+    """One panel per metric: each source's ``change`` (see :func:`nibcore.tables.relative_to`)
+    against column ``x``; ours (source ``ours…``) thick crimson, the paper's thin; a grey zero
+    line. ``dedupe``: keep one row per ``x`` value within a source."""
+    from .tables import METRIC_LABELS
+
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.5 * len(metrics), 3.1), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for src, part in long[long.metric == metric].groupby("source", sort=False):
+            if dedupe:
+                part = part.drop_duplicates(x)
+            part = part.sort_values(x)
+            ours = src.startswith("ours")
+            ax.plot(part[x], part["change"], marker="o", markersize=3, lw=2.5 if ours else 1,
+                    color="crimson" if ours else None,
+                    label="ours" if ours else src.replace("paper ", "paper: "))
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_title(METRIC_LABELS[metric], fontsize=9)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel(ylabel)
+    axes[0, -1].legend(fontsize=7)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def beta_curves(spread: pd.DataFrame, paper: pd.DataFrame, metrics: Sequence[str],
+                suptitle: str | None = None) -> plt.Figure:
+    """One panel per metric against β (log x): ours as mean ± sd over seeds (crimson error bars,
+    ``spread`` from :func:`nibcore.tables.seed_spread`, left axis) and each of the paper's sources
+    (``paper`` long frame with ``beta``) in grey on a twin right axis, with one joint legend."""
+    from .tables import METRIC_LABELS
+
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.625 * len(metrics), 3.2), squeeze=False)
+    axes = axes[0]
+    for ax, metric in zip(axes, metrics):
+        s = spread[spread.metric == metric].sort_values("beta")
+        ax.errorbar(s["beta"], s["value"], yerr=s["sd_seeds"], color="crimson", marker="o",
+                    markersize=3, capsize=2, label="ours (± sd over seeds)")
+        ax.set_xscale("log")
+        ax.set_xlabel("β")
+        ax.set_title(METRIC_LABELS[metric], fontsize=9)
+        ax.grid(alpha=0.3)
+        twin = ax.twinx()
+        for k, (src, part) in enumerate(paper[paper.metric == metric].groupby("source",
+                                                                             sort=False)):
+            part = part.sort_values("beta")
+            twin.plot(part["beta"], part["value"], color=str(0.35 + 0.2 * k), lw=1,
+                      ls=["-", "--", ":"][k % 3], label=src.replace("paper ", "paper: "))
+        twin.tick_params(labelsize=7, colors="grey")
+    axes[0].set_ylabel("ours")
+    h1, l1 = axes[-1].get_legend_handles_labels()
+    h2, l2 = twin.get_legend_handles_labels()
+    axes[-1].legend(h1 + h2, l1 + l2, fontsize=6, loc="best")
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def method_bars(ax: plt.Axes, values: pd.Series, sem: pd.Series | None = None,
+                title: str | None = None, highlight: str = "nib", rotation: float = 60,
+                fontsize: float = 7, title_size: float = 8) -> None:
+    """One bar per method (``values`` indexed by method keys, in drawing order) with ± ``sem``
+    error bars; ``highlight`` crimson, the others blue; x labels are the display names."""
+    from .tables import DISPLAY
+
+    ax.bar(range(len(values)), values, yerr=sem, capsize=2,
+           color=["crimson" if k == highlight else "tab:blue" for k in values.index])
+    ax.set_xticks(range(len(values)), [DISPLAY[k] for k in values.index], rotation=rotation,
+                  fontsize=fontsize)
+    if title:
+        ax.set_title(title, fontsize=title_size)
+    ax.grid(alpha=0.3, axis="y")
+
+
+def results_bars(long: pd.DataFrame, sources: dict[str, str], metrics: Sequence[str],
+                 methods: Sequence[str], n: int) -> plt.Figure:
+    """A grid of :func:`method_bars`: one row per dataset (``sources`` maps its display name to
+    its source label in ``long``), one column per metric; bars are means ± sem over ``n`` pairs."""
+    from .tables import METRIC_LABELS
+
+    fig, axes = plt.subplots(len(sources), len(metrics),
+                             figsize=(3.25 * len(metrics), 2.9 * len(sources)), squeeze=False)
+    for row, (name, source) in zip(axes, sources.items()):
+        part = long[long.source == source]
+        for ax, metric in zip(row, metrics):
+            m = part[part.metric == metric].set_index("method").reindex(methods)
+            method_bars(ax, m["value"], m["sem"], f"{METRIC_LABELS[metric]}\n{name}, n={n}")
+    fig.tight_layout()
+    return fig
+
+
+def speed_plot(ax: plt.Axes, speed: pd.DataFrame, paper_fps: pd.DataFrame,
+               sources: dict[str, str], methods: Sequence[str]) -> None:
+    """Pairs per second (log y) per method: ours as dots, one series per dataset (``sources`` maps
+    its display name to its first-level key in ``speed``, whose ``fps_both`` column is drawn),
+    the paper's as crosses, one per column of ``paper_fps`` (``paper FPS, <dataset>``)."""
+    from .tables import DISPLAY
+
+    for name, source in sources.items():
+        sp = speed.loc[source].reindex(methods)
+        ax.scatter(range(len(sp)), sp["fps_both"], label=f"ours: {name}", zorder=3)
+    for col in paper_fps.columns:
+        p = paper_fps[col].reindex(methods)
+        ax.scatter(range(len(p)), p, marker="x", label=col.replace("paper FPS, ", "paper: "))
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(methods)), [DISPLAY[m] for m in methods], rotation=30)
+    ax.set_ylabel("pairs per second (image + text)")
+    ax.set_title(f"ours on {speed['hardware'].iloc[0]}; the paper's hardware is unstated",
+                 fontsize=8)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+
+
+def as_picture(x: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """A normalised image ``(3, H, W)`` (array or tensor) back to an RGB array ``(H, W, 3)`` in
+    [0, 1] for display (``mean`` and ``std`` per channel, as the model normalised it)."""
+    x = np.asarray(x, dtype=np.float32)
+    mean = np.asarray(mean, dtype=np.float32)[:, None, None]
+    std = np.asarray(std, dtype=np.float32)[:, None, None]
+    return np.clip(x * std + mean, 0, 1).transpose(1, 2, 0)
+
+
+def masking_figure(image: Image.Image, maps: np.ndarray, titles: Sequence[str],
+                   original: np.ndarray, masked: np.ndarray, conf: dict[str, np.ndarray],
+                   mean: Sequence[float], std: Sequence[float]) -> plt.Figure:
+    """What the image metrics score, one column per map plus the original: top row each map
+    ``maps[k]`` ``(H, W)`` over ``image`` (titles ``titles[k]``), bottom row the model input
+    ``original`` ``(3, H, W)`` and each masked input ``masked[k]`` ``(3, H, W)`` (normalised, shown
+    with ``mean``/``std`` undone) titled with ``conf``'s ``s0``, ``s1``, ``drop``, ``increase``."""
+    n = len(maps)
+    fig, axes = plt.subplots(2, n + 1, figsize=(2.0 * (n + 1), 5.0), layout="constrained")
+    picture(axes[0, 0], image, "original")
+    axes[1, 0].imshow(as_picture(original, mean, std))
+    axes[1, 0].set_title(f"s0 = {conf['s0'][0]:.3f}", fontsize=9)
+    axes[1, 0].set_axis_off()
+    for k in range(n):
+        overlay(axes[0, k + 1], image, maps[k], titles[k], colorbar=False)
+        axes[1, k + 1].imshow(as_picture(masked[k], mean, std))
+        axes[1, k + 1].set_title(f"s1 = {conf['s1'][k]:.3f}\ndrop {conf['drop'][k]:.2f}"
+                                 f"{' · incr' if conf['increase'][k] else ''}", fontsize=8)
+        axes[1, k + 1].set_axis_off()
+    fig.suptitle("top: each method's map; bottom: the image the metric scores (pixels × map)",
+                 fontsize=10)
+    return fig
+
+
+#: the bars of :func:`passes_bars`: (column of the table, legend label)
+PASS_BARS = (("paper forward", "paper: forward"), ("forward", "ours: forward calls"),
+             ("forward_rows", "ours: forward rows"), ("paper backward", "paper: backward"),
+             ("backward", "ours: backward calls"), ("backward_rows", "ours: backward rows"))
+
+
+def passes_bars(ax: plt.Axes, table: pd.DataFrame) -> None:
+    """Forward and backward passes per pair, one group of six bars per method (rows of ``table``,
+    already display-named; columns as in :data:`PASS_BARS`), on a log scale with 0 drawn at 0.8."""
+    x = np.arange(len(table))
+    for k, (col, lab) in enumerate(PASS_BARS):
+        ax.bar(x + (k - 2.5) * 0.13, table[col].clip(lower=0.8), 0.13, label=lab,
+               color=plt.get_cmap("tab20c")(k if k < 3 else k + 1))
+    ax.set_yscale("log")
+    ax.set_xticks(x, table.index, rotation=20)
+    ax.set_ylabel("passes per pair (log; 0 drawn at 0.8)")
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3, axis="y")
+
+
+def ground_truth_bars(board: pd.DataFrame, gt: pd.DataFrame,
+                      panels: Sequence[tuple[str, float, str]]) -> plt.Figure:
+    """One :func:`method_bars` panel per ``(metric, chance, title)`` of ``panels``: the methods in
+    ``board``'s row order (from :func:`nibcore.tables.gt_leaderboard`), error bars the ``sem`` of
+    the long frame ``gt``, a dashed line at the ``chance`` level (in %)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(13 / 3 * len(panels), 3.2),
+                             squeeze=False)
+    order = list(board.index)
+    for ax, (col, chance, title) in zip(axes[0], panels):
+        sem = gt[gt.metric == col].set_index("method").reindex(order)["sem"]
+        method_bars(ax, board[col], sem, title, rotation=45, fontsize=8, title_size=9)
+        ax.axhline(chance, color="black", ls="--", lw=1, label="chance")
+        ax.set_ylabel("%")
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def randomisation_curves(checks: pd.DataFrame, methods: Sequence[str],
+                         n_blocks: dict[str, int]) -> plt.Figure:
+    """The model-randomisation test, one panel per side of ``n_blocks`` (side -> its depth):
+    per method the mean Spearman ρ with the trained model's map against the number of randomised
+    top blocks (1 at 0 blocks; ``checks`` rows of kind ``randomised``), and dashed at the same
+    colour the ρ between two different pairs' maps (kind ``other pair``), a reference level."""
+    from .tables import DISPLAY
+
+    fig, axes = plt.subplots(1, len(n_blocks), figsize=(6 * len(n_blocks), 3.4), squeeze=False)
+    colours = dict(zip(methods, plt.get_cmap("tab10").colors))
+    for ax, (side, blocks) in zip(axes[0], n_blocks.items()):
+        part = checks[checks.side == side]
+        for m in methods:
+            rand = part[(part.method == m) & (part.kind == "randomised")].groupby("top")["spearman"]
+            ax.plot([0] + list(rand.mean().index), [1.0] + list(rand.mean().values), marker="o",
+                    markersize=3, color=colours[m], label=DISPLAY[m], lw=2.5 if m == "nib" else 1.2)
+            ref = part[(part.method == m) & (part.kind == "other pair")]["spearman"].mean()
+            ax.axhline(ref, color=colours[m], ls="--", lw=0.7)
+        ax.set_xlabel(f"randomised top blocks (of {blocks})")
+        ax.set_ylabel("Spearman ρ with the trained model's map")
+        ax.set_title(f"{side} side", fontsize=10)
+        ax.set_ylim(-0.5, 1.05)
+        ax.grid(alpha=0.3)
+    axes[0, -1].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+# --- the explorer --------------------------------------------------------------------------------
+
+def explained_pair(image: Image.Image, caption: str, scores: np.ndarray, method: str,
+                   patches: np.ndarray | None = None) -> plt.Figure:
+    """The explorer's view of one pair: left the picture (titled with ``caption``), right the
+    image-side map ``scores`` ``(H, W)`` in [0, 1] over it — or, when ``patches`` ``(rows, cols)``
+    is given, the signed per-patch scores (:func:`signed_patches`)."""
+    fig, axes = plt.subplots(1, 2, figsize=(7, 3.1))
+    picture(axes[0], image, caption)
+    if patches is not None:
+        signed_patches(axes[1], image, patches, f"{method}, signed")
+    else:
+        overlay(axes[1], image, scores, f"{method}, image side")
+    fig.tight_layout()
+    return fig
+
+
+def show() -> None:
+    """Show the open figures now (inline in a notebook, or in a window); for the modules that do
+    not import matplotlib themselves."""
+    plt.show()

@@ -1,6 +1,7 @@
 """Tests of nibcore.theory: the computations behind the theory chapters."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -106,3 +107,41 @@ def test_property_evidence_flags_random_methods(tiny, picture):
     assert bool(row.loc["nib", "deterministic"]) and not row.loc["nib", "takes_seed"]
     assert row.loc["m2ib", "takes_seed"] and row.loc["m2ib", "max_diff_two_runs"] > 0
     assert row.loc["nib", "forward"] >= 2
+
+
+# --- helpers of the theory chapters ------------------------------------------------------------
+
+def test_mutual_information_grid_matches_pointwise():
+    states = np.random.RandomState(0).randn(5, 3, 4)
+    grid = theory.mutual_information_grid(states, [0.0, 0.5, 1.0], [0.5, 2.0], draws=8, seed=1)
+    assert list(grid) == [0.5, 2.0] and grid[0.5].shape == (3,)
+    assert grid[2.0][0] == 0.0
+    assert grid[0.5][2] == pytest.approx(theory.mutual_information(states, 1.0, 0.5, 8, seed=1))
+
+
+def test_bottleneck_states_stacks_pairs(tiny, picture):
+    class Scene:
+        image, caption = picture, "a red circle"
+
+    states = theory.bottleneck_states(tiny, [Scene(), Scene()])
+    z = theory.bottleneck(tiny, picture, "a red circle")[0]
+    assert states.shape == (2, *z.shape[1:])
+    torch.testing.assert_close(states[1:], z)
+
+
+def test_completeness_summary():
+    table = pd.DataFrame(dict(pair=[0, 1, 0, 1], schedule=["a", "a", "b", "b"],
+                              num_steps=[5, 5, 5, 5], evaluations=[5, 5, 40, 40],
+                              sum=[1.0, 3.0, 2.0, 2.0], f1_minus_f0=[2.0, 2.0, 2.0, 2.0],
+                              relative_gap=[-0.5, 0.3, 0.0, -0.1], seconds=[1.0, 1.0, 2.0, 2.0]))
+    s = theory.completeness_summary(table)
+    assert list(s.columns) == list(theory.COMPLETENESS_COLUMNS)
+    assert s.loc[("a", 5), "median_abs_relative_gap"] == pytest.approx(0.4)
+    assert s.loc[("b", 5), "evaluations"] == 40 and s.loc[("a", 5), "mean_sum"] == 2.0
+
+
+def test_flat_below():
+    grid = np.array([1e-3, 1e-2, 1e-1, 1.0])
+    path = np.array([0.0, 0.0, 0.005, 0.5, 1.0])     # f(0), then f on grid
+    assert theory.flat_below(path, grid) == 1e-1      # 0.005 is within 1% of |f(1) − f(0)|
+    assert theory.flat_below(path, grid, rel=0.001) == 1e-2
