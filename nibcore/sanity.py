@@ -116,3 +116,20 @@ def randomisation_summary(df: pd.DataFrame) -> pd.DataFrame:
     ref = df[df["kind"] == "other pair"].groupby("method", sort=False)["spearman"].mean()
     rand["other pair (reference)"] = ref
     return rand
+
+
+def randomisation_report(model: ClipModel, pairs: Sequence, methods: Sequence[str],
+                         seed: int = 0, params: dict[str, dict[str, Any]] | None = None
+                         ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """:func:`randomisation_test` on both towers, re-initialising the top 1, L//2 and all L
+    blocks of each. Returns ``(rows, summaries)``: every correlation, and a
+    :func:`randomisation_summary` per side (``{"image": ..., "text": ...}``)."""
+    checks = []
+    for side in ("image", "text"):
+        n_blocks = model.tower(side).n_blocks
+        tops = sorted({1, n_blocks // 2, n_blocks})
+        checks.append(randomisation_test(model, pairs, methods, side=side, tops=tops, seed=seed,
+                                         params=params))
+    rows = pd.concat(checks, ignore_index=True)
+    return rows, {side: randomisation_summary(rows[rows.side == side])
+                  for side in ("image", "text")}

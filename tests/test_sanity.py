@@ -76,3 +76,15 @@ def test_randomisation_test(tiny):
     assert list(summary.columns) == ["top 1 random", "top 4 random", "other pair (reference)"]
     text = sanity.randomisation_test(tiny, pairs, ["nib"], side="text", tops=[2])
     assert len(text) == 4
+
+
+def test_randomisation_report_covers_both_towers(tiny, picture):
+    from types import SimpleNamespace
+
+    pairs = [SimpleNamespace(image=picture, text="a red circle", id="a"),
+             SimpleNamespace(image=picture.rotate(90), text="a blue square", id="b")]
+    rows, summary = sanity.randomisation_report(tiny, pairs, ["gradcam"], seed=0)
+    assert set(rows.side) == {"image", "text"}
+    assert sorted(set(rows[rows.side == "image"].top)) == [0, 1, 2, 4]  # reference, 1, L//2, L
+    assert list(summary) == ["image", "text"]
+    assert "other pair (reference)" in summary["image"].columns
