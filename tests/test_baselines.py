@@ -197,38 +197,27 @@ def query(x, ids, side):
     return x[torch.arange(x.shape[0]), rows]
 
 
-@pytest.mark.parametrize("side", ["image", "text"])
-def test_saliency_is_attention_gradient(model, pixels, side):
-    ids = model.tokenize(TEXTS)
-    attention, grad = manual_last_attention(model, pixels, ids, side)
-    expected = query(grad.abs().mean(1), ids, side)
-    out = nibcore.explain(model, pixels, TEXTS, method="saliency", side=side)
-    for b, a in enumerate(out):
-        ref = expected[b, : len(a.raw)] if side == "text" else expected[b]
-        assert torch.allclose(torch.from_numpy(a.raw), ref, rtol=1e-4, atol=1e-7)
+#: What each attention method's raw scores are, from the last block's attention A and ∂logit/∂A
+#: (mean over heads, the pooling query's row).
+ATTENTION_DEFINITIONS = {
+    "saliency": lambda attention, grad: grad.abs().mean(1),                  # |∂logit/∂A|
+    "fastig": lambda attention, grad: (grad * attention).mean(1),            # ∂logit/∂A ⊙ A
+    "chefer": lambda attention, grad: (grad * attention).clamp(min=0).mean(1),  # last layer only
+}
 
 
 @pytest.mark.parametrize("side", ["image", "text"])
-def test_fastig_is_gradient_times_attention(model, pixels, side):
+@pytest.mark.parametrize("method", sorted(ATTENTION_DEFINITIONS))
+def test_attention_methods_match_their_definition(model, pixels, side, method):
     ids = model.tokenize(TEXTS)
     attention, grad = manual_last_attention(model, pixels, ids, side)
-    expected = query((grad * attention).mean(1), ids, side)
-    out = nibcore.explain(model, pixels, TEXTS, method="fastig", side=side)
+    expected = query(ATTENTION_DEFINITIONS[method](attention, grad), ids, side)
+    out = nibcore.explain(model, pixels, TEXTS, method=method, side=side)
     for b, a in enumerate(out):
         ref = expected[b, : len(a.raw)] if side == "text" else expected[b]
         assert torch.allclose(torch.from_numpy(a.raw), ref, rtol=1e-4, atol=1e-7)
-    assert any((a.raw < 0).any() for a in out)  # signed
-
-
-@pytest.mark.parametrize("side", ["image", "text"])
-def test_chefer_last_layer(model, pixels, side):
-    ids = model.tokenize(TEXTS)
-    attention, grad = manual_last_attention(model, pixels, ids, side)
-    expected = query((grad * attention).clamp(min=0).mean(1), ids, side)
-    out = nibcore.explain(model, pixels, TEXTS, method="chefer", side=side)
-    for b, a in enumerate(out):
-        ref = expected[b, : len(a.raw)] if side == "text" else expected[b]
-        assert torch.allclose(torch.from_numpy(a.raw), ref, rtol=1e-4, atol=1e-7)
+    if method == "fastig":
+        assert any((a.raw < 0).any() for a in out)  # signed
 
 
 @pytest.mark.parametrize("side", ["image", "text"])
