@@ -61,12 +61,18 @@ def token_grid(raw: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     return raw[:, 1:].reshape(raw.shape[0], *grid)
 
 
-def image_map(raw: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
-    """The paper's image map ``(B, H, W)`` in [0, 1]: drop CLS, patch grid, bilinear upsample
-    (``align_corners=False``), per-sample min-max. ``raw``: ``(B, 1 + rows*cols)``."""
+def upsample_tokens(raw: torch.Tensor, grid: tuple[int, int],
+                    size: tuple[int, int]) -> torch.Tensor:
+    """Per-token scores ``(B, 1 + rows*cols)`` as pixels ``(B, H, W)``, signed and unnormalised:
+    drop CLS, patch grid, bilinear upsample (``align_corners=False``)."""
     patches = token_grid(raw, grid)[:, None]
-    up = F.interpolate(patches, size=size, mode="bilinear", align_corners=False)[:, 0]
-    return minmax(up, dims=(1, 2))
+    return F.interpolate(patches, size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+def image_map(raw: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """The paper's image map ``(B, H, W)`` in [0, 1]: :func:`upsample_tokens`, then per-sample
+    min-max. ``raw``: ``(B, 1 + rows*cols)``."""
+    return minmax(upsample_tokens(raw, grid, size), dims=(1, 2))
 
 
 # --- the result ------------------------------------------------------------------------------

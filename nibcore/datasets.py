@@ -248,18 +248,18 @@ def flickr8k(root: str | Path | None = None, model=None, split: str = "val",
 def _best_caption_pair(model, entry: dict, folder: Path) -> Pair:
     import torch
 
+    from .attribution import cosine
     from .inputs import prepare_images
 
     image = _open_rgb(folder / entry["filename"])
     captions = [s["raw"].strip() for s in entry["sentences"]]
-    fits = [j for j, c in enumerate(captions)
-            if c and len(model.tokenizer.encode(c)) + 2 <= model.context_length]
+    fits = [j for j, c in enumerate(captions) if model.text_problem(c) is None]
     if not fits:
         raise ValueError(f"no caption of {entry['filename']} fits the model's context")
     with torch.no_grad():
         img = model.encode_image(prepare_images(model, image))
         txt = model.encode_text(model.tokenize([captions[j] for j in fits]))
-        cos = torch.nn.functional.cosine_similarity(txt, img, dim=-1).cpu().numpy()
+        cos = cosine(txt, img.expand_as(txt)).cpu().numpy()
     best = fits[int(np.argmax(cos))]
     cosines = [float("nan")] * len(captions)
     for j, c in zip(fits, cos.tolist()):

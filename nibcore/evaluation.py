@@ -134,11 +134,6 @@ def _params_json(kw: dict[str, Any]) -> str:
     return json.dumps(kw, sort_keys=True, default=str)
 
 
-def _fits(model: ClipModel, text: str) -> bool:
-    encode = getattr(model.tokenizer, "encode", None)
-    return bool(text.strip()) and (encode is None or len(encode(text)) + 2 <= model.context_length)
-
-
 def _sync(model: ClipModel) -> None:
     if model.device.type == "cuda":
         torch.cuda.synchronize(model.device)
@@ -298,7 +293,7 @@ def evaluate(model: ClipModel, dataset, methods: str | Sequence[str],
             pairs = [dataset[i] for i in chunk]  # data loading: outside the timed calls
             for i, pair in zip(chunk, pairs):
                 ids_of[i], text_of[pair.id] = pair.id, pair.text
-            keep = [j for j, p in enumerate(pairs) if _fits(model, p.text)]
+            keep = [j for j, p in enumerate(pairs) if model.text_problem(p.text) is None]
             skipped += [pairs[j].id for j in range(len(pairs)) if j not in keep]
             bar.update(sum(1 for j in range(len(pairs)) if j not in keep
                            for _ in methods for _ in sides))

@@ -57,15 +57,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .attribution import token_grid
+from .attribution import cosine, upsample_tokens
 from .models import ClipModel
 
 #: The text-side perturbation protocols, see the module docstring.
 TEXT_PROTOCOLS = ("paper", "m2ib", "clean")
-
-
-def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return F.cosine_similarity(a, b, dim=-1)
 
 
 def drop_increase(s0: torch.Tensor | np.ndarray, s1: torch.Tensor | np.ndarray
@@ -99,8 +95,8 @@ def image_confidence(model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor,
     ``(B, H, W)`` in [0, 1]. Returns per-sample arrays ``s0``, ``s1``, ``drop``, ``increase``.
     """
     text = model.encode_text(ids)
-    s0 = _cos(model.encode_image(pixels), text)
-    s1 = _cos(model.encode_image(perturb_image(pixels, maps)), text)
+    s0 = cosine(model.encode_image(pixels), text)
+    s1 = cosine(model.encode_image(perturb_image(pixels, maps)), text)
     s0, s1 = s0.double().cpu().numpy(), s1.double().cpu().numpy()
     drop, incr = drop_increase(s0, s1)
     return dict(s0=s0, s1=s1, drop=drop, increase=incr)
@@ -198,7 +194,7 @@ def text_confidence(model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor,
         row_scale = torch.stack([getattr(p, "scale" + which) for p in perts])
         e = scaled_text_embedding(model, row_ids, row_scale)
         feats = model.text.from_embedding(e, row_ids)
-        out["s" + which] = _cos(feats, image_features).double().cpu().numpy()
+        out["s" + which] = cosine(feats, image_features).double().cpu().numpy()
     out["drop"], out["increase"] = drop_increase(out["s0"], out["s1"])
     return out
 
@@ -253,8 +249,7 @@ def raw_pixel_map(raw: np.ndarray, grid: tuple[int, int], size: tuple[int, int])
     raw = np.asarray(raw, dtype=np.float32)
     if raw.ndim == 2:
         return raw
-    t = token_grid(torch.from_numpy(raw)[None], grid)[:, None]
-    return F.interpolate(t, size=tuple(size), mode="bilinear", align_corners=False)[0, 0].numpy()
+    return upsample_tokens(torch.from_numpy(raw)[None], grid, tuple(size))[0].numpy()
 
 
 def phrase_positions(model: ClipModel, caption: str, phrase: str) -> list[int]:

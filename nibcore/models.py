@@ -333,18 +333,25 @@ class ClipModel:
         return self.image if side == "image" else self.text
 
     # --- text ---------------------------------------------------------------------------------
+    def text_problem(self, text: str) -> str | None:
+        """Why ``text`` cannot be tokenized for this model (empty, or longer than the context),
+        or None when it fits."""
+        n = len(self.tokenizer.encode(text)) if hasattr(self.tokenizer, "encode") else None
+        if not text.strip() or n == 0:
+            return "empty text: give a caption with at least one word"
+        if n is not None and n + 2 > self.context_length:
+            return (f"text is {n} tokens long, but this model's context holds "
+                    f"{self.context_length - 2} (+ start/end tokens): shorten {text[:40]!r}...")
+        return None
+
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         """Token ids ``(B, C)``; raises on empty text or text longer than the context."""
         for t in texts:
             if not isinstance(t, str):
                 raise TypeError(f"texts must be strings, got {type(t).__name__}")
-            n = len(self.tokenizer.encode(t)) if hasattr(self.tokenizer, "encode") else None
-            if not t.strip() or n == 0:
-                raise ValueError("empty text: give a caption with at least one word")
-            if n is not None and n + 2 > self.context_length:
-                raise ValueError(
-                    f"text is {n} tokens long, but this model's context holds "
-                    f"{self.context_length - 2} (+ start/end tokens): shorten {t[:40]!r}...")
+            problem = self.text_problem(t)
+            if problem:
+                raise ValueError(problem)
         return self.tokenizer(list(texts)).to(self.device)
 
     @staticmethod
