@@ -42,9 +42,17 @@ def other_features(model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor,
         return model.encode_text(model.trim(ids)) if side == "image" else model.encode_image(pixels)
 
 
+MIN_BLOCKS_ABOVE = 2
+"""Blocks a default bottleneck keeps above it. With one block left, every token but the pooled one
+reaches the output only through LayerNorm, which is scale-invariant, so z_j · ∂f/∂z_j ≈ 0 for every
+such token (Euler's theorem for degree-0 homogeneous functions): the attribution degenerates."""
+
+
 def default_layer(tower: Tower) -> int:
-    """The paper's layer 9 of 12, scaled to the tower's depth: ``(3 * n_blocks) // 4``."""
-    return (3 * tower.n_blocks) // 4
+    """The paper's layer 9 of 12, scaled to the tower's depth, ``(3 * n_blocks) // 4``, but never
+    closer to the top than :data:`MIN_BLOCKS_ABOVE` blocks (9 on ViT-B/32, 4 of 6 and 2 of 4 on
+    the bundled model). Towers of fewer than three blocks use layer 0."""
+    return max(0, min((3 * tower.n_blocks) // 4, tower.n_blocks - MIN_BLOCKS_ABOVE))
 
 
 # --- maps ------------------------------------------------------------------------------------

@@ -278,7 +278,7 @@ def test_layer_defaults(model, pixels):
                                   text_cfg=dict(context_length=8, vocab_size=49408, width=16,
                                                 heads=1, layers=12)))
     assert block_output_layer(big.image, None) == 10  # output of block 9 of 12
-    assert block_output_layer(model.image, None) == 3  # 4 blocks: clamped to the last one
+    assert block_output_layer(model.image, None) == 2  # 4 blocks: two kept above the split
     a = nibcore.explain(model, pixels[0], TEXTS[0], method="gradcam", layer=1)
     assert a.extras["layer"] == 1
     with pytest.raises(ValueError, match="out of range"):

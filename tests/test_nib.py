@@ -90,8 +90,26 @@ def test_signed_attributions_are_kept(tiny, picture):
 
 
 def test_default_layer_is_the_papers_nine_of_twelve(tiny, picture):
+    from nibcore.attribution import default_layer
+
+    class T:  # a stand-in tower
+        def __init__(self, n):
+            self.n_blocks = n
+
+    assert [default_layer(T(n)) for n in (1, 2, 3, 4, 6, 12, 24)] == [0, 0, 1, 2, 4, 9, 18]
     a = nibcore.explain(tiny, picture, "a red circle")
-    assert a.extras["layer"] == 3  # (3 * 4) // 4; on ViT-B/32: (3 * 12) // 4 = 9
+    assert a.extras["layer"] == 2  # 4 blocks: (3 * 4) // 4 = 3 would leave only the last block
+
+
+def test_last_block_bottleneck_is_degenerate_on_the_text_side(tiny, picture):
+    """At the input of the last block every token but EOT reaches the output only through
+    LayerNorm (scale-invariant), so z_j · ∂f/∂z_j ≈ 0 there; two blocks above, it is not."""
+    last = nibcore.explain(tiny, picture, "a red circle and a blue ring", side="text",
+                           layer=tiny.text.n_blocks - 1)
+    ok = nibcore.explain(tiny, picture, "a red circle and a blue ring", side="text")
+    # raw runs SOT..EOT: the content tokens lie strictly between
+    assert abs(last.raw[1:-1]).max() < 1e-3 * abs(last.raw[-1])
+    assert abs(ok.raw[1:-1]).max() > 1e-2 * abs(ok.raw[-1])
 
 
 def test_pass_counts_for_nib(tiny, picture):

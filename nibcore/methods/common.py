@@ -28,7 +28,7 @@ from typing import Any, NamedTuple, Sequence
 
 import torch
 
-from ..attribution import cosine, default_layer, logit, other_features
+from ..attribution import MIN_BLOCKS_ABOVE, cosine, default_layer, logit, other_features
 from ..models import AttentionRecorder, ClipModel, Tower
 
 OBJECTIVES = ("cosine", "logit")
@@ -47,11 +47,12 @@ def block_output_layer(tower: Tower, layer: int | None) -> int:
 
     ``layer`` given: validated with ``tower.check_layer`` and returned (it is the input of block
     ``layer`` = the output of block ``layer - 1``). ``None``: the output of block
-    ``default_layer(tower)`` (9 on a 12-block tower), i.e. ``default_layer(tower) + 1``, clamped to
-    ``n_blocks - 1`` for shallow towers (so at least one block runs on the bottleneck).
+    ``default_layer(tower)`` (9 on a 12-block tower), i.e. ``default_layer(tower) + 1``, but at
+    least ``MIN_BLOCKS_ABOVE`` blocks below the top on shallow towers (see :data:`MIN_BLOCKS_ABOVE`:
+    a bottleneck entering the last block degenerates to LayerNorm's scale invariance).
     """
     if layer is None:
-        return min(default_layer(tower) + 1, tower.n_blocks - 1)
+        return max(0, min(default_layer(tower) + 1, tower.n_blocks - MIN_BLOCKS_ABOVE))
     return tower.check_layer(layer)
 
 

@@ -27,7 +27,7 @@ class GradCAM(Method):
 
     ``layer``: index of the block whose *input* is used (the package-wide convention). Default:
     the output of block 9 of 12 as the paper (``layer = 10`` on ViT-B/32; scaled to depth by
-    ``default_layer(tower) + 1``, clamped to ``n_blocks - 1``).
+    ``default_layer(tower) + 1``, kept two blocks below the top: see ``block_output_layer``).
 
     Raw scores ``(B, N)`` per token, ``>= 0``. Passes per call (any batch size B, one row per
     pair): **3 forward** (other modality's feature, ``lower``, ``upper``) and **1 backward**.

@@ -30,8 +30,8 @@ class M2IB(Method):
     channels (mean over the draws, which is the same analytic value for every draw).
 
     ``layer``: index of the block whose *input* is the bottleneck. Default: the output of block 9
-    of 12 as M2IB (``layer = 10`` on ViT-B/32; ``default_layer(tower) + 1`` clamped to
-    ``n_blocks - 1``). ``beta`` (0.1), ``steps`` (10), ``lr`` (1.0), ``n_samples`` (10), ``seed``
+    of 12 as M2IB (``layer = 10`` on ViT-B/32; ``default_layer(tower) + 1`` kept two
+    blocks below the top: see ``block_output_layer``). ``beta`` (0.1), ``steps`` (10), ``lr`` (1.0), ``n_samples`` (10), ``seed``
     (0): the noise comes from a local generator on the inputs' device, so a call is reproducible
     for the same batch; different seeds give different maps.
 
