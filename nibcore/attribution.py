@@ -244,11 +244,22 @@ def explain(model: ClipModel, image, text: str | Sequence[str], method: str = "n
         raise ValueError(f"unknown method {method!r}; available: {sorted(METHODS)}")
     check_choice("side", side, SIDES)
     runner = METHODS[method](**params)
-    pixels, ids = prepare_pairs(model, image, text)
     texts = [text] if isinstance(text, str) else list(text)
-    before = model.passes.snapshot()
-    result = runner.attribute(model, pixels, ids, side)
-    attributions = _to_attributions(model, runner, side, texts, ids, result,
-                                    model.passes.since(before))
+    # gradients on for explain's own computation, whatever the caller's grad mode (it is
+    # restored on exit): explain works inside `torch.no_grad()` and `torch.inference_mode()`
+    with torch.inference_mode(False), torch.enable_grad():
+        pixels, ids = prepare_pairs(model, image, text)
+        before = model.passes.snapshot()
+        try:
+            result = runner.attribute(model, pixels, ids, side)
+        except RuntimeError as err:
+            if "Inference tensors" not in str(err):
+                raise
+            raise RuntimeError(
+                "the model's weights were created inside torch.inference_mode() and cannot be "
+                "differentiated: load the model outside inference mode (explain itself may be "
+                "called inside it)") from None
+        attributions = _to_attributions(model, runner, side, texts, ids, result,
+                                        model.passes.since(before))
     single = isinstance(text, str)
     return attributions[0] if single else attributions
