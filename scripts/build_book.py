@@ -39,6 +39,12 @@ BUILD = ROOT / "_build"
 EXECUTED = BUILD / "executed"
 HTML = BUILD / "html"
 TREE_FILES = ("_config.yml", "_toc.yml", "references.bib")
+#: MathJax is served from the built book (no CDN): the npm package pinned in package.json is
+#: installed with ``npm ci`` into node_modules/ and its es5 tree copied into this static folder of
+#: the executed tree (``_config.yml`` names it in ``html_static_path``; it is not called
+#: ``_static`` because jupyter-book would then load every .js file under it on every page).
+MATHJAX_STATIC = "_mathjax_static"
+MATHJAX_ENTRY = "tex-mml-chtml.js"
 KERNEL = "python3"
 #: words that mark a rendered output block as an error
 ERROR_WORDS = re.compile(r"Traceback|Error\b|Exception\b")
@@ -93,6 +99,47 @@ def check_toc(root: Path = ROOT) -> tuple[list[Path], list[str]]:
     return files, problems
 
 
+# --- MathJax, offline -------------------------------------------------------------------------
+
+def pinned_mathjax(root: Path = ROOT) -> str:
+    """The MathJax version that package.json pins (an exact version, no range)."""
+    deps = json.loads((root / "package.json").read_text()).get("dependencies", {})
+    version = deps.get("mathjax", "")
+    if not re.fullmatch(r"\d+\.\d+\.\d+", version):
+        raise SystemExit(f"package.json must pin mathjax to an exact version, got {version!r}")
+    return version
+
+
+def install_mathjax(root: Path = ROOT) -> Path:
+    """The es5 folder of the pinned MathJax, installed with ``npm ci`` when missing or stale."""
+    version = pinned_mathjax(root)
+    pkg = root / "node_modules" / "mathjax"
+    installed = pkg / "package.json"
+    if not installed.is_file() or json.loads(installed.read_text())["version"] != version:
+        npm = shutil.which("npm")
+        if npm is None:
+            raise SystemExit("npm not found: the book serves MathJax from package.json's pinned "
+                             "npm package; install Node.js and npm (e.g. apt-get install npm)")
+        run = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                             cwd=root, capture_output=True, text=True)
+        if run.returncode != 0:
+            raise SystemExit(f"npm ci failed (exit {run.returncode}): "
+                             f"{(run.stderr or run.stdout).strip()[-500:]}")
+    es5 = pkg / "es5"
+    if not (es5 / MATHJAX_ENTRY).is_file():
+        raise SystemExit(f"{es5 / MATHJAX_ENTRY} missing after npm ci")
+    return es5
+
+
+def copy_mathjax(es5: Path, dest: Path) -> None:
+    """Copy the entry component and everything it loads on demand (fonts, TeX extensions,
+    menu, accessibility) into ``dest``; the other combined components are left out."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(es5 / MATHJAX_ENTRY, dest / MATHJAX_ENTRY)
+    for sub in sorted(p for p in es5.iterdir() if p.is_dir()):
+        shutil.copytree(sub, dest / sub.name)
+
+
 # --- executing ------------------------------------------------------------------------------
 
 def parse_params(pairs: list[str]) -> dict:
@@ -108,15 +155,17 @@ def parse_params(pairs: list[str]) -> dict:
     return params
 
 
-def prepare_tree() -> None:
-    """Fresh ``_build/executed`` with the config, the toc, the bibliography and every
-    non-notebook file of ``book/`` (notebooks are added by :func:`execute`, or copied as they
-    are when ``--only`` leaves them out)."""
+def prepare_tree(mathjax: bool = True) -> None:
+    """Fresh ``_build/executed`` with the config, the toc, the bibliography, MathJax (when
+    ``mathjax``) and every non-notebook file of ``book/`` (notebooks are added by
+    :func:`execute`, or copied as they are when ``--only`` leaves them out)."""
     if EXECUTED.exists():
         shutil.rmtree(EXECUTED)
     (EXECUTED / "book").mkdir(parents=True)
     for name in TREE_FILES:
         shutil.copy2(ROOT / name, EXECUTED / name)
+    if mathjax:
+        copy_mathjax(install_mathjax(), EXECUTED / MATHJAX_STATIC / "mathjax")
     for path in BOOK.rglob("*"):
         rel = path.relative_to(BOOK)
         if path.is_file() and path.suffix != ".ipynb" and not any(
@@ -160,11 +209,11 @@ def stderr_outputs(nb_path: Path) -> list[str]:
 
 def check_page(page: Path, notebook: bool) -> tuple[list[str], list[str]]:
     """(problems, warnings) of one rendered page."""
+    name = page.relative_to(ROOT) if page.is_relative_to(ROOT) else page
     if not page.is_file():
-        return [f"{page.relative_to(ROOT)} was not built"], []
+        return [f"{name} was not built"], []
     text = page.read_text(errors="replace")
     problems, warnings = [], []
-    name = page.relative_to(ROOT)
     if "Traceback" in text:
         problems.append(f"{name} shows a traceback")
     if re.search(r'class="[^"]*output_error', text) or 'class="output traceback' in text:
@@ -175,6 +224,12 @@ def check_page(page: Path, notebook: bool) -> tuple[list[str], list[str]]:
             problems.append(f"{name} shows an error on stderr: {content[:200]!r}")
         else:
             warnings.append(f"{name} shows stderr output: {content[:120]!r}")
+    if 'class="math' in text:  # maths must come from the book's own MathJax, not a CDN
+        if not re.search(rf'<script[^>]+src="[^"]*_static/mathjax/{MATHJAX_ENTRY}', text):
+            problems.append(f"{name} shows maths but does not load _static/mathjax/"
+                            f"{MATHJAX_ENTRY}")
+        if re.search(r'<script[^>]+src="(https?:)?//', text):
+            problems.append(f"{name} loads a script from the network")
     if notebook and not re.search(r'<img[^>]+src="[^"]*_images/', text):
         problems.append(f"{name} shows no figure")
     return problems, warnings
@@ -210,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         params["SMOKE"] = True
 
-    prepare_tree()
+    prepare_tree(mathjax=not args.no_html)
     failures, warnings, times = [], [], {}
     notebooks = [f for f in files if f.suffix == ".ipynb"]
     if args.only:  # the other chapters are built from their sources, without outputs
@@ -249,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
             print(run.stdout[-6000:])
             print(run.stderr[-6000:])
             failures.append(f"jupyter-book build failed (exit {run.returncode})")
+        if not (HTML / "_static" / "mathjax" / MATHJAX_ENTRY).is_file():
+            failures.append(f"_build/html/_static/mathjax/{MATHJAX_ENTRY} was not built")
         for f in files:
             page = HTML / f.relative_to(ROOT).with_suffix(".html")
             if f == files[0] and not page.exists():

@@ -84,3 +84,36 @@ def test_toc_entries_parse():
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     entries = build_book.toc_entries(toc)
     assert entries[0] == toc["root"] and len(entries) == len(set(entries))
+
+
+def test_mathjax_is_pinned_and_served_by_the_book(tmp_path):
+    version = build_book.pinned_mathjax(ROOT)
+    lock = json.loads((ROOT / "package-lock.json").read_text())
+    assert lock["packages"]["node_modules/mathjax"]["version"] == version
+    config = CONFIG["sphinx"]["config"]
+    assert not config["mathjax_path"].startswith(("http:", "https:", "//"))
+    assert config["mathjax_path"] == f"mathjax/{build_book.MATHJAX_ENTRY}"
+    assert config["html_static_path"] == [build_book.MATHJAX_STATIC]
+    # the HTML check refuses a page whose maths would come from a CDN
+    page = tmp_path / "page.html"
+    page.write_text('<span class="math notranslate">x</span>'
+                    '<script defer src="https://cdn.example/mathjax@3/es5/tex-mml-chtml.js">')
+    problems, _ = build_book.check_page(page, notebook=False)
+    assert any("does not load _static/mathjax" in p for p in problems)
+    assert any("from the network" in p for p in problems)
+    page.write_text('<span class="math notranslate">x</span>'
+                    f'<script defer src="../_static/mathjax/{build_book.MATHJAX_ENTRY}?v=1">')
+    assert build_book.check_page(page, notebook=False)[0] == []
+
+
+def test_copy_mathjax_keeps_the_entry_and_what_it_loads(tmp_path):
+    es5 = tmp_path / "es5"
+    (es5 / "output" / "chtml" / "fonts" / "woff-v2").mkdir(parents=True)
+    (es5 / "output" / "chtml" / "fonts" / "woff-v2" / "MathJax_Main-Regular.woff").write_text("f")
+    (es5 / build_book.MATHJAX_ENTRY).write_text("entry")
+    (es5 / "tex-svg.js").write_text("another combined component")
+    build_book.copy_mathjax(es5, tmp_path / "out")
+    copied = {p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*")
+              if p.is_file()}
+    assert copied == {build_book.MATHJAX_ENTRY,
+                      "output/chtml/fonts/woff-v2/MathJax_Main-Regular.woff"}
