@@ -24,6 +24,7 @@ tests, and are provided as a convenience.
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import os
 import urllib.request
@@ -35,7 +36,6 @@ from typing import Any, Callable, Iterator
 import numpy as np
 from PIL import Image
 
-from . import scenes as _scenes
 
 #: Default sub-folder of the data root for each dataset.
 FOLDERS = {"cc": "conceptual_captions", "imagenet": "tiny-imagenet-200", "flickr8k": "flickr8k"}
@@ -268,100 +268,32 @@ def _best_caption_pair(model, entry: dict, folder: Path) -> Pair:
                 {"captions": captions, "caption_index": best, "cosines": cosines})
 
 
-# --- synthetic scenes ------------------------------------------------------------------------
-
-def scene_pairs(n: int = 1000, n_objects: int | None = None, caption: str = "one",
-                start: int = 0) -> PairDataset:
-    """Held-out synthetic scenes (:func:`nibcore.scenes.heldout`) with exact object masks.
-
-    ``caption="one"``: the caption names one object, chosen from the scene's seed, and
-    ``meta["mask"]`` is its mask; ``caption="all"``: the scene's full caption, ``meta["mask"]`` the
-    union of all objects. ``meta`` also holds ``masks`` (K, H, W), ``objects``, ``target`` (the
-    named object's index, or -1 for all), ``seed``, ``n_objects``. ``id`` = ``"scene-<seed>"``.
-    """
-    if caption not in ("one", "all"):
-        raise ValueError(f"caption must be 'one' or 'all', got {caption!r}")
-    _check_range(n, start)
-
-    def make(i: int) -> Pair:
-        scene = _scenes.heldout(1, n_objects=n_objects, start=start + i)[0]
-        meta = _scene_meta(scene)
-        if caption == "one":
-            k = int(np.random.default_rng(scene.seed).integers(len(scene.objects)))
-            text, mask = scene.caption_for([k]), scene.masks[k]
-        else:
-            k, text, mask = -1, scene.caption, scene.masks.any(axis=0)
-        meta.update(target=k, mask=mask)
-        return Pair(scene.image, text, f"scene-{scene.seed}", meta)
-
-    name = "scenes" + ("" if caption == "one" else "-all") + _k_suffix(n_objects)
-    return PairDataset(name, n, make, None, {"caption": caption, "n_objects": n_objects})
-
-
-def scene_text_pairs(n: int = 1000, n_objects: int | None = None, start: int = 0) -> PairDataset:
-    """Held-out scenes captioned "a <X> and a <Y>" with one present object and one absent one
-    (:meth:`Scene.negative`: same shape other colour, or same colour other shape), in an order
-    drawn from the seed — text-side ground truth.
-
-    ``meta``: ``present``, ``absent`` (phrases), ``kind`` (``"colour"``/``"shape"``: what the
-    absent one changes), ``present_word`` / ``absent_word`` (the differing words), ``target``
-    (present object's index), ``mask`` (its mask), ``masks``, ``objects``, ``seed``.
-    """
-    _check_range(n, start)
-
-    def make(i: int) -> Pair:
-        scene = _scenes.heldout(1, n_objects=n_objects, start=start + i)[0]
-        rng = np.random.default_rng([scene.seed, 1])
-        k = int(rng.integers(len(scene.objects)))
-        kind = ("colour", "shape")[int(rng.integers(2))]
-        absent = scene.negative(k, kind, rng)
-        present = scene.objects[k]
-        first, second = (present, absent) if rng.integers(2) == 0 else (absent, present)
-        word = 0 if kind == "colour" else 1
-        meta = _scene_meta(scene)
-        meta.update(present=present, absent=absent, kind=kind, target=k, mask=scene.masks[k],
-                    present_word=present.split()[word], absent_word=absent.split()[word])
-        return Pair(scene.image, f"a {first} and a {second}", f"scene-{scene.seed}", meta)
-
-    return PairDataset("scenes_text" + _k_suffix(n_objects), n, make, None,
-                       {"n_objects": n_objects})
-
-
-def _k_suffix(n_objects: int | None) -> str:
-    return "" if n_objects is None else f"-k{n_objects}"
-
-
-def _check_range(n: int, start: int) -> None:
-    if n < 1 or start < 0 or start + n > len(_scenes.HELDOUT_SEEDS):
-        raise ValueError(f"held-out scenes [{start}, {start + n}) outside "
-                         f"0..{len(_scenes.HELDOUT_SEEDS)}")
-
-
-def _scene_meta(scene) -> dict[str, Any]:
-    return dict(seed=scene.seed, masks=scene.masks, objects=list(scene.objects),
-                n_objects=len(scene.objects))
-
-
 # --- by name ---------------------------------------------------------------------------------
 
-DATASETS = ("cc", "imagenet", "flickr8k", "scenes", "scenes_text")
+#: Loaders by name: ``loader(root, **kw) -> PairDataset``. The real datasets are here; others
+#: are added with :func:`register_dataset`.
+LOADERS: dict[str, Callable[..., PairDataset]] = {
+    "cc": conceptual_captions, "imagenet": tiny_imagenet, "flickr8k": flickr8k}
+#: Datasets provided by a module outside the library, imported on first use (like a package's
+#: entry points): the synthetic world registers its scenes, so the library never imports it.
+PROVIDERS = {"scenes": "nibcore.world.data", "scenes_text": "nibcore.world.data"}
+DATASETS = tuple(LOADERS) + tuple(PROVIDERS)
+
+
+def register_dataset(name: str, loader: Callable[..., PairDataset]) -> None:
+    """Make ``load_dataset(name, root, **kw)`` call ``loader(root, **kw)``."""
+    LOADERS[name] = loader
 
 
 def load_dataset(name: str, root: str | Path | None = None, **kw: Any) -> PairDataset:
     """A dataset by name (see the module docstring); ``kw`` go to its loader
     (``model=`` for flickr8k; ``n=``, ``n_objects=``, ``caption=`` for scenes)."""
     key = ALIASES.get(name, name)
-    if key == "cc":
-        return conceptual_captions(root, **kw)
-    if key == "imagenet":
-        return tiny_imagenet(root, **kw)
-    if key == "flickr8k":
-        return flickr8k(root, **kw)
-    if key in ("scenes", "scenes_text"):
-        if root is not None:
-            raise ValueError(f"{key} are generated, not read from a folder: leave root=None")
-        return scene_pairs(**kw) if key == "scenes" else scene_text_pairs(**kw)
-    raise ValueError(f"unknown dataset {name!r}; choose one of {list(DATASETS)}")
+    if key not in LOADERS and key in PROVIDERS:
+        importlib.import_module(PROVIDERS[key])
+    if key not in LOADERS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(set(DATASETS) | set(LOADERS))}")
+    return LOADERS[key](root, **kw)
 
 
 # --- downloads (network; for Colab; never run by the tests) ----------------------------------
@@ -439,5 +371,5 @@ def download_conceptual_captions(root: str | Path | None = None, n: int = 2000,
 
 
 __all__ = ["Pair", "PairDataset", "DATASETS", "load_dataset", "conceptual_captions",
-           "tiny_imagenet", "flickr8k", "scene_pairs", "scene_text_pairs", "data_root",
+           "tiny_imagenet", "flickr8k", "data_root", "register_dataset",
            "download_tiny_imagenet", "download_flickr8k", "download_conceptual_captions"]

@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from nibcore import scenes
-from nibcore.datasets import (Pair, conceptual_captions, flickr8k, load_dataset, scene_pairs,
-                              tiny_imagenet)
+from nibcore.datasets import Pair, conceptual_captions, flickr8k, load_dataset, tiny_imagenet
+from nibcore.world import scenes
+from nibcore.world.data import scene_pairs
 
 
 def _img(path, value):

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from nibcore.attribution import METHODS, Method, RawResult
-from nibcore.datasets import Pair, PairDataset, scene_pairs
+from nibcore.datasets import Pair, PairDataset
+from nibcore.world.data import scene_pairs
 
 from nibcore import evaluation as ev
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from nibcore import scenes
-from nibcore.eval_mini import occlusion, zero_shot
-from nibcore.train_mini import load_mini, to_tensor
+from nibcore.world import scenes
+from nibcore.world.quality import occlusion, zero_shot
+from nibcore.world.train import load_mini, to_tensor
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 # Measured on the shipped model (MINI_CLIP_CARD.md): both 1.0 on these scenes; chance is 1/30 and 1/2.

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from nibcore import scenes
+from nibcore.world import scenes
 from open_clip.tokenizer import SimpleTokenizer
 
 

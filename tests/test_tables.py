@@ -6,7 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from nibcore import tables
+from nibcore import sweeps
+from nibcore.book import chapters, paper, reports
 from nibcore.datasets import Pair, PairDataset
 from nibcore.models import bundled_file
 
@@ -31,7 +32,7 @@ def pairs_ds():
 
 @pytest.mark.skipif(not _has_table("table8_passes"), reason="paper table 8 not bundled")
 def test_paper_table8_methods_are_nibcore_keys():
-    t8 = tables.paper_table(8)
+    t8 = paper.paper_table(8)
     assert list(t8["method"]) == ["nib", "rise", "gradcam", "chefer", "saliency", "mfaba",
                                   "m2ib", "fastig"]
     assert "Chefer" in set(t8["paper_method"])
@@ -41,9 +42,9 @@ def test_paper_table8_methods_are_nibcore_keys():
 
 @pytest.mark.skipif(not _has_table("table3_num_steps"), reason="paper table 3 not bundled")
 def test_paper_table3_numeric_and_long():
-    t3 = tables.paper_table("table3_num_steps")
+    t3 = paper.paper_table("table3_num_steps")
     assert t3["img_conf_drop"].dtype.kind == "f"
-    long = tables.paper_long(t3, by=("num_steps",))
+    long = reports.paper_long(t3, by=("num_steps",))
     assert set(long["source"]) == {"paper (Conceptual Captions)", "paper (ImageNet)",
                                    "paper (Flickr8k)"}
     assert set(long["metric"]) == {"img_conf_drop", "img_conf_incr", "text_conf_drop",
@@ -53,19 +54,19 @@ def test_paper_table3_numeric_and_long():
 
 def test_paper_table_missing_says_where(monkeypatch):
     with pytest.raises(FileNotFoundError, match="data/paper_tables"):
-        tables.paper_table("table99_nothing")
+        paper.paper_table("table99_nothing")
 
 
 # --- layers ----------------------------------------------------------------------------------
 
 def test_paper_layer_identity_on_twelve_blocks():
-    assert [tables.paper_layer(l, 12) for l in range(12)] == list(range(12))
+    assert [sweeps.paper_layer(l, 12) for l in range(12)] == list(range(12))
 
 
 def test_paper_layer_relative_depth_ties_down():
     # mini: 6-block image tower, 4-block text tower
-    assert [tables.paper_layer(l, 6) for l in (2, 3, 4, 5, 6, 7, 8, 9)] == [1, 1, 2, 2, 3, 3, 4, 4]
-    assert [tables.paper_layer(l, 4) for l in (2, 3, 4, 5, 6, 7, 8, 9)] == [1, 1, 1, 2, 2, 2, 3, 3]
+    assert [sweeps.paper_layer(l, 6) for l in (2, 3, 4, 5, 6, 7, 8, 9)] == [1, 1, 2, 2, 3, 3, 4, 4]
+    assert [sweeps.paper_layer(l, 4) for l in (2, 3, 4, 5, 6, 7, 8, 9)] == [1, 1, 1, 2, 2, 2, 3, 3]
     from nibcore.attribution import default_layer
 
     class T:  # a stand-in tower
@@ -73,23 +74,23 @@ def test_paper_layer_relative_depth_ties_down():
             self.n_blocks = n
 
     for n in (6, 12):  # the paper's default lands on nibcore's default
-        assert tables.paper_layer(9, n) == default_layer(T(n))
+        assert sweeps.paper_layer(9, n) == default_layer(T(n))
     # on 4 blocks relative depth gives the last block, which the default avoids (degenerate)
-    assert tables.paper_layer(9, 4) == 3 and default_layer(T(4)) == 2
+    assert sweeps.paper_layer(9, 4) == 3 and default_layer(T(4)) == 2
 
 
 def test_paper_layer_clamps_and_validates():
-    assert tables.paper_layer(12, 6) == 5
-    assert tables.paper_layer(0, 6) == 0
-    assert all(0 <= tables.paper_layer(l, 3) <= 2 for l in range(13))
+    assert sweeps.paper_layer(12, 6) == 5
+    assert sweeps.paper_layer(0, 6) == 0
+    assert all(0 <= sweeps.paper_layer(l, 3) <= 2 for l in range(13))
     with pytest.raises(ValueError):
-        tables.paper_layer(-1, 6)
+        sweeps.paper_layer(-1, 6)
     with pytest.raises(ValueError):
-        tables.paper_layer(3, 0)
+        sweeps.paper_layer(3, 0)
 
 
 def test_layer_map(tiny):
-    m = tables.layer_map(tiny, [3, 6, 9])
+    m = sweeps.layer_map(tiny, [3, 6, 9])
     assert list(m.columns) == ["paper_layer", "relative_depth", "image_layer", "text_layer"]
     assert list(m["image_layer"]) == [1, 2, 3]  # tiny: 4 blocks per tower
     assert m.attrs["image_blocks"] == 4
@@ -119,7 +120,7 @@ def _fake_paper():
 
 
 def test_results_long_means_per_side():
-    long = tables.results_long(_fake_results(), "ours (x)")
+    long = reports.results_long(_fake_results(), "ours (x)")
     nib = long[(long.method == "nib")].set_index("metric")["value"]
     assert nib["img_conf_drop"] == pytest.approx(1.5)
     assert nib["text_conf_drop"] == pytest.approx(1.0)
@@ -128,9 +129,9 @@ def test_results_long_means_per_side():
 
 
 def test_beside_puts_paper_and_ours_in_one_frame():
-    ours = tables.results_long(_fake_results(), "ours (x)", with_fps=True)
-    paper = tables.paper_long(_fake_paper())
-    wide = tables.beside(paper, ours)
+    ours = reports.results_long(_fake_results(), "ours (x)", with_fps=True)
+    paper = reports.paper_long(_fake_paper())
+    wide = reports.beside(paper, ours)
     assert list(wide.columns) == ["nib", "m2ib", "gradcam"]  # the book's order: NIB first
     assert wide.loc[("img_conf_drop", "paper (ImageNet)"), "nib"] == 0.9
     assert wide.loc[("img_conf_drop", "ours (x)"), "nib"] == pytest.approx(1.5)
@@ -139,92 +140,92 @@ def test_beside_puts_paper_and_ours_in_one_frame():
     assert wide.index.get_level_values(0)[-1] == "fps"
     assert list(wide.loc["img_conf_drop"].index) == ["paper (ImageNet)", "paper (Flickr8k)",
                                                      "ours (x)"]
-    shown = tables.display_names(wide)
+    shown = reports.display_names(wide)
     assert "NIB" in shown.columns and "Image Conf. Drop ↓" in shown.index.get_level_values(0)
 
 
 def test_ranks_respect_direction_and_ties():
     long = pd.DataFrame(dict(source="s", metric=["img_conf_drop"] * 3 + ["img_conf_incr"] * 3,
                              method=["a", "b", "c"] * 2, value=[1.0, 1.0, 3.0, 10, 30, 20]))
-    r = tables.ranks(long).set_index(["metric", "method"])["rank"]
+    r = reports.ranks(long).set_index(["metric", "method"])["rank"]
     assert r[("img_conf_drop", "a")] == 1 and r[("img_conf_drop", "b")] == 1
     assert r[("img_conf_drop", "c")] == 3
     assert r[("img_conf_incr", "b")] == 1 and r[("img_conf_incr", "a")] == 3
 
 
 def test_rank_sentences_are_generated_from_the_frames():
-    ours = tables.results_long(_fake_results(), "ours (x)")
-    paper = tables.paper_long(_fake_paper())
-    s = tables.rank_sentences(ours, paper, "nib", metrics=["img_conf_drop"])
+    ours = reports.results_long(_fake_results(), "ours (x)")
+    paper = reports.paper_long(_fake_paper())
+    s = reports.rank_sentences(ours, paper, "nib", metrics=["img_conf_drop"])
     assert s == ["Image Conf. Drop ↓: NIB ranks 1st of 3 in ours (x); the paper ranks it 1st of 3 "
                  "on ImageNet and 2nd of 3 on Flickr8k."]
-    s = tables.rank_sentences(ours, paper, "gradcam", metrics=["img_conf_drop"])
+    s = reports.rank_sentences(ours, paper, "gradcam", metrics=["img_conf_drop"])
     assert "3rd of 3 in ours (x)" in s[0] and s[0].endswith("— the same place.")
 
 
 def test_ordinal():
-    assert [tables.ordinal(k) for k in (1, 2, 3, 4, 11, 12, 13, 21, 22)] == \
+    assert [reports.ordinal(k) for k in (1, 2, 3, 4, 11, 12, 13, 21, 22)] == \
         ["1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd"]
 
 
 def test_winners():
-    w = tables.winners(tables.paper_long(_fake_paper()))
+    w = reports.winners(reports.paper_long(_fake_paper()))
     assert list(w["best"]) == ["NIB", "M2IB"]
 
 
 def test_speed_and_passes():
-    sp = tables.speed(_fake_results())
+    sp = reports.speed(_fake_results())
     assert sp.loc["nib", "fps_image"] == pytest.approx(10.0)
     assert sp.loc["nib", "fps_both"] == pytest.approx(5.0)
     assert sp.loc["gradcam", "hardware"] == "cpu X"
-    p = tables.passes_table(_fake_results())
+    p = reports.passes_table(_fake_results())
     assert p.loc[("nib", "image"), "forward"] == 2
 
 
 def test_trend_words():
     long = pd.DataFrame(dict(source="s", metric="m", x=[1, 2, 3, 4], value=[1.0, 2, 3, 5]))
-    assert tables.trend(long, "x", "m") == pytest.approx(1.0)
-    assert "rises steadily" in tables.describe_trend(1.0)
-    assert "falls" in tables.describe_trend(-0.9)
-    assert "no measurable trend" in tables.describe_trend(float("nan"))
-    assert np.isnan(tables.trend(long.head(2), "x", "m"))
+    assert reports.trend(long, "x", "m") == pytest.approx(1.0)
+    assert "rises steadily" in reports.describe_trend(1.0)
+    assert "falls" in reports.describe_trend(-0.9)
+    assert "no measurable trend" in reports.describe_trend(float("nan"))
+    assert np.isnan(reports.trend(long.head(2), "x", "m"))
 
 
 # --- caching and sweeps (on the tiny random CLIP) --------------------------------------------
 
 def test_cache_file_names_model_and_code(tiny, tmp_path):
-    path = tables.cache_file(tiny, "t2", root=tmp_path)
+    path = sweeps.cache_file(tiny, "t2", root=tmp_path)
     assert path.parent.is_dir() and path.name == "t2.jsonl"
     assert path.parent.name.startswith("tiny-")
     twin = __import__("copy").deepcopy(tiny)
     with torch.no_grad():
         next(twin.clip.parameters()).add_(1.0)
-    assert tables.fingerprint(twin) != tables.fingerprint(tiny)
+    assert sweeps.fingerprint(twin) != sweeps.fingerprint(tiny)
 
 
 def test_sweep_and_summary(tiny, pairs_ds, tmp_path):
     out = tmp_path / "sweep.jsonl"
-    df = tables.sweep(tiny, pairs_ds, "nib", "num_steps", [1, 3], n=2, seed=0, out=out)
+    df = sweeps.sweep(tiny, pairs_ds, "nib", "num_steps", [1, 3], n=2, seed=0, out=out)
     assert set(df["num_steps"]) == {1, 3}
     assert len(df) == 2 * 2 * 2  # values × pairs × sides
-    long = tables.sweep_summary(df, "num_steps", "ours")
+    long = reports.sweep_summary(df, "num_steps", "ours")
     assert set(long["metric"]) == {"img_conf_drop", "img_conf_incr", "text_conf_drop",
                                    "text_conf_incr"}
-    again = tables.sweep(tiny, pairs_ds, "nib", "num_steps", [1, 3], n=2, seed=0, out=out)
+    again = sweeps.sweep(tiny, pairs_ds, "nib", "num_steps", [1, 3], n=2, seed=0, out=out)
     pd.testing.assert_series_equal(df["img_conf_drop"], again["img_conf_drop"])
 
 
 def test_sweep_with_method_seeds(tiny, pairs_ds):
-    df = tables.sweep(tiny, pairs_ds, "m2ib", "beta", [0.1], n=2, sides=["image"],
+    df = sweeps.sweep(tiny, pairs_ds, "m2ib", "beta", [0.1], n=2, sides=["image"],
                       base={"steps": 2, "n_samples": 2}, seeds=[0, 1])
     assert set(df["method_seed"]) == {0, 1}
-    spread = tables.seed_spread(df, "beta")
+    spread = reports.seed_spread(df, "beta")
     row = spread[spread.metric == "img_conf_drop"].iloc[0]
     assert row["seeds"] == 2 and np.isfinite(row["sd_seeds"])
 
 
 def test_layer_sweep_maps_each_tower(tiny, pairs_ds):
-    df = tables.layer_sweep(tiny, pairs_ds, [3, 6, 9], n=1, base={"num_steps": 2})
+    df = sweeps.layer_sweep(tiny, pairs_ds, [3, 6, 9], n=1, base={"num_steps": 2})
     img = df[df.side == "image"].set_index("paper_layer")["layer"]
     assert img.to_dict() == {3: 1, 6: 2, 9: 3}
     assert set(df["side"]) == {"image", "text"}
@@ -233,29 +234,29 @@ def test_layer_sweep_maps_each_tower(tiny, pairs_ds):
 # --- chapter glue ------------------------------------------------------------------------------
 
 def test_book_params_and_description():
-    assert tables.book_params() == {}
-    assert tables.book_params(smoke=True) == {"rise": {"n_masks": 100}}
-    assert tables.book_params(rise_masks=500) == {"rise": {"n_masks": 500}}
-    assert "paper's defaults" in tables.describe_params({})
-    assert "RISE with n_masks=100" in tables.describe_params(tables.book_params(True))
+    assert chapters.book_params() == {}
+    assert chapters.book_params(smoke=True) == {"rise": {"n_masks": 100}}
+    assert chapters.book_params(rise_masks=500) == {"rise": {"n_masks": 500}}
+    assert "paper's defaults" in chapters.describe_params({})
+    assert "RISE with n_masks=100" in chapters.describe_params(chapters.book_params(True))
 
 
 def test_evaluate_cached_one_pair_per_call_and_reuse(tiny, pairs_ds, tmp_path, monkeypatch):
     from nibcore import evaluation as runner
 
     monkeypatch.setattr(runner, "load_dataset", lambda name, **kw: pairs_ds)
-    df = tables.evaluate_cached(tiny, "toy", ["gradcam", "rise"], n=2, seed=1,
+    df = sweeps.evaluate_cached(tiny, "toy", ["gradcam", "rise"], n=2, seed=1,
                                 params={"rise": {"n_masks": 20}, "nib": {"num_steps": 2}},
                                 cache=tmp_path, text_protocols=("paper",))
     assert list(dict.fromkeys(df["method"])) == ["gradcam", "rise"]
     assert (df["batch"] == 1).all()
     files = list(tmp_path.rglob("toy.jsonl"))
     assert len(files) == 1
-    again = tables.evaluate_cached(tiny, "toy", ["gradcam", "rise"], n=2, seed=1,
+    again = sweeps.evaluate_cached(tiny, "toy", ["gradcam", "rise"], n=2, seed=1,
                                    params={"rise": {"n_masks": 20}}, cache=tmp_path,
                                    text_protocols=("paper",))
     pd.testing.assert_series_equal(df["seconds"], again["seconds"])  # read back, not re-run
-    p = tables.passes_table(df)
+    p = reports.passes_table(df)
     assert p.loc[("rise", "image"), "forward_rows"] == 21
 
 
@@ -264,7 +265,7 @@ def test_passes_comparison_agreement():
                              backward=[1.0, 0.0], forward_rows=[12.0, 6001.0],
                              backward_rows=[10.0, 0.0])).set_index(["method", "side"])
     paper = pd.DataFrame(dict(method=["nib", "rise"], forward=[12, 301], backward=[10, 0]))
-    cmp = tables.passes_comparison(ours, paper)
+    cmp = reports.passes_comparison(ours, paper)
     assert list(cmp.index) == ["rise", "nib"]  # the paper's order
     assert cmp.loc["nib", "agreement"] == "rows"
     assert cmp.loc["rise", "agreement"] == "calls"
@@ -276,7 +277,7 @@ def test_rank_agreement():
     paper = pd.DataFrame(dict(source=["paper (X)"] * 3 + ["paper (Y)"] * 3,
                               metric="img_conf_drop", method=["a", "b", "c"] * 2,
                               value=[0.1, 0.2, 0.3, 0.3, 0.2, 0.1]))
-    agree = tables.rank_agreement(ours, paper)
+    agree = reports.rank_agreement(ours, paper)
     assert agree.loc["img_conf_drop", "X"] == pytest.approx(1.0)
     assert agree.loc["img_conf_drop", "Y"] == pytest.approx(-1.0)
 
@@ -286,16 +287,16 @@ def test_protocol_view_shows_the_paper_quirks(tiny):
     ids = tiny.tokenize([caption])[0]
     n = int(tiny.text_length(ids[None])[0])
     scores = np.linspace(0.1, 1.0, n)
-    paper = tables.protocol_view(tiny, caption, scores, "paper")
+    paper = reports.protocol_view(tiny, caption, scores, "paper")
     assert paper["token1"].iloc[0] == "a"  # SOT removed
     a_rows = paper[paper["token1"] == "a"]
     assert len(a_rows) == 2 and a_rows["scale1"].nunique() == 1  # one scaled row, both positions
     assert a_rows["scale1"].iloc[0] == pytest.approx(scores[1] * scores[5])
     assert (paper["pooled"] != "").sum() == 1
     assert "end_of_text" not in " ".join(paper["token1"])
-    clean = tables.protocol_view(tiny, caption, scores, "clean")
+    clean = reports.protocol_view(tiny, caption, scores, "clean")
     assert clean.loc[clean["pooled"] != "", "token1"].item() == "<end_of_text>"
-    m2ib = tables.protocol_view(tiny, caption, scores, "m2ib")
+    m2ib = reports.protocol_view(tiny, caption, scores, "m2ib")
     assert (m2ib["id1"] == 0).sum() >= 1
 
 
@@ -309,9 +310,9 @@ def _sweep_long():
 
 
 def test_relative_to():
-    out = tables.relative_to(_sweep_long(), "x", 2)
+    out = reports.relative_to(_sweep_long(), "x", 2)
     assert out["change"].tolist() == [1.0, 0.0, -1.0, -1.0, 0.0, 1.0]
-    assert np.isnan(tables.relative_to(_sweep_long(), "x", 9)["change"]).all()
+    assert np.isnan(reports.relative_to(_sweep_long(), "x", 9)["change"]).all()
 
 
 def test_layer_depth():
@@ -320,11 +321,11 @@ def test_layer_depth():
     long = pd.DataFrame(dict(source=["ours (x)", "ours (x)", "paper (X)"],
                              metric=["img_conf_drop", "text_conf_drop", "img_conf_drop"],
                              paper_layer=[9, 9, 6], value=1.0))
-    assert tables.layer_depth(long, mapping)["depth"].tolist() == [4 / 6, 3 / 4, 6 / 12]
+    assert reports.layer_depth(long, mapping)["depth"].tolist() == [4 / 6, 3 / 4, 6 / 12]
 
 
 def test_trend_sentences():
-    s = tables.trend_sentences(_sweep_long(), "x", "the knob", ["img_conf_drop"])
+    s = reports.trend_sentences(_sweep_long(), "x", "the knob", ["img_conf_drop"])
     assert s == ("* **Image Conf. Drop ↓** — here it falls steadily (ρ = -1.00) with the knob, "
                  "best at [3]. In the paper: ImageNet: rises steadily (ρ = +1.00); best at [1] "
                  "on ImageNet.")
@@ -336,30 +337,30 @@ def test_beta_sentences():
     ours = spread.assign(source="ours (x)")
     paper = pd.DataFrame(dict(source="paper (ImageNet)", metric="img_conf_drop",
                               beta=[0.1, 1.0, 10.0], value=[3.0, 2.0, 1.0]))
-    s = tables.beta_sentences(spread, ours, paper, ["img_conf_drop"])
+    s = reports.beta_sentences(spread, ours, paper, ["img_conf_drop"])
     assert "rises steadily (ρ = +1.00) with β" in s
     assert "its range over the grid is 2, 4.0 times the median spread" in s
     assert s.endswith("In the paper: ImageNet falls steadily (ρ = -1.00).")
-    still = tables.beta_sentences(spread.assign(sd_seeds=0.0), ours, paper, ["img_conf_drop"])
+    still = reports.beta_sentences(spread.assign(sd_seeds=0.0), ours, paper, ["img_conf_drop"])
     assert "while the seeds agree exactly" in still
 
 
 def test_short_source_and_rank_grid():
     labels = {"scenes": "ours (mini, scenes"}
-    assert tables.short_source("ours (mini, scenes, n=2)", labels) == "ours:scenes"
-    assert tables.short_source("paper (Conceptual Captions)", labels) == "CC"
+    assert reports.short_source("ours (mini, scenes, n=2)", labels) == "ours:scenes"
+    assert reports.short_source("paper (Conceptual Captions)", labels) == "CC"
     long = pd.DataFrame(dict(
         source=["ours (mini, scenes, n=2)"] * 2 + ["paper (ImageNet)"] * 2,
         metric=["img_conf_drop"] * 4, method=["nib", "m2ib"] * 2, value=[1.0, 2.0, 2.0, 1.0]))
-    grid = tables.rank_grid(long, labels)
+    grid = reports.rank_grid(long, labels)
     assert list(grid.index) == ["m2ib", "nib"]                      # the paper's order
     assert list(grid.columns) == ["img drop\nours:scenes", "img drop\nImageNet"]
     assert grid.loc["nib"].tolist() == [1.0, 2.0]
 
 
 def test_book_datasets_and_names():
-    assert tables.book_datasets("mini") == ["scenes"]
-    assert set(tables.book_datasets("ViT-B-32")) <= set(tables.DATASET_NAMES)
+    assert chapters.book_datasets("mini") == ["scenes"]
+    assert set(chapters.book_datasets("ViT-B-32")) <= set(paper.DATASET_NAMES)
 
 
 def _board():
@@ -367,7 +368,7 @@ def _board():
         source="s", method=["nib", "rise", "gradcam"] * 4,
         metric=["pointing"] * 3 + ["energy"] * 3 + ["mask_area"] * 3 + ["text_gt"] * 3,
         value=[50.0, 80.0, 20.0, 30.0, 40.0, 10.0, 25.0, 25.0, 25.0, 90.0, 60.0, 70.0]))
-    return gt, tables.gt_leaderboard(gt)
+    return gt, reports.gt_leaderboard(gt)
 
 
 def test_gt_leaderboard():
@@ -382,7 +383,7 @@ def test_gt_agreement_sentence():
     _, board = _board()
     conf = pd.DataFrame(dict(method=["nib", "rise", "gradcam"], metric="img_conf_drop",
                              value=[0.2, 0.1, 0.3]))
-    s = tables.gt_agreement_sentence(conf, board)
+    s = reports.gt_agreement_sentence(conf, board)
     assert "is ρ = +1.00, by energy in mask ρ = +1.00" in s
     assert "by Confidence Drop is RISE, by pointing game RISE" in s
     assert s.endswith("NIB ranks 2nd on pointing and 1st on the text ground truth, 1st of 3 by "
@@ -394,7 +395,7 @@ def test_sanity_sentences():
                          index=["nib", "gradcam"])
     text = pd.DataFrame({"1": [0.2, 0.3], "all": [0.2, 0.3], "other pair": [0.0, 0.0]},
                         index=["nib", "gradcam"])
-    s = tables.sanity_sentences({"image": image, "text": text}, {"image": 6, "text": 4}).split("\n")
+    s = reports.sanity_sentences({"image": image, "text": text}, {"image": 6, "text": 4}).split("\n")
     assert s[0] == ("* **image side**, all 6 blocks randomised: maps that still correlate above "
                     "0.5 with the trained model's — NIB (ρ = 0.80); the others fall to ρ ≤ 0.5 "
                     "(lowest: Grad-CAM, ρ = 0.10). NIB: ρ = 0.80.")

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
-from nibcore import explain, theory
+from nibcore import explain
+from nibcore.book import theory
 
 
 def test_kl_bound_matches_closed_form_and_is_monotone():

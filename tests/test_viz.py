@@ -13,7 +13,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from nibcore import explorer, viz  # noqa: E402
+from nibcore.book import explorer, figures  # noqa: E402
 
 METRICS = ["img_conf_drop", "text_conf_drop"]
 
@@ -43,7 +43,7 @@ def _bars(ax):
 def test_objective_paths():
     grid = np.logspace(-3, 0, 4)
     paths = {"a": np.linspace(0, 1, 5), "b": np.linspace(1, 0, 5)}
-    fig = viz.objective_paths(grid, paths, {"paper": (np.array([0.1, 1.0]), "tab:orange", 12),
+    fig = figures.objective_paths(grid, paths, {"paper": (np.array([0.1, 1.0]), "tab:orange", 12),
                                             "other": (np.array([0.5]), "tab:green", 8)})
     assert len(fig.axes) == 2
     assert all(len(ax.lines) == 4 for ax in fig.axes)          # f, f(0), two schedules
@@ -56,21 +56,21 @@ def test_completeness_gaps():
                                 median_abs_relative_gap=[0.5, 0.4, 0.01])
                            ).set_index(["schedule", "num_steps"])
     fig, ax = plt.subplots()
-    viz.completeness_gaps(ax, summary, "t")
+    figures.completeness_gaps(ax, summary, "t")
     assert len(ax.lines) == 2 and ax.get_xscale() == "log" and ax.get_title() == "t"
 
 
 def test_kl_bound_figure():
     lambdas = np.linspace(0, 1, 5)
     bound = np.array([[0, 1, 2, 3, 4], [0, 2, 4, 6, 8]], dtype=float)
-    fig = viz.kl_bound_figure(lambdas, bound, [0.5, 1.0])
+    fig = figures.kl_bound_figure(lambdas, bound, [0.5, 1.0])
     assert len(fig.axes[0].lines) == 2 and len(fig.axes[1].images) == 1
     assert _colorbars(fig) == 1
 
 
 def test_information_vs_bound():
     fig, ax = plt.subplots()
-    viz.information_vs_bound(ax, np.array([0, 0.5, 1]), {1.0: np.array([0, 0.3, 0.6])},
+    figures.information_vs_bound(ax, np.array([0, 0.5, 1]), {1.0: np.array([0, 0.3, 0.6])},
                              np.linspace(0, 1, 5), {1.0: np.linspace(0, 2, 5)}, n_inputs=4)
     assert len(ax.lines) == 3                                   # MC, bound, log N
     assert any("log N" in t.get_text() for t in ax.texts)
@@ -79,7 +79,7 @@ def test_information_vs_bound():
 def test_noise_spread():
     fig, ax = plt.subplots()
     values = [np.array([0.1, 0.2, 0.3]), np.array([0.0, 0.5, 1.0])]
-    viz.noise_spread(ax, np.array([0.01, 1.0]), values, 0.2)
+    figures.noise_spread(ax, np.array([0.01, 1.0]), values, 0.2)
     assert len(ax.containers) == 1                              # the error bars
     assert any("3 draws" in t.get_text() for t in ax.get_legend().get_texts())
 
@@ -89,9 +89,9 @@ def test_noise_spread():
 def test_change_curves():
     long = pd.DataFrame(dict(source=["ours (x)"] * 3 + ["paper (X)"] * 3,
                              metric="img_conf_drop", x=[1, 2, 2, 1, 2, 3], change=1.0))
-    fig = viz.change_curves(long, "x", ["img_conf_drop"], "x", "change", "label")
+    fig = figures.change_curves(long, "x", ["img_conf_drop"], "x", "change", "label")
     assert [len(line.get_xdata()) for line in fig.axes[0].lines[:2]] == [3, 3]
-    fig = viz.change_curves(long, "x", ["img_conf_drop"], "x", "change", dedupe=True)
+    fig = figures.change_curves(long, "x", ["img_conf_drop"], "x", "change", dedupe=True)
     assert [len(line.get_xdata()) for line in fig.axes[0].lines[:2]] == [2, 3]
 
 
@@ -100,14 +100,14 @@ def test_beta_curves():
                                value=[1.0, 2, 3, 4], sd_seeds=0.1))
     paper = pd.DataFrame(dict(source="paper (X)", beta=[0.1, 1.0] * 2,
                               metric=np.repeat(METRICS, 2), value=[5.0, 6, 7, 8]))
-    fig = viz.beta_curves(spread, paper, METRICS, "label")
+    fig = figures.beta_curves(spread, paper, METRICS, "label")
     assert len(fig.axes) == 4                                    # two panels and their twins
     assert len(fig.axes[1].get_legend().get_texts()) == 2        # ours + the paper's source
 
 
 def test_method_bars():
     fig, ax = plt.subplots()
-    viz.method_bars(ax, pd.Series([1.0, 2.0, 3.0], index=["nib", "rise", "gradcam"]),
+    figures.method_bars(ax, pd.Series([1.0, 2.0, 3.0], index=["nib", "rise", "gradcam"]),
                     pd.Series([0.1, 0.1, 0.1], index=["nib", "rise", "gradcam"]), "t")
     assert _bars(ax) == 3
     assert ax.patches[0].get_facecolor() != ax.patches[1].get_facecolor()   # NIB highlighted
@@ -117,7 +117,7 @@ def test_method_bars():
 def test_results_bars():
     long = pd.DataFrame(dict(source="ours (x)", metric=np.repeat(METRICS, 2),
                              method=["nib", "rise"] * 2, value=1.0, sem=0.1))
-    fig = viz.results_bars(long, {"scenes": "ours (x)"}, METRICS, ["nib", "rise"], n=2)
+    fig = figures.results_bars(long, {"scenes": "ours (x)"}, METRICS, ["nib", "rise"], n=2)
     assert len(fig.axes) == 2 and all(_bars(ax) == 2 for ax in fig.axes)
     assert "scenes, n=2" in fig.axes[0].get_title()
 
@@ -127,7 +127,7 @@ def test_speed_plot():
     speed = pd.DataFrame(dict(fps_both=[10.0, 1.0], hardware="cpu"), index=idx)
     paper_fps = pd.DataFrame({"paper FPS, X": [5.0, 0.5]}, index=["nib", "rise"])
     fig, ax = plt.subplots()
-    viz.speed_plot(ax, speed, paper_fps, {"scenes": "ours (x)"}, ["nib", "rise"])
+    figures.speed_plot(ax, speed, paper_fps, {"scenes": "ours (x)"}, ["nib", "rise"])
     assert len(ax.collections) == 2 and "cpu" in ax.get_title()
 
 
@@ -135,7 +135,7 @@ def test_as_picture_undoes_normalisation():
     rgb = np.random.RandomState(0).rand(3, 4, 5).astype(np.float32)
     mean, std = [0.5, 0.4, 0.3], [0.2, 0.3, 0.4]
     x = (rgb - np.array(mean)[:, None, None]) / np.array(std)[:, None, None]
-    out = viz.as_picture(x, mean, std)
+    out = figures.as_picture(x, mean, std)
     assert out.shape == (4, 5, 3)
     np.testing.assert_allclose(out, rgb.transpose(1, 2, 0), atol=1e-5)
 
@@ -144,7 +144,7 @@ def test_masking_figure(image):
     maps = np.random.RandomState(1).rand(2, 8, 8)
     conf = dict(s0=np.array([0.5, 0.5]), s1=np.array([0.4, 0.6]), drop=np.array([0.2, 0.0]),
                 increase=np.array([False, True]))
-    fig = viz.masking_figure(image, maps, ["A", "B"], np.zeros((3, 8, 8)), np.zeros((2, 3, 8, 8)),
+    fig = figures.masking_figure(image, maps, ["A", "B"], np.zeros((3, 8, 8)), np.zeros((2, 3, 8, 8)),
                              conf, [0.5] * 3, [0.2] * 3)
     assert len(fig.axes) == 6 and _colorbars(fig) == 0
     assert sum(len(ax.images) for ax in fig.axes) == 1 + 2 * 2 + 3   # picture, overlays, inputs
@@ -152,17 +152,17 @@ def test_masking_figure(image):
 
 
 def test_passes_bars():
-    table = pd.DataFrame({col: [1.0, 0.0] for col, _ in viz.PASS_BARS}, index=["NIB", "RISE"])
+    table = pd.DataFrame({col: [1.0, 0.0] for col, _ in figures.PASS_BARS}, index=["NIB", "RISE"])
     fig, ax = plt.subplots()
-    viz.passes_bars(ax, table)
-    assert _bars(ax) == 2 * len(viz.PASS_BARS) and ax.get_yscale() == "log"
+    figures.passes_bars(ax, table)
+    assert _bars(ax) == 2 * len(figures.PASS_BARS) and ax.get_yscale() == "log"
 
 
 def test_ground_truth_bars():
     board = pd.DataFrame(dict(pointing=[50.0, 20.0], text_gt=[90.0, 60.0]), index=["nib", "rise"])
     gt = pd.DataFrame(dict(method=["nib", "rise"] * 2, metric=np.repeat(["pointing", "text_gt"], 2),
                            value=1.0, sem=0.5))
-    fig = viz.ground_truth_bars(board, gt, [("pointing", 25.0, "p"), ("text_gt", 50.0, "t")])
+    fig = figures.ground_truth_bars(board, gt, [("pointing", 25.0, "p"), ("text_gt", 50.0, "t")])
     assert len(fig.axes) == 2 and all(_bars(ax) == 2 for ax in fig.axes)
     assert fig.axes[0].get_legend() is not None and fig.axes[1].get_legend() is None
 
@@ -172,16 +172,16 @@ def test_randomisation_curves():
             for side in ("image", "text") for m in ("nib", "rise") for top in (1, 2)]
     rows += [dict(side=side, method=m, kind="other pair", top=0, spearman=0.0)
              for side in ("image", "text") for m in ("nib", "rise")]
-    fig = viz.randomisation_curves(pd.DataFrame(rows), ["nib", "rise"], {"image": 2, "text": 2})
+    fig = figures.randomisation_curves(pd.DataFrame(rows), ["nib", "rise"], {"image": 2, "text": 2})
     assert len(fig.axes) == 2
     assert all(len(ax.lines) == 4 for ax in fig.axes)             # a curve + a reference each
     assert list(fig.axes[0].lines[0].get_xdata()) == [0, 1, 2]
 
 
 def test_explained_pair(image):
-    fig = viz.explained_pair(image, "a caption", np.random.RandomState(0).rand(8, 8), "nib")
+    fig = figures.explained_pair(image, "a caption", np.random.RandomState(0).rand(8, 8), "nib")
     assert _colorbars(fig) == 1 and fig.axes[1].get_title() == "nib, image side"
-    fig = viz.explained_pair(image, "a caption", np.zeros((8, 8)), "nib",
+    fig = figures.explained_pair(image, "a caption", np.zeros((8, 8)), "nib",
                              patches=np.array([[1.0, -1.0], [0.5, 0.0]]))
     assert fig.axes[1].get_title() == "nib, signed"
 

@@ -12,9 +12,10 @@ from typing import Any
 
 from PIL import Image
 
-from . import scenes, viz
-from .attribution import METHODS, Attribution, explain
-from .models import ClipModel
+from ..attribution import METHODS, Attribution, explain
+from ..models import ClipModel
+from ..world import scenes
+from . import figures as viz
 from .theory import patch_values
 
 #: the methods whose ``layer`` parameter the explorer sets

@@ -17,8 +17,8 @@ import pandas as pd
 import torch
 from scipy.stats import spearmanr
 
-from .attribution import explain
-from .models import ClipModel
+from ..attribution import explain
+from ..models import ClipModel
 
 
 def randomise_blocks(model: ClipModel, side: str, top: int, seed: int = 0) -> ClipModel:

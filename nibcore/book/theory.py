@@ -12,7 +12,7 @@
 * Small helpers the chapters share: :func:`similarity_matrix`, :func:`sweep`, :func:`spread`,
   :func:`property_evidence`, :func:`random_twin`, :func:`bottleneck_states`,
   :func:`mutual_information_grid`, :func:`completeness_summary`, :func:`flat_below`. (The
-  paper's tables: :mod:`nibcore.tables`.)
+  paper's tables: :mod:`nibcore.book.paper`.)
 
 Everything here is plain computation (numpy / torch / pandas); figures live in :mod:`nibcore.viz`.
 """
@@ -29,9 +29,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .attribution import METHODS, Attribution, cosine, default_layer, explain, other_features
-from .inputs import prepare_pairs
-from .models import MINI, ClipModel, bundled_file, build_clip, load_model
+from ..attribution import METHODS, Attribution, cosine, default_layer, explain, other_features
+from ..inputs import prepare_pairs
+from ..models import MINI, ClipModel, bundled_file, build_clip, load_model
 
 # --- models -----------------------------------------------------------------------------------
 
@@ -225,7 +225,7 @@ def flat_below(path: np.ndarray, grid: np.ndarray, rel: float = 0.01) -> float:
 
 
 def _schedule_size(schedule: str, n: int) -> int:
-    from .schedules import make_schedule
+    from ..schedules import make_schedule
 
     return int(make_schedule(schedule, n)[0].numel())
 
@@ -273,8 +273,8 @@ def full_context_attribution(model: ClipModel, image, text: str, layer: int | No
     (``explain`` cuts the padding off before running NIB, an exact speed-up for that reason; this
     function keeps it, to show the zeros.)
     """
-    from .methods.nib import scaled_path
-    from .schedules import make_schedule
+    from ..methods.nib import scaled_path
+    from ..schedules import make_schedule
 
     pixels, ids = prepare_pairs(model, image, text)
     tower = model.text

@@ -1,6 +1,6 @@
 """Quality figures of the mini CLIP on held-out scenes.
 
-    python -m nibcore.eval_mini [--n 1000] [--data data/]
+    python -m nibcore.world.quality [--n 1000] [--data data/]
 
 1. ``zero_shot_top1``: single-object scenes, which of all "a <colour> <shape>" captions scores
    highest (also ``colour_acc`` / ``shape_acc`` of that top-1 caption).
@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from nibcore import scenes
-from nibcore.train_mini import CONTEXT_LENGTH, MEAN, STD, load_mini
+from . import scenes
+from .train import CONTEXT_LENGTH, MEAN, STD, load_mini
 
 
 @torch.no_grad()

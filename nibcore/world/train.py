@@ -1,6 +1,6 @@
-"""Deterministic training of the bundled mini CLIP on :mod:`nibcore.scenes`.
+"""Deterministic training of the bundled mini CLIP on :mod:`nibcore.world.scenes`.
 
-    python -m nibcore.train_mini --out data/ [--steps N --threads 1 --seed 0 --run-dir DIR]
+    python -m nibcore.world.train --out data/ [--steps N --threads 1 --seed 0 --run-dir DIR]
 
 Every step draws its batch from ``(seed, step)`` alone, and checkpoints hold the model, optimiser,
 schedule and torch RNG state, so a run resumes bit-identically from ``DIR/ckpt.pt`` (same thread
@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from safetensors.torch import save_file
 
-from nibcore import models, scenes
+from .. import models
+from . import scenes
 
 CONTEXT_LENGTH = 20
 MODEL_CFG: dict[str, Any] = {

@@ -1,0 +1,499 @@
+"""Tidy frames, ranks and generated prose for the results chapters: every sentence that states a
+number or a verdict is produced here from computed values, so the prose cannot drift from the code.
+
+* :func:`ours_label`, :func:`results_long`, :func:`paper_long`, :func:`beside` — one tidy
+  *long* frame per source (``source, method, metric, value`` + setting columns), and one wide
+  frame with the paper's rows (``"paper (ImageNet)"``) next to ours.
+* :func:`ranks`, :func:`rank_sentences`, :func:`trend_sentences`, :func:`beta_sentences`,
+  :func:`gt_agreement_sentence`, :func:`sanity_sentences` — generated sentences.
+* :func:`speed` — frames per second per method; :func:`passes_table`,
+  :func:`passes_comparison` — Table 8 from counted passes; :func:`protocol_view` — what a text
+  protocol feeds the model, position by position.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..metrics import text_perturbation
+from ..models import ClipModel
+from ..sweeps import PAPER_BLOCKS
+from .paper import (BOOK_ORDER, DISPLAY, GT_METRICS, METRIC_LABELS, PAPER_METRICS, PAPER_ORDER,
+                    SHORT_METRICS, lower_is_better)
+
+def ours_label(model: ClipModel | str, dataset: str, n: int, seed: int, extra: str = "") -> str:
+    """``"ours (mini, scenes, n=12, seed=0)"`` — the label of our rows in every comparison."""
+    name = model.name if isinstance(model, ClipModel) else str(model)
+    return f"ours ({name}, {dataset}, n={n}, seed={seed}{', ' + extra if extra else ''})"
+
+
+def paper_label(dataset: str) -> str:
+    return f"paper ({dataset})"
+
+
+def _per_side_means(df: pd.DataFrame, by: Sequence[str], columns: dict[str, str]) -> pd.DataFrame:
+    """Means of ``columns`` (our column -> output metric name), each over the rows of the side it
+    belongs to (``img_*`` image rows, everything else text rows), grouped by ``by``."""
+    parts = []
+    for ours, metric in columns.items():
+        if ours not in df:
+            continue
+        side = "image" if ours.startswith(("img_", "pointing", "energy", "mask_area")) else "text"
+        rows = df[df["side"] == side] if "side" in df else df
+        g = rows.groupby(list(by), sort=False)[ours]
+        stats = pd.DataFrame({"value": g.mean(), "sem": g.sem(), "n": g.count()}).reset_index()
+        stats["metric"] = metric
+        parts.append(stats)
+    if not parts:
+        return pd.DataFrame(columns=[*by, "metric", "value", "sem", "n"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def results_long(df: pd.DataFrame, source: str, by: Sequence[str] = ("method",),
+                 metrics: dict[str, str] | None = None, with_fps: bool = False) -> pd.DataFrame:
+    """Our per-sample frame (from :func:`nibcore.evaluate`) as a long frame of means.
+
+    Columns ``source, *by, metric, value, sem, n``. ``metrics``: our column -> metric name;
+    default the paper's four (:data:`PAPER_METRICS`, inverted), named as the paper names them.
+    ``with_fps``: add ``fps`` (pairs per second, image + text: see :func:`speed`) per method,
+    with the source label naming the hardware (``"ours (...) on <hardware>"``).
+    """
+    metrics = metrics or {v: k for k, v in PAPER_METRICS.items()}
+    out = _per_side_means(df, by, metrics)
+    out.insert(0, "source", source)
+    if with_fps:
+        sp = speed(df).reset_index()
+        sp = sp.assign(metric="fps", value=sp["fps_both"], sem=np.nan, n=sp["pairs"],
+                       source=source + " on " + sp["hardware"])
+        out = pd.concat([out, sp[["source", "method", "metric", "value", "sem", "n"]]],
+                        ignore_index=True)
+    return out
+
+
+def paper_long(table: pd.DataFrame, by: Sequence[str] = ("method",),
+               metrics: Iterable[str] | None = None) -> pd.DataFrame:
+    """A paper table (from :func:`paper_table`) as a long frame ``source, *by, metric, value``,
+    one source per dataset (``"paper (ImageNet)"``; FPS rows say the paper's hardware is
+    unstated). Accepts the tidy Table-2 layout
+    (``dataset, metric, method, value``) and the wide layouts of Tables 3–7."""
+    if {"metric", "value"} <= set(table.columns):
+        long = table[["dataset", *by, "metric", "value"]].copy()
+    else:
+        cols = [c for c in (metrics or METRIC_LABELS) if c in table.columns]
+        long = table.melt(id_vars=["dataset", *by], value_vars=cols, var_name="metric")
+    if metrics is not None:
+        long = long[long["metric"].isin(list(metrics))]
+    long.insert(0, "source", long.pop("dataset").map(paper_label))
+    fps = long["metric"] == "fps"
+    long.loc[fps, "source"] = long.loc[fps, "source"] + " on unstated hardware"
+    return long.reset_index(drop=True)
+
+
+def beside(*frames: pd.DataFrame, index: Sequence[str] = ("metric", "source"),
+           columns: str | Sequence[str] = "method", order: Sequence[str] | None = None
+           ) -> pd.DataFrame:
+    """Long frames (ours and the paper's) pivoted into one wide frame: by default one row per
+    ``(metric, source)`` — the paper's datasets and ours next to each other for every metric —
+    and one column per method (in ``order``; default :data:`BOOK_ORDER`, NIB first, so it stays
+    in view on narrow pages). Missing cells: NaN."""
+    long = pd.concat([f for f in frames if len(f)], ignore_index=True)
+    wide = long.pivot_table(index=list(index), columns=columns, values="value", aggfunc="first",
+                            sort=False)
+    if columns == "method" or columns == ["method"]:
+        present = [m for m in (order or BOOK_ORDER) if m in wide.columns]
+        wide = wide[present + [c for c in wide.columns if c not in present]]
+    if "metric" in index:  # metrics in a fixed order, sources in order of appearance
+        metric_order = [m for m in METRIC_LABELS if m in set(long["metric"])] + \
+            [m for m in dict.fromkeys(long["metric"]) if m not in METRIC_LABELS]
+        sources = list(dict.fromkeys(long["source"])) if "source" in long else []
+        wide = wide.reset_index()
+        wide["_m"] = wide["metric"].map({m: i for i, m in enumerate(metric_order)})
+        if "source" in wide:
+            wide["_s"] = wide["source"].map({s: i for i, s in enumerate(sources)})
+        wide = wide.sort_values([c for c in ("_m", "_s") if c in wide], kind="stable")
+        wide = wide.drop(columns=[c for c in ("_m", "_s") if c in wide]).set_index(list(index))
+    wide.columns.name = columns if isinstance(columns, str) else None
+    return wide
+
+
+def display_names(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with method keys and metric names replaced by their display names (for showing
+    a table; keep the keys for computing)."""
+    out = frame.rename(columns=lambda c: DISPLAY.get(c, c))
+    if isinstance(out.index, pd.MultiIndex):
+        out.index = pd.MultiIndex.from_tuples(
+            [tuple(METRIC_LABELS.get(v, DISPLAY.get(v, v)) if isinstance(v, str) else v
+                   for v in t) for t in out.index], names=out.index.names)
+    else:
+        out = out.rename(index=lambda v: METRIC_LABELS.get(v, DISPLAY.get(v, v))
+                         if isinstance(v, str) else v)
+    return out
+
+
+def short_source(source: str, labels: dict[str, str]) -> str:
+    """A short name for a source: ``ours:<dataset>`` where it starts with one of our ``labels``
+    (dataset -> label), else the paper's dataset (Conceptual Captions as CC)."""
+    for name, lab in labels.items():
+        if source.startswith(lab):
+            return f"ours:{name}"
+    return paper_dataset(source).replace("Conceptual Captions", "CC")
+
+
+def rank_grid(long: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame:
+    """The rank of each method (rows, in the paper's order) per metric and source (columns
+    ``"<short metric>\\n<short source>"``, metric-major, sources in order of appearance)."""
+    r = ranks(long)
+    r["column"] = r["metric"].map(SHORT_METRICS) + "\n" + r["source"].map(
+        lambda s: short_source(s, labels))
+    sources = list(dict.fromkeys(r["source"].map(lambda s: short_source(s, labels))))
+    present = set(r["column"])
+    columns = [f"{SHORT_METRICS[m]}\n{s}" for m in SHORT_METRICS for s in sources
+               if f"{SHORT_METRICS[m]}\n{s}" in present]
+    grid = r.pivot_table(index="method", columns="column", values="rank")[columns]
+    return grid.reindex([m for m in PAPER_ORDER if m in grid.index])
+
+
+def ranks(long: pd.DataFrame, by: Sequence[str] = ("source", "metric")) -> pd.DataFrame:
+    """The long frame with a ``rank`` column: 1 = best among the methods of each ``by`` group
+    (low is best for drops, high otherwise; ties share the best rank) and ``of`` (methods with a
+    value in the group)."""
+    long = long.dropna(subset=["value"]).copy()
+    parts = []
+    for _, g in long.groupby(list(by), sort=False):
+        asc = lower_is_better(str(g["metric"].iloc[0]))
+        g = g.assign(rank=g["value"].rank(ascending=asc, method="min").astype(int), of=len(g))
+        parts.append(g)
+    return pd.concat(parts) if parts else long.assign(rank=[], of=[])
+
+
+def ordinal(k: int) -> str:
+    """1 -> '1st', 2 -> '2nd', 11 -> '11th'."""
+    suffix = "th" if 10 <= k % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
+    return f"{k}{suffix}"
+
+
+def rank_sentences(ours: pd.DataFrame, paper: pd.DataFrame, method: str = "nib",
+                   metrics: Iterable[str] | None = None) -> list[str]:
+    """One sentence per metric: where ``method`` ranks in our rows and in each of the paper's
+    datasets, e.g. "Image Conf. Drop ↓: NIB ranks 3rd of 8 here (ours (...)); the paper ranks it
+    1st of 8 on Conceptual Captions, 1st of 8 on ImageNet and 1st of 8 on Flickr8k."
+    Computed from the frames, so it is true for whatever numbers a build produced."""
+    r_ours, r_paper = ranks(ours), ranks(paper)
+    metrics = list(metrics) if metrics is not None else \
+        [m for m in METRIC_LABELS if m in set(r_ours["metric"])]
+    name = DISPLAY.get(method, method)
+    out = []
+    for metric in metrics:
+        mine = r_ours[(r_ours["metric"] == metric) & (r_ours["method"] == method)]
+        theirs = r_paper[(r_paper["metric"] == metric) & (r_paper["method"] == method)]
+        if mine.empty:
+            continue
+        here = "; ".join(f"{ordinal(int(r['rank']))} of {int(r['of'])} in {r['source']}"
+                         for _, r in mine.iterrows())
+        sentence = f"{METRIC_LABELS.get(metric, metric)}: {name} ranks {here}"
+        if not theirs.empty:
+            places = [f"{ordinal(int(r['rank']))} of {int(r['of'])} on "
+                      f"{paper_dataset(r['source'])}" for _, r in theirs.iterrows()]
+            joined = places[0] if len(places) == 1 else \
+                ", ".join(places[:-1]) + " and " + places[-1]
+            agree = sorted(set(theirs["rank"])) == sorted(set(mine["rank"]))
+            sentence += f"; the paper ranks it {joined}" + (" — the same place." if agree and len(
+                set(mine["rank"])) == 1 else ".")
+        else:
+            sentence += "."
+        out.append(sentence)
+    return out
+
+
+def paper_dataset(source: str) -> str:
+    """``"paper (ImageNet) on unstated hardware"`` -> ``"ImageNet"``."""
+    match = re.match(r"paper \((.*?)\)", source)
+    return match.group(1) if match else source
+
+
+def rank_agreement(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
+    """Spearman correlation between our order of the methods and the paper's, per metric (rows)
+    and paper source (columns), over the methods both have; +1 = the same order. One of our
+    sources is expected (the first is used)."""
+    out = {}
+    mine_src = ours["source"].iloc[0]
+    for metric in dict.fromkeys(paper["metric"]):
+        a = ours[(ours["metric"] == metric)].set_index("method")["value"]
+        if a.empty:
+            continue
+        for src, part in paper[paper["metric"] == metric].groupby("source", sort=False):
+            b = part.set_index("method")["value"]
+            common = a.index.intersection(b.index)
+            rho = (a[common].rank().corr(b[common].rank()) if len(common) >= 3 else np.nan)
+            out.setdefault(metric, {})[paper_dataset(src)] = rho
+    frame = pd.DataFrame(out).T
+    frame.index.name = "metric"
+    frame.attrs["ours"] = mine_src
+    return frame
+
+
+def winners(long: pd.DataFrame) -> pd.DataFrame:
+    """Per ``(source, metric)``: the best method(s) and their value."""
+    r = ranks(long)
+    best = r[r["rank"] == 1]
+    return (best.groupby(["source", "metric"], sort=False)
+            .agg(best=("method", lambda s: ", ".join(DISPLAY.get(m, m) for m in s)),
+                 value=("value", "first")).reset_index())
+
+
+def speed(df: pd.DataFrame) -> pd.DataFrame:
+    """Frames per second per method from :func:`nibcore.evaluate` rows: ``fps_image`` /
+    ``fps_text`` (attributed pairs per second on that side, after warm-up, data loading and
+    scoring excluded), ``fps_both`` = pairs per second when each pair gets both maps
+    (``1 / (1/fps_image + 1/fps_text)``), ``pairs``, ``batch`` (pairs per timed call) and the
+    ``hardware`` the timings were taken on."""
+    rows = []
+    for method, part in df.groupby("method", sort=False):
+        row: dict[str, Any] = dict(method=method)
+        seconds = 0.0
+        for side in ("image", "text"):
+            s = part[part["side"] == side]
+            t = float(s["seconds"].sum())
+            row[f"fps_{side}"] = len(s) / t if t > 0 else np.nan
+            seconds += t / len(s) if len(s) else np.nan
+        row["fps_both"] = 1.0 / seconds if seconds > 0 else np.nan
+        row["pairs"] = int(part["id"].nunique())
+        row["batch"] = float(part["batch"].mean())
+        row["hardware"] = "; ".join(sorted(set(part["hardware"].astype(str))))
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("method")
+
+
+def sweep_summary(df: pd.DataFrame, param: str, source: str,
+                  metrics: dict[str, str] | None = None) -> pd.DataFrame:
+    """Long frame of a sweep: means per value of ``param`` (``source, <param>, metric, value,
+    sem, n``); ``metrics`` as in :func:`results_long`."""
+    return results_long(df, source, by=(param,), metrics=metrics)
+
+
+def seed_spread(df: pd.DataFrame, param: str, metrics: dict[str, str] | None = None
+                ) -> pd.DataFrame:
+    """For a sweep run with several method seeds: per ``param`` value and metric, the mean over
+    seeds of the per-seed means (``value``), their standard deviation across seeds (``sd_seeds``,
+    the method's own randomness on fixed pairs) and the ``seeds`` count."""
+    long = results_long(df, "_", by=(param, "method_seed"), metrics=metrics)
+    g = long.groupby([param, "metric"], sort=False)["value"]
+    return pd.DataFrame({"value": g.mean(), "sd_seeds": g.std(ddof=1),
+                         "seeds": g.count()}).reset_index()
+
+
+def trend(long: pd.DataFrame, x: str, metric: str, source: str | None = None) -> float:
+    """Spearman rank correlation of ``metric`` with ``x`` within one source (+1: the metric grows
+    with ``x`` monotonically, −1: shrinks); NaN with fewer than 3 points or a constant column."""
+    part = long[long["metric"] == metric]
+    if source is not None:
+        part = part[part["source"] == source]
+    part = part.dropna(subset=["value"])
+    if len(part) < 3 or part["value"].nunique() < 2 or part[x].nunique() < 2:
+        return float("nan")
+    return float(part[x].rank().corr(part["value"].rank()))
+
+
+def describe_trend(rho: float) -> str:
+    """Words for a Spearman correlation of a metric with a swept parameter."""
+    if not np.isfinite(rho):
+        return "shows no measurable trend"
+    if rho >= 0.8:
+        return f"rises steadily (ρ = {rho:+.2f})"
+    if rho >= 0.4:
+        return f"tends to rise (ρ = {rho:+.2f})"
+    if rho > -0.4:
+        return f"shows no clear trend (ρ = {rho:+.2f})"
+    if rho > -0.8:
+        return f"tends to fall (ρ = {rho:+.2f})"
+    return f"falls steadily (ρ = {rho:+.2f})"
+
+
+def relative_to(long: pd.DataFrame, x: str, ref: Any) -> pd.DataFrame:
+    """``long`` with a column ``change``: each ``value`` minus the value at ``x == ref`` of the same
+    ``(source, metric)`` (NaN where a source has no row at ``ref``)."""
+    base = long[long[x] == ref].set_index(["source", "metric"])["value"]
+    return long.assign(change=long["value"] - long.set_index(["source", "metric"]).index.map(base))
+
+
+def layer_depth(long: pd.DataFrame, mapping: pd.DataFrame,
+                paper_blocks: int = PAPER_BLOCKS) -> pd.DataFrame:
+    """``long`` (with ``paper_layer``) with a column ``depth``: the relative depth of the block
+    actually used — for our rows (source ``ours…``) the mapped block of the metric's tower over
+    the tower's depth (``mapping`` from :func:`layer_map`), for the paper's ``layer / 12``."""
+    depth = {("image", l): b / mapping.attrs["image_blocks"]
+             for l, b in zip(mapping.paper_layer, mapping.image_layer)}
+    depth.update({("text", l): b / mapping.attrs["text_blocks"]
+                  for l, b in zip(mapping.paper_layer, mapping.text_layer)})
+    sides = np.where(long["metric"].str.startswith("img"), "image", "text")
+    ours = long["source"].str.startswith("ours")
+    return long.assign(depth=[depth[(side, l)] if o else l / paper_blocks
+                              for side, l, o in zip(sides, long["paper_layer"], ours)])
+
+
+def trend_sentences(long: pd.DataFrame, x: str, what: str, metrics: Sequence[str]) -> str:
+    """A Markdown bullet per metric: how it moves with ``x`` here (our source, ``ours…``) and in
+    each of the paper's sources (``paper…``), and at which ``x`` each source is best."""
+    lines = []
+    for metric in metrics:
+        srcs = list(dict.fromkeys(long[long.metric == metric]["source"]))
+        mine = [s for s in srcs if s.startswith("ours")]
+        theirs = [s for s in srcs if s.startswith("paper")]
+        words = describe_trend(trend(long, x, metric, mine[0]))
+        paper_words = "; ".join(
+            f"{paper_dataset(s)}: {describe_trend(trend(long, x, metric, s))}" for s in theirs)
+        part = long[long.metric == metric].reset_index(drop=True)
+        r = ranks(part.assign(method=part[x].values))
+        best_ours = r[(r.source == mine[0]) & (r["rank"] == 1)][x].tolist()
+        best_paper = {paper_dataset(s): r[(r.source == s) & (r["rank"] == 1)][x].tolist()
+                      for s in theirs}
+        lines.append(
+            f"* **{METRIC_LABELS[metric]}** — here it {words} with {what}, best at "
+            f"{best_ours}. In the paper: {paper_words}; best at "
+            + ", ".join(f"{v} on {k}" for k, v in best_paper.items()) + ".")
+    return "\n".join(lines)
+
+
+def beta_sentences(spread: pd.DataFrame, ours: pd.DataFrame, paper: pd.DataFrame,
+                   metrics: Sequence[str]) -> str:
+    """A Markdown bullet per metric of a β sweep: its trend with β here (``ours``), its range
+    over the grid against the median spread across seeds (``spread`` from :func:`seed_spread`),
+    and its trend in each of the paper's sources (``paper``)."""
+    lines = []
+    for metric in metrics:
+        s = spread[spread.metric == metric].sort_values("beta")
+        rho = trend(ours, "beta", metric)
+        paper_words = "; ".join(
+            f"{paper_dataset(src)} {describe_trend(trend(paper, 'beta', metric, src))}"
+            for src in dict.fromkeys(paper[paper.metric == metric]["source"]))
+        total = s["value"].max() - s["value"].min()
+        noise = s["sd_seeds"].median()
+        versus = (f"{total / noise:.1f} times the median spread across seeds at one β "
+                  f"({noise:.3g})" if noise > 0 else "while the seeds agree exactly at most βs")
+        lines.append(
+            f"* **{METRIC_LABELS[metric]}** — here it {describe_trend(rho)} with β; "
+            f"its range over the grid is {total:.3g}, {versus}. In the paper: {paper_words}.")
+    return "\n".join(lines)
+
+
+def gt_leaderboard(gt: pd.DataFrame) -> pd.DataFrame:
+    """Methods (rows) × ground-truth metrics (columns, :data:`GT_METRICS` order) from the long
+    frame ``gt``, plus ``mean rank`` over every scored column (all but ``mask_area``, the chance
+    level; higher is better, ties share the best rank), sorted by it."""
+    board = gt.pivot_table(index="method", columns="metric", values="value", sort=False)
+    board = board[[c for c in GT_METRICS if c in board.columns]]
+    scored = [c for c in board.columns if c != "mask_area"]
+    board["mean rank"] = board[scored].rank(ascending=False, method="min").mean(axis=1)
+    return board.sort_values("mean rank")
+
+
+def gt_agreement_sentence(conf: pd.DataFrame, board: pd.DataFrame, method: str = "nib") -> str:
+    """Markdown: the rank correlation between the order by image Confidence Drop (``conf``, a long
+    frame of ``img_conf_drop``) and the orders by pointing game and energy in mask (``board``
+    from :func:`gt_leaderboard`), the best method by each, and ``method``'s places."""
+    both = conf.set_index("method")["value"].to_frame("img_conf_drop").join(
+        board[["pointing", "energy"]])
+    rho_point = both["img_conf_drop"].rank().corr(both["pointing"].rank(ascending=False))
+    rho_energy = both["img_conf_drop"].rank().corr(both["energy"].rank(ascending=False))
+    best_conf = both["img_conf_drop"].idxmin()
+    best_point = board["pointing"].idxmax()
+    place = {c: ordinal(int(board[c].rank(ascending=False, method="min")[method]))
+             for c in ("pointing", "text_gt")}
+    return (
+        f"The rank correlation between the order by image Confidence Drop (low = good) and the "
+        f"order by pointing game (high = good) is ρ = {rho_point:+.2f}, by energy in mask "
+        f"ρ = {rho_energy:+.2f} (+1: the two metrics order the methods identically). The best "
+        f"method by Confidence Drop is {DISPLAY[best_conf]}, by pointing game "
+        f"{DISPLAY[best_point]}; {DISPLAY[method]} ranks {place['pointing']} on pointing and "
+        f"{place['text_gt']} on the text ground truth, "
+        f"{ordinal(list(board.index).index(method) + 1)} of {len(board)} by mean rank.")
+
+
+def sanity_sentences(summary: dict[str, pd.DataFrame], n_blocks: dict[str, int],
+                     threshold: float = 0.5, method: str = "nib") -> str:
+    """A Markdown bullet per side of the model-randomisation test: with every block randomised
+    (the second-to-last column of ``summary[side]``, methods as rows), which maps still correlate
+    above ``threshold`` with the trained model's, which fall (the lowest named), and
+    ``method``'s ρ."""
+    lines = []
+    for side, s in summary.items():
+        full = s[s.columns[-2]]  # all blocks randomised
+        stuck = full[full > threshold].sort_values(ascending=False)
+        moved = full[full <= threshold].sort_values()
+        lines.append(
+            f"* **{side} side**, all {n_blocks[side]} blocks randomised: "
+            + (f"maps that still correlate above {threshold} with the trained model's — "
+               + ", ".join(f"{DISPLAY[m]} (ρ = {v:.2f})" for m, v in stuck.items())
+               if len(stuck) else f"no method's map keeps a correlation above {threshold}")
+            + "; " + (f"{'the others' if len(stuck) else 'all'} fall to ρ ≤ {threshold} "
+                      f"(lowest: {DISPLAY[moved.index[0]]}, ρ = {moved.iloc[0]:.2f})"
+                      if len(moved) else "none falls below it")
+            + f". {DISPLAY[method]}: ρ = {full[method]:.2f}.")
+    return "\n".join(lines)
+
+
+def protocol_view(model: ClipModel, caption: str, scores: np.ndarray, protocol: str
+                  ) -> pd.DataFrame:
+    """What a text protocol feeds the model for ``s1``, position by position (for showing).
+
+    ``scores``: the caption's text map over SOT..EOT (``Attribution.scores``). Rows: the
+    positions up to the last non-padding one of either input; columns ``token0`` / ``token1``
+    (the token at that position in the ``s0`` / ``s1`` input), ``scale1`` (the factor on its
+    token embedding in the ``s1`` input), ``pooled`` (the position CLIP's argmax pooling reads:
+    the largest id).
+    """
+    ids = model.tokenize([caption])[0].cpu()
+    pert = text_perturbation(ids, scores, protocol)
+    last = max(int((pert.ids0 != 0).nonzero().max()), int((pert.ids1 != 0).nonzero().max())) + 1
+    decoder = getattr(model.tokenizer, "decoder", {})
+
+    def word(i: int) -> str:
+        return decoder.get(i, str(i)).replace("</w>", "") if decoder else str(i)
+
+    rows = []
+    for pos in range(last):
+        rows.append(dict(position=pos, token0=word(int(pert.ids0[pos])),
+                         token1=word(int(pert.ids1[pos])), id1=int(pert.ids1[pos]),
+                         scale1=float(pert.scale1[pos]),
+                         pooled="s0 and s1" if pos == int(pert.ids0.argmax()) == int(
+                             pert.ids1.argmax()) else ("s0" if pos == int(pert.ids0.argmax())
+                                                       else ("s1" if pos == int(pert.ids1.argmax())
+                                                             else ""))))
+    return pd.DataFrame(rows).set_index("position")
+
+
+def passes_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Counted passes per pair from :func:`nibcore.evaluate` rows (taken with ``batch_size=1``
+    they are per pair exactly): one row per method × side with ``forward``, ``backward`` (calls)
+    and ``forward_rows``, ``backward_rows`` (inputs those calls carried)."""
+    cols = {"fwd": "forward", "bwd": "backward", "fwd_rows": "forward_rows",
+            "bwd_rows": "backward_rows"}
+    per_pair = df.assign(**{v: df[k] / df["batch"] for k, v in cols.items()})
+    out = per_pair.groupby(["method", "side"], sort=False)[list(cols.values())].mean()
+    return out
+
+
+def passes_comparison(ours: pd.DataFrame, paper: pd.DataFrame, side: str = "image"
+                      ) -> pd.DataFrame:
+    """The paper's Table 8 beside our counted passes on one ``side`` (from
+    :func:`passes_table`), one row per method in the paper's order, with ``agreement``: which of
+    our two ways of counting (``calls``, ``rows``) gives the paper's forward *and* backward numbers
+    (``"calls"``, ``"rows"``, ``"calls and rows"`` or ``"neither"``)."""
+    mine = ours.xs(side, level="side")
+    theirs = paper.set_index("method")[["forward", "backward"]]
+    out = theirs.add_prefix("paper ").join(mine, how="outer")
+    out = out.reindex([m for m in PAPER_ORDER if m in out.index] +
+                      [m for m in out.index if m not in PAPER_ORDER])
+
+    def agreement(r) -> str:
+        calls = r["forward"] == r["paper forward"] and r["backward"] == r["paper backward"]
+        rows = r["forward_rows"] == r["paper forward"] and r["backward_rows"] == r["paper backward"]
+        return {(True, True): "calls and rows", (True, False): "calls",
+                (False, True): "rows"}.get((bool(calls), bool(rows)), "neither")
+
+    out["agreement"] = out.apply(agreement, axis=1)
+    return out

@@ -1,0 +1,170 @@
+"""Evaluations as the chapters run them: cached by a fingerprint of the model and the code, and
+swept over one method parameter (``num_steps``, ``layer``, β, ...) on the same pairs.
+
+* :func:`evaluate_cached` — :func:`nibcore.evaluate` one pair per call with rows cached in
+  :func:`cache_file` (named after :func:`fingerprint`, so stale rows are never reused).
+* :func:`sweep`, :func:`layer_sweep` — one parameter over several values; :func:`paper_layer`
+  maps the paper's layer of 12 blocks to the same relative depth of another tower.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .evaluation import evaluate
+from .models import ClipModel
+
+#: The number of blocks of the paper's towers (ViT-B/32 and its text transformer).
+PAPER_BLOCKS = 12
+
+
+#: nibcore modules and sub-packages that cannot change an evaluation row (left out of the fingerprint).
+_NOT_RESULTS = ("book", "world", "cli.py", "__main__.py", "viz.py")
+
+
+def fingerprint(model: ClipModel, code: bool = True) -> str:
+    """A short hash of the model's weights (and, with ``code``, of nibcore's source files), so
+    cached evaluation rows are reused only for the same model and the same code."""
+    h = hashlib.sha1()
+    for name, tensor in sorted(model.clip.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    if code:
+        root = Path(__file__).resolve().parent
+        for path in sorted(root.rglob("*.py")):
+            if path.relative_to(root).parts[0] not in _NOT_RESULTS:
+                h.update(path.relative_to(root).as_posix().encode())
+                h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def cache_file(model: ClipModel, name: str, root: str | Path = "../_build/cache") -> Path:
+    """``root/<model name>-<fingerprint>/<name>.jsonl``: the ``out=`` file of an evaluation.
+
+    Build-local (``_build/`` is never committed): a clean checkout computes everything; a re-run
+    of the same build reuses the rows (:func:`nibcore.evaluate` skips the rows already there).
+    """
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model.name)
+    path = Path(root) / f"{safe}-{fingerprint(model)}" / f"{name}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+#: Methods timed without a warm-up call: their one-time overhead is negligible next to their
+#: thousands of forward rows, and a warm-up would cost a whole extra attribution.
+NO_WARMUP = ("rise",)
+
+
+def evaluate_cached(model: ClipModel, dataset: str, methods: Sequence[str], *, n: int,
+                    seed: int = 0, params: dict[str, dict[str, Any]] | None = None,
+                    sides: Sequence[str] = ("image", "text"), cache: str | Path | None = None,
+                    text_protocols: Sequence[str] = ("paper", "m2ib", "clean"),
+                    dataset_kw: dict[str, Any] | None = None, progress: bool = False,
+                    **kw: Any) -> pd.DataFrame:
+    """:func:`nibcore.evaluate` as the results chapters run it: one pair per call
+    (``batch_size=1``, as the paper times methods, and so stochastic methods do not depend on
+    which pairs share a batch), rows cached in ``cache_file(model, <dataset>, cache)`` (``None``:
+    no cache), methods in :data:`NO_WARMUP` timed without a warm-up call. Rows of the methods in
+    the given order."""
+    params = {m: kw_ for m, kw_ in (params or {}).items() if m in methods}
+    suffix = "".join(f"-{k}={v}" for k, v in sorted((dataset_kw or {}).items()))
+    out = None if cache is None else cache_file(model, f"{dataset}{suffix}", cache)
+    frames = {}
+    for group, warm in (([m for m in methods if m not in NO_WARMUP], True),
+                        ([m for m in methods if m in NO_WARMUP], False)):
+        if group:
+            df = evaluate(model, dataset, group, sides=sides, n=n, seed=seed,
+                          params={m: params[m] for m in group if m in params},
+                          text_protocols=text_protocols, out=out, progress=progress,
+                          batch_size=1, warmup=warm, dataset_kw=dataset_kw, **kw)
+            for m, part in df.groupby("method", sort=False):
+                frames[m] = part
+    return pd.concat([frames[m] for m in methods if m in frames], ignore_index=True)
+
+
+def paper_layer(layer: int, n_blocks: int, paper_blocks: int = PAPER_BLOCKS) -> int:
+    """The block of an ``n_blocks``-block tower at the same *relative depth* as the paper's
+    ``layer`` of ``paper_blocks`` (12): ``layer / paper_blocks · n_blocks`` rounded to the nearest
+    block, ties rounded **down**, clamped to ``0 .. n_blocks − 1``.
+
+    Ties down so that the paper's default 9 of 12 lands where nibcore's default does on the mini
+    model (9/12 · 6 = 4.5 → 4 on the image tower, 9/12 · 4 = 3 on the text tower; see
+    :func:`nibcore.attribution.default_layer`). The identity on a 12-block tower.
+    """
+    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or layer < 0:
+        raise ValueError(f"layer must be a non-negative int, got {layer!r}")
+    if n_blocks < 1 or paper_blocks < 1:
+        raise ValueError("n_blocks and paper_blocks must be positive")
+    x = layer * n_blocks / paper_blocks
+    mapped = math.ceil(x - 0.5)  # nearest integer, ties down
+    return int(min(max(mapped, 0), n_blocks - 1))
+
+
+def layer_map(model: ClipModel, layers: Sequence[int], paper_blocks: int = PAPER_BLOCKS
+              ) -> pd.DataFrame:
+    """The paper's layers -> our blocks on each tower of ``model``: columns ``paper_layer``,
+    ``relative_depth``, ``image_layer``, ``text_layer`` (and the towers' depths in ``attrs``)."""
+    rows = [dict(paper_layer=l, relative_depth=l / paper_blocks,
+                 image_layer=paper_layer(l, model.image.n_blocks, paper_blocks),
+                 text_layer=paper_layer(l, model.text.n_blocks, paper_blocks)) for l in layers]
+    out = pd.DataFrame(rows)
+    out.attrs.update(image_blocks=model.image.n_blocks, text_blocks=model.text.n_blocks)
+    return out
+
+
+def sweep(model: ClipModel, dataset, method: str, param: str, values: Sequence[Any], *,
+          n: int, seed: int = 0, sides: Sequence[str] = ("image", "text"),
+          base: dict[str, Any] | None = None, seeds: Sequence[int] | None = None,
+          out: str | Path | None = None, progress: bool = False, batch_size: int = 1,
+          text_protocols: Sequence[str] = ("paper",), warmup: bool = False,
+          **evaluate_kw: Any) -> pd.DataFrame:
+    """Evaluate ``method`` with ``param`` set to each of ``values`` (``base`` holds the other
+    parameters) on the same ``n`` pairs; returns the concatenated per-sample frames with a column
+    named ``param`` holding the value (and ``method_seed`` when ``seeds`` is given: the method's
+    own ``seed`` parameter, e.g. M2IB's noise, run for each value).
+
+    All runs share ``out`` (rows are keyed by their parameters, so a re-run only computes what is
+    missing). ``batch_size=1``: one pair per call, so stochastic methods do not depend on which
+    pairs share a batch. ``warmup=False``: sweeps report no timings, so no untimed warm-up call.
+    """
+    frames = []
+    for value in values:
+        for s in (seeds if seeds is not None else [None]):
+            kw = {**(base or {}), param: value}
+            if s is not None:
+                kw["seed"] = s
+            df = evaluate(model, dataset, [method], sides=sides, n=n, seed=seed,
+                          params={method: kw}, out=out, progress=progress,
+                          batch_size=batch_size, text_protocols=text_protocols, warmup=warmup,
+                          **evaluate_kw)
+            df[param] = value
+            if s is not None:
+                df["method_seed"] = s
+            frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+def layer_sweep(model: ClipModel, dataset, layers: Sequence[int], *, n: int, seed: int = 0,
+                method: str = "nib", sides: Sequence[str] = ("image", "text"),
+                base: dict[str, Any] | None = None, out: str | Path | None = None,
+                **kw: Any) -> pd.DataFrame:
+    """:func:`sweep` over the paper's ``layers`` mapped by relative depth (:func:`paper_layer`)
+    to each tower of ``model`` separately (the towers may differ in depth). Each distinct block
+    is evaluated once; the frame has ``paper_layer`` and ``layer`` columns (one copy of the rows
+    per paper layer, so several paper layers can share a block)."""
+    frames = []
+    for side in sides:
+        blocks = model.tower(side).n_blocks
+        mapping = {l: paper_layer(l, blocks) for l in layers}
+        distinct = list(dict.fromkeys(mapping.values()))
+        df = sweep(model, dataset, method, "layer", distinct, n=n, seed=seed, sides=[side],
+                   base=base, out=out, **kw)
+        for l, b in mapping.items():
+            frames.append(df[df["layer"] == b].assign(paper_layer=l))
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,96 @@
+"""The synthetic world as evaluation datasets: held-out scenes with exact object masks
+(``"scenes"``) and held-out scenes captioned with one present and one absent object
+(``"scenes_text"``). Registered with :func:`nibcore.datasets.register_dataset` on import."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..datasets import Pair, PairDataset, register_dataset
+from . import scenes as _scenes
+
+
+def scene_pairs(n: int = 1000, n_objects: int | None = None, caption: str = "one",
+                start: int = 0) -> PairDataset:
+    """Held-out synthetic scenes (:func:`nibcore.world.scenes.heldout`) with exact object masks.
+
+    ``caption="one"``: the caption names one object, chosen from the scene's seed, and
+    ``meta["mask"]`` is its mask; ``caption="all"``: the scene's full caption, ``meta["mask"]`` the
+    union of all objects. ``meta`` also holds ``masks`` (K, H, W), ``objects``, ``target`` (the
+    named object's index, or -1 for all), ``seed``, ``n_objects``. ``id`` = ``"scene-<seed>"``.
+    """
+    if caption not in ("one", "all"):
+        raise ValueError(f"caption must be 'one' or 'all', got {caption!r}")
+    _check_range(n, start)
+
+    def make(i: int) -> Pair:
+        scene = _scenes.heldout(1, n_objects=n_objects, start=start + i)[0]
+        meta = _scene_meta(scene)
+        if caption == "one":
+            k = int(np.random.default_rng(scene.seed).integers(len(scene.objects)))
+            text, mask = scene.caption_for([k]), scene.masks[k]
+        else:
+            k, text, mask = -1, scene.caption, scene.masks.any(axis=0)
+        meta.update(target=k, mask=mask)
+        return Pair(scene.image, text, f"scene-{scene.seed}", meta)
+
+    name = "scenes" + ("" if caption == "one" else "-all") + _k_suffix(n_objects)
+    return PairDataset(name, n, make, None, {"caption": caption, "n_objects": n_objects})
+
+
+def scene_text_pairs(n: int = 1000, n_objects: int | None = None, start: int = 0) -> PairDataset:
+    """Held-out scenes captioned "a <X> and a <Y>" with one present object and one absent one
+    (:meth:`Scene.negative`: same shape other colour, or same colour other shape), in an order
+    drawn from the seed — text-side ground truth.
+
+    ``meta``: ``present``, ``absent`` (phrases), ``kind`` (``"colour"``/``"shape"``: what the
+    absent one changes), ``present_word`` / ``absent_word`` (the differing words), ``target``
+    (present object's index), ``mask`` (its mask), ``masks``, ``objects``, ``seed``.
+    """
+    _check_range(n, start)
+
+    def make(i: int) -> Pair:
+        scene = _scenes.heldout(1, n_objects=n_objects, start=start + i)[0]
+        rng = np.random.default_rng([scene.seed, 1])
+        k = int(rng.integers(len(scene.objects)))
+        kind = ("colour", "shape")[int(rng.integers(2))]
+        absent = scene.negative(k, kind, rng)
+        present = scene.objects[k]
+        first, second = (present, absent) if rng.integers(2) == 0 else (absent, present)
+        word = 0 if kind == "colour" else 1
+        meta = _scene_meta(scene)
+        meta.update(present=present, absent=absent, kind=kind, target=k, mask=scene.masks[k],
+                    present_word=present.split()[word], absent_word=absent.split()[word])
+        return Pair(scene.image, f"a {first} and a {second}", f"scene-{scene.seed}", meta)
+
+    return PairDataset("scenes_text" + _k_suffix(n_objects), n, make, None,
+                       {"n_objects": n_objects})
+
+
+def _k_suffix(n_objects: int | None) -> str:
+    return "" if n_objects is None else f"-k{n_objects}"
+
+
+def _check_range(n: int, start: int) -> None:
+    if n < 1 or start < 0 or start + n > len(_scenes.HELDOUT_SEEDS):
+        raise ValueError(f"held-out scenes [{start}, {start + n}) outside "
+                         f"0..{len(_scenes.HELDOUT_SEEDS)}")
+
+
+def _scene_meta(scene) -> dict[str, Any]:
+    return dict(seed=scene.seed, masks=scene.masks, objects=list(scene.objects),
+                n_objects=len(scene.objects))
+
+
+def _generated(loader):
+    def load(root=None, **kw: Any) -> PairDataset:
+        if root is not None:
+            raise ValueError("the scenes are generated, not read from a folder: leave root=None")
+        return loader(**kw)
+    return load
+
+
+register_dataset("scenes", _generated(scene_pairs))
+register_dataset("scenes_text", _generated(scene_text_pairs))
