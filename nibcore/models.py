@@ -15,8 +15,10 @@ not written down.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
+import logging
 import math
 import socket
 from dataclasses import dataclass, field
@@ -429,7 +431,7 @@ def build_clip(model_cfg: dict, image_size: int | None = None, mean: Sequence[fl
 
 def load_mini(folder: str | Path | None = None) -> ClipModel:
     """The bundled ``mini`` model, or a snapshot of it in ``folder`` (``mini-clip.json`` +
-    ``mini-clip.safetensors``, as written by :mod:`nibcore.train_mini`)."""
+    ``mini-clip.safetensors``, as written by :mod:`nibcore.world.train`)."""
     from safetensors.torch import load_file
 
     def find(name: str) -> Path:
@@ -462,15 +464,104 @@ def _offline_error(name: str, pretrained: str, cause: str) -> RuntimeError:
         f"load_model('mini'), our bundled offline model.")
 
 
+def cached_weights(name: str, pretrained: str, cache_dir: str | Path | None = None) -> Path | None:
+    """The weights file of open_clip tag ``pretrained`` for ``name`` if an earlier download left it
+    in open_clip's cache (the Hugging Face hub cache, or ``~/.cache/clip`` for plain URLs; both
+    under ``cache_dir`` when given), else None. Reads the disk only."""
+    cfg = open_clip.get_pretrained_cfg(name, pretrained)
+    if cfg.get("hf_hub"):
+        from huggingface_hub import try_to_load_from_cache
+        from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+        repo, filename = cfg["hf_hub"].rstrip("/"), ""
+        if not cfg["hf_hub"].endswith("/"):
+            repo, filename = repo.rsplit("/", 1)
+        filename = filename or HF_WEIGHTS_NAME
+        names = [filename]
+        if filename == HF_WEIGHTS_NAME:
+            names.insert(0, HF_SAFE_WEIGHTS_NAME)
+        elif filename.endswith((".bin", ".pth")):
+            names.insert(0, filename[:-4] + ".safetensors")
+        for candidate in names:
+            hit = try_to_load_from_cache(repo, candidate,
+                                         cache_dir=None if cache_dir is None else str(cache_dir))
+            if isinstance(hit, str) and Path(hit).is_file():
+                return Path(hit)
+    if cfg.get("url"):
+        folder = Path(cache_dir) if cache_dir is not None else Path("~/.cache/clip").expanduser()
+        path = folder / Path(cfg["url"]).name
+        if path.is_file():
+            return path
+    return None
+
+
+def _load_weights(clip: torch.nn.Module, path: Path, name: str) -> None:
+    """Load a checkpoint file into ``clip``; a one-line error naming the file and what was
+    expected when it cannot be read or does not fit the architecture."""
+    from open_clip.factory import load_checkpoint, load_state_dict
+
+    expected = f"an open_clip state dict of {name}"
+    try:
+        state = load_state_dict(str(path))
+        if not isinstance(state, dict) or not state or not all(
+                isinstance(v, torch.Tensor) for v in state.values()):
+            raise TypeError("it holds no tensors")
+    except Exception as err:  # torch.load/safetensors raise many types for damaged files
+        if "Weights only load failed" in str(err):  # torch's long multi-line explanation
+            cause = "not a torch.save file, or damaged"
+        else:
+            lines = str(err).strip().splitlines()
+            cause = (lines[0][:120] if lines else "") or type(err).__name__
+        raise ValueError(f"checkpoint {path} cannot be read as weights ({cause}); expected "
+                         f"{expected} (saved by torch.save, or .safetensors)") from None
+    own = clip.state_dict()
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    try:
+        load_checkpoint(clip, str(path))
+    except Exception as err:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing tensor(s), e.g. {missing[0]}")
+        if extra:
+            parts.append(f"{len(extra)} unexpected, e.g. {extra[0]}")
+        if shapes:
+            k = shapes[0]
+            parts.append(f"{len(shapes)} of another shape, e.g. {k} "
+                         f"{tuple(state[k].shape)} instead of {tuple(own[k].shape)}")
+        what = "; ".join(parts) or f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
+        raise ValueError(f"checkpoint {path} does not fit {name} ({what}); expected {expected}"
+                         f" — is it the weights of another architecture?") from None
+
+
+@contextlib.contextmanager
+def _quiet_random_init_warning(active: bool):
+    """Hide open_clip's "initialized randomly" log line when we load the weights ourselves."""
+    def keep(record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+    root = logging.getLogger()
+    if active:
+        root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
+
+
 def load_model(name: str = MINI, pretrained: str | None = None,
-               device: str | torch.device | None = None) -> ClipModel:
+               device: str | torch.device | None = None,
+               cache_dir: str | Path | None = None) -> ClipModel:
     """Load a CLIP model as a :class:`ClipModel`.
 
     ``name``: ``"mini"`` (our bundled offline model) or any open_clip model name (e.g.
     ``"ViT-B-32"``; for OpenAI weights ``"ViT-B-32-quickgelu"`` matches their architecture).
-    ``pretrained``: ``None`` (random weights), an open_clip tag such as ``"openai"`` (downloads:
-    needs network, e.g. Colab) or a local checkpoint path (offline).
-    ``device``: defaults to CUDA when available, else CPU.
+    ``pretrained``: ``None`` (random weights), an open_clip tag such as ``"openai"`` (downloads
+    when online; offline, weights already in open_clip's cache are used) or a local checkpoint
+    path (a state dict saved by ``torch.save`` or a ``.safetensors`` file).
+    ``device``: defaults to CUDA when available, else CPU. ``cache_dir``: open_clip's download
+    cache (default: the Hugging Face hub cache, ``~/.cache/clip`` for plain URLs).
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if name == MINI:
@@ -482,8 +573,10 @@ def load_model(name: str = MINI, pretrained: str | None = None,
         close = difflib.get_close_matches(name, known + [MINI], n=3)
         raise ValueError(f"unknown model name {name!r}; did you mean {close}? "
                          f"Use 'mini' or a name from open_clip.list_models().")
+    checkpoint, options = None, {}
     if pretrained is not None and _looks_like_path(pretrained):
-        if not Path(pretrained).is_file():
+        checkpoint = Path(pretrained).expanduser()
+        if not checkpoint.is_file():
             raise FileNotFoundError(f"checkpoint file not found: {pretrained}")
     elif pretrained is not None:
         tags = open_clip.list_pretrained_tags_by_model(name)
@@ -491,15 +584,27 @@ def load_model(name: str = MINI, pretrained: str | None = None,
             raise ValueError(f"unknown pretrained tag {pretrained!r} for {name}; "
                              f"known tags: {tags}, or pass a local checkpoint path")
         if not network_available():
-            raise _offline_error(name, pretrained, "no network: huggingface.co is unreachable")
+            checkpoint = cached_weights(name, pretrained, cache_dir)
+            if checkpoint is None:
+                where = cache_dir or "the Hugging Face hub cache and ~/.cache/clip"
+                raise _offline_error(name, pretrained, f"no network: huggingface.co is "
+                                     f"unreachable, and no earlier download is in {where}")
+            cfg = open_clip.get_pretrained_cfg(name, pretrained)  # the tag's preprocessing
+            options = {f"image_{k}": cfg[k] for k in ("mean", "std", "interpolation",
+                                                      "resize_mode") if cfg.get(k)}
     try:
-        clip, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained,
-                                                                   device=device)
+        with _quiet_random_init_warning(checkpoint is not None):
+            clip, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=None if checkpoint is not None else pretrained, device="cpu",
+                cache_dir=None if cache_dir is None else str(cache_dir), **options)
     except Exception as err:  # network errors come in many types (OSError, HF hub, urllib)
-        if pretrained is None or _looks_like_path(pretrained):
+        if pretrained is None or checkpoint is not None:
             raise
         raise _offline_error(name, pretrained, f"{type(err).__name__}: {err}") from err
-    return ClipModel(clip, preprocess, open_clip.get_tokenizer(name),
-                     name if pretrained is None else f"{name}:{Path(pretrained).name}",
+    if checkpoint is not None:
+        _load_weights(clip, checkpoint, name)
+    clip = clip.to(device)
+    label = name if pretrained is None else f"{name}:{Path(pretrained).name}"
+    return ClipModel(clip, preprocess, open_clip.get_tokenizer(name), label,
                      getattr(clip.visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN,
                      getattr(clip.visual, "image_std", None) or open_clip.OPENAI_DATASET_STD)
