@@ -7,8 +7,12 @@ that — image maps, token scores, pass counts — happens here, once, for all m
 
 from __future__ import annotations
 
+import functools
+import inspect
+import warnings
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from types import MappingProxyType
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -65,8 +69,12 @@ def minmax(x: torch.Tensor, dims: Sequence[int]) -> torch.Tensor:
 
 
 def token_grid(raw: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """Patch scores ``(B, rows, cols)`` from per-token scores ``(B, 1 + rows*cols)`` (CLS dropped)."""
-    return raw[:, 1:].reshape(raw.shape[0], *grid)
+    """Patch scores ``(B, rows, cols)`` from per-token scores ``(B, P + rows*cols)``: the ``P``
+    leading non-patch tokens (CLS on CLIP; none on SigLIP, whose map uses every token) dropped."""
+    prefix = raw.shape[1] - grid[0] * grid[1]
+    if prefix < 0:
+        raise ValueError(f"{raw.shape[1]} token scores cannot fill a {grid[0]}x{grid[1]} grid")
+    return raw[:, prefix:].reshape(raw.shape[0], *grid)
 
 
 def upsample_tokens(raw: torch.Tensor, grid: tuple[int, int],
@@ -151,30 +159,101 @@ class RawResult:
 
 
 class Method:
-    """Base class of attribution methods: validate parameters in ``__init__``, compute in
-    :meth:`attribute`. Parameters are keyword-only and stored in ``self.params``."""
+    """Base class of attribution methods.
+
+    A method states its parameters as keyword-only, typed arguments of ``__init__`` with
+    defaults (documented in the class docstring's ``Args:`` section, with the method's paper),
+    validates them there, stores each as an attribute of the same name, and computes in
+    :meth:`attribute`. Derived from that signature, in one place (:meth:`__init_subclass__`):
+
+    * :attr:`defaults` — ``{parameter: default}``, read-only;
+    * :attr:`params` — ``{parameter: value}`` of an instance (what an :class:`Attribution` records);
+    * old names listed in :attr:`renamed` keep working for one release: they are translated to the
+      new name with a ``DeprecationWarning``; any other unknown name is a one-line ``TypeError``.
+    """
 
     name: ClassVar[str]
-    #: paper-faithful parameter defaults, overridable by keyword
-    defaults: ClassVar[dict[str, Any]] = {}
+    #: ``{parameter: default}``, derived from the signature of ``__init__`` (do not set by hand)
+    defaults: ClassVar[Mapping[str, Any]] = MappingProxyType({})
+    #: deprecated parameter name -> current name (accepted with a ``DeprecationWarning``)
+    renamed: ClassVar[Mapping[str, str]] = MappingProxyType({})
 
-    def __init__(self, **params: Any):
-        unknown = set(params) - set(self.defaults)
-        if unknown:
-            raise TypeError(f"unknown parameter(s) {sorted(unknown)} for method {self.name!r}; "
-                            f"it takes {sorted(self.defaults)}")
-        self.params = {**self.defaults, **params}
-        self.validate()
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "defaults" in cls.__dict__ or "validate" in cls.__dict__:
+            raise TypeError(f"{cls.__name__}: state parameters as keyword-only arguments of "
+                            "__init__ and validate them there (no `defaults` / `validate`)")
+        init = cls.__dict__.get("__init__")
+        if init is None and cls.__init__ is Method.__init__:
+            init = Method.__init__  # a method without parameters
+        if init is not None:
+            cls.__init__ = _translating(init)  # type: ignore[method-assign]
+        cls.defaults = MappingProxyType(_signature_defaults(cls))
 
-    def validate(self) -> None:
-        """Raise ``ValueError``/``TypeError`` for bad parameter values."""
+    def __init__(self) -> None:
+        """A method without parameters."""
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The parameter values of this instance, ``{name: value}`` in signature order."""
+        return {name: getattr(self, name) for name in self.defaults}
 
     def attribute(self, model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor,
                   side: str) -> RawResult:
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.params})"
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{type(self).__name__}({args})"
+
+
+def _signature_defaults(cls: type[Method]) -> dict[str, Any]:
+    """``{name: default}`` of the keyword-only parameters of ``cls.__init__``; a ``TypeError`` at
+    class creation if the signature breaks the method style (positional parameters, no default)."""
+    signature = inspect.signature(inspect.unwrap(cls.__init__))
+    out = {}
+    for p in list(signature.parameters.values())[1:]:  # skip self
+        if p.kind is p.VAR_KEYWORD:
+            continue
+        if p.kind is not p.KEYWORD_ONLY or p.default is p.empty:
+            raise TypeError(f"{cls.__name__}.__init__: parameter {p.name!r} must be keyword-only "
+                            "with a default (method style: def __init__(self, *, name=default))")
+        out[p.name] = p.default
+    return out
+
+
+def _translate(cls: type[Method], params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with deprecated names replaced by the current ones (``DeprecationWarning``);
+    a one-line ``TypeError`` for unknown names or for an old and a new name given together."""
+    out = dict(params)
+    for old, new in cls.renamed.items():
+        if old in out:
+            if new in out:
+                raise TypeError(f"method {cls.name!r}: give {new!r} only ({old!r} is its "
+                                "deprecated name)")
+            warnings.warn(f"method {cls.name!r}: parameter {old!r} is renamed {new!r}; the old "
+                          "name will be removed in the next release", DeprecationWarning,
+                          stacklevel=3)
+            out[new] = out.pop(old)
+    unknown = set(out) - set(cls.defaults)
+    if unknown:
+        raise TypeError(f"unknown parameter(s) {sorted(unknown)} for method {cls.name!r}; "
+                        f"it takes {sorted(cls.defaults)}")
+    return out
+
+
+def _translating(init: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a method's ``__init__`` so that it accepts the deprecated names of its class and
+    refuses unknown ones in one line (the wrapped signature stays visible to ``inspect``)."""
+
+    @functools.wraps(init)
+    def wrapper(self: Method, *args: Any, **params: Any) -> None:
+        if args:
+            raise TypeError(f"method {type(self).name!r} takes keyword arguments only, got "
+                            f"{len(args)} positional")
+        init(self, **_translate(type(self), params))
+
+    return wrapper
 
 
 def register(cls: type[Method]) -> type[Method]:

@@ -16,7 +16,7 @@ torch.set_num_threads(1)
 BASELINES = ["m2ib", "rise", "gradcam", "chefer", "saliency", "mfaba", "fastig"]
 TEXTS = ["a photo of a cat on a mat", "two dogs"]
 # cheaper RISE for the tests that are not about RISE's defaults
-FAST = {"rise": dict(n_masks=64, batch_size=64)}
+FAST = {"rise": dict(n_masks=64, rows_per_call=64)}
 
 
 def tiny_cfg(image_size: int = 32) -> dict:
@@ -116,15 +116,15 @@ def test_m2ib_seeded(model, pixels, side):
 
 def test_m2ib_beta_zero_keeps_everything(model, pixels):
     """Without the capacity penalty the optimiser only raises λ: capacity can only grow."""
-    a = nibcore.explain(model, pixels[0], TEXTS[0], method="m2ib", beta=0.0, steps=3)
-    b = nibcore.explain(model, pixels[0], TEXTS[0], method="m2ib", beta=10.0, steps=3)
+    a = nibcore.explain(model, pixels[0], TEXTS[0], method="m2ib", beta=0.0, num_steps=3)
+    b = nibcore.explain(model, pixels[0], TEXTS[0], method="m2ib", beta=10.0, num_steps=3)
     assert a.raw.sum() > b.raw.sum()
 
 
 @pytest.mark.parametrize("side", ["image", "text"])
 def test_rise_all_ones_masks_constant(model, pixels, side):
     a = nibcore.explain(model, pixels[0], TEXTS[0], method="rise", side=side, p=1.0,
-                        n_masks=16, batch_size=8)
+                        n_masks=16, rows_per_call=8)
     raw = torch.from_numpy(a.raw)
     assert torch.allclose(raw, raw.flatten()[0].expand_as(raw), rtol=1e-5)
     # the constant is the unmasked score (times the channel count on the text side)
@@ -140,7 +140,7 @@ def test_rise_all_ones_masks_constant(model, pixels, side):
 def test_rise_seeded(model, pixels):
     a = nibcore.explain(model, pixels[0], TEXTS[0], method="rise", n_masks=32, seed=1)
     b = nibcore.explain(model, pixels[0], TEXTS[0], method="rise", n_masks=32, seed=1,
-                        batch_size=7)  # chunking does not change the result
+                        rows_per_call=7)  # chunking does not change the result
     c = nibcore.explain(model, pixels[0], TEXTS[0], method="rise", n_masks=32, seed=2)
     assert torch.allclose(torch.from_numpy(a.raw), torch.from_numpy(b.raw), atol=1e-6)
     assert not (a.raw == c.raw).all()
@@ -233,37 +233,46 @@ def test_mfaba_descends(model, pixels, side):
 
 # --- passes -----------------------------------------------------------------------------------
 
-# (forward, backward) per call with default parameters, as each class docstring states
-DOCUMENTED = {
+# (forward, backward) per call for one pair with the default parameters, from the formulas:
+# gradient baselines 1 (other modality) + their tower passes; M2IB 2 + num_steps / num_steps;
+# MFABA 1 + num_steps / num_steps; RISE 1 + ceil(n_masks / rows_per_call) / 0.
+EXPECTED = {
     ("gradcam", "image"): (3, 1), ("gradcam", "text"): (3, 1),
     ("chefer", "image"): (2, 1), ("chefer", "text"): (2, 1),
     ("saliency", "image"): (2, 1), ("saliency", "text"): (2, 1),
     ("fastig", "image"): (2, 1), ("fastig", "text"): (2, 1),
-    ("mfaba", "image"): (11, 10), ("mfaba", "text"): (11, 10),
-    ("m2ib", "image"): (12, 10), ("m2ib", "text"): (12, 10),
-    ("rise", "image"): (61, 0), ("rise", "text"): (3, 0),
+    ("mfaba", "image"): (1 + 10, 10), ("mfaba", "text"): (1 + 10, 10),
+    ("m2ib", "image"): (2 + 10, 10), ("m2ib", "text"): (2 + 10, 10),
+    ("rise", "image"): (1 + math.ceil(6000 / 100), 0), ("rise", "text"): (1 + 200 // 100, 0),
 }
 
 
-@pytest.mark.parametrize("method,side", sorted(DOCUMENTED))
-def test_pass_counts_as_documented(model, pixels, method, side):
+@pytest.mark.parametrize("method,side", sorted(EXPECTED))
+def test_pass_counts_with_defaults(model, pixels, method, side):
     a = nibcore.explain(model, pixels[0], TEXTS[0], method=method, side=side)
-    assert (a.passes["forward"], a.passes["backward"]) == DOCUMENTED[method, side]
-    doc = nibcore.METHODS[method].__doc__
-    fwd, bwd = DOCUMENTED[method, side]
-    assert f"{fwd} / {bwd}" in doc or f"**{fwd} forward" in doc
+    assert (a.passes["forward"], a.passes["backward"]) == EXPECTED[method, side]
+
+
+@pytest.mark.parametrize("method,params,expected", [
+    ("m2ib", dict(num_steps=3), (2 + 3, 3)),
+    ("mfaba", dict(num_steps=4), (1 + 4, 4)),
+    ("rise", dict(n_masks=50, rows_per_call=7), (1 + math.ceil(50 / 7), 0)),
+])
+def test_pass_counts_follow_the_parameters(model, pixels, method, params, expected):
+    a = nibcore.explain(model, pixels[0], TEXTS[0], method=method, **params)
+    assert (a.passes["forward"], a.passes["backward"]) == expected
 
 
 def test_pass_counts_batched(model, pixels):
     # batches of pairs ride in the same calls
     for method in ["gradcam", "chefer", "mfaba", "m2ib"]:
         a = nibcore.explain(model, pixels, TEXTS, method=method)[0]
-        assert (a.passes["forward"], a.passes["backward"]) == DOCUMENTED[method, "image"]
-    # RISE: 1 + ceil(B * n_masks / batch_size)
-    a = nibcore.explain(model, pixels, TEXTS, method="rise", n_masks=50, batch_size=30)[0]
+        assert (a.passes["forward"], a.passes["backward"]) == EXPECTED[method, "image"]
+    # RISE: 1 + ceil(B * n_masks / rows_per_call)
+    a = nibcore.explain(model, pixels, TEXTS, method="rise", n_masks=50, rows_per_call=30)[0]
     assert a.passes == dict(forward=1 + math.ceil(100 / 30), backward=0, forward_rows=102,
                             backward_rows=0)
-    a = nibcore.explain(model, pixels, TEXTS, method="m2ib", steps=3, n_samples=4)[0]
+    a = nibcore.explain(model, pixels, TEXTS, method="m2ib", num_steps=3, n_samples=4)[0]
     assert a.passes["forward"] == 5 and a.passes["backward_rows"] == 3 * 4 * 2
 
 
@@ -288,7 +297,7 @@ def test_layer_defaults(model, pixels):
 @pytest.mark.parametrize("method,params,error", [
     ("m2ib", dict(beta=-0.1), ValueError),
     ("m2ib", dict(lr=0), ValueError),
-    ("m2ib", dict(steps=0), ValueError),
+    ("m2ib", dict(num_steps=0), ValueError),
     ("m2ib", dict(n_samples=0), ValueError),
     ("m2ib", dict(seed=-1), ValueError),
     ("m2ib", dict(seed=1.5), TypeError),
@@ -298,14 +307,14 @@ def test_layer_defaults(model, pixels):
     ("rise", dict(n_masks=0), ValueError),
     ("rise", dict(p=0), ValueError),
     ("rise", dict(p=1.5), ValueError),
-    ("rise", dict(grid=0), ValueError),
-    ("rise", dict(batch_size=0), ValueError),
+    ("rise", dict(mask_grid=0), ValueError),
+    ("rise", dict(rows_per_call=0), ValueError),
     ("rise", dict(n_masks=10.0), TypeError),
     ("gradcam", dict(variant="textbook"), ValueError),
     ("gradcam", dict(layer=True), TypeError),
     ("chefer", dict(variant="paper2"), ValueError),
     ("saliency", dict(variant="grad"), ValueError),
-    ("mfaba", dict(steps=0), ValueError),
+    ("mfaba", dict(num_steps=0), ValueError),
     ("mfaba", dict(step_size=0), ValueError),
     ("mfaba", dict(step_size="big"), TypeError),
     ("mfaba", dict(objective="softmax"), ValueError),
@@ -348,3 +357,50 @@ def test_value_is_pair_logit(model, pixels):
             model.tokenize(TEXTS[:1])))
     assert float(a.extras["value"]) == pytest.approx(float(s), rel=1e-4)
     assert a.f1 is None and a.completeness_gap is None
+
+
+# --- the method style: typed signatures, one vocabulary, deprecated names -------------------
+
+@pytest.mark.parametrize("name", sorted(nibcore.METHODS))
+def test_method_signature_and_docstring(name):
+    """Keyword-only typed parameters with defaults, each documented under ``Args:`` with the
+    method's paper linked; ``defaults`` is the signature's."""
+    import inspect
+
+    cls = nibcore.METHODS[name]
+    parameters = list(inspect.signature(cls).parameters.values())
+    assert all(p.kind is p.KEYWORD_ONLY and p.default is not p.empty for p in parameters)
+    assert all(p.annotation is not p.empty for p in parameters)
+    assert dict(cls.defaults) == {p.name: p.default for p in parameters}
+    doc = inspect.getdoc(cls)
+    assert "Args:" in doc and "https://" in doc
+    args = doc[doc.index("Args:"):]
+    for p in parameters:
+        assert f"\n    {p.name}:" in args, f"{name}: {p.name} is not documented under Args:"
+    # old vocabulary is gone from the signatures
+    assert not {"steps", "max_rows", "batch_size", "grid"} & set(cls.defaults)
+
+
+DEPRECATED = [
+    ("m2ib", "steps", "num_steps", 2, {}),
+    ("mfaba", "steps", "num_steps", 2, {}),
+    ("rise", "grid", "mask_grid", 4, dict(n_masks=16)),
+    ("rise", "batch_size", "rows_per_call", 5, dict(n_masks=16)),
+    ("nib", "max_rows", "rows_per_call", 3, {}),
+]
+
+
+@pytest.mark.parametrize("method,old,new,value,extra", DEPRECATED)
+def test_deprecated_names_still_work(model, pixels, method, old, new, value, extra):
+    with pytest.warns(DeprecationWarning, match=f"'{old}' is renamed '{new}'"):
+        a = nibcore.explain(model, pixels[0], TEXTS[0], method=method, **{old: value}, **extra)
+    b = nibcore.explain(model, pixels[0], TEXTS[0], method=method, **{new: value}, **extra)
+    assert a.params == b.params and a.params[new] == value and old not in a.params
+    assert (a.raw == b.raw).all() and a.passes == b.passes
+    with pytest.raises(TypeError, match=f"give '{new}' only"):
+        nibcore.METHODS[method](**{old: value, new: value})
+
+
+def test_positional_parameters_are_refused():
+    with pytest.raises(TypeError, match="keyword arguments only"):
+        nibcore.METHODS["m2ib"](0.1)

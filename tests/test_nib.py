@@ -64,7 +64,7 @@ def test_batched_equals_one_by_one(tiny, side):
     rng = np.random.RandomState(3)
     images = [Image.fromarray((rng.rand(32, 32, 3) * 255).astype("uint8")) for _ in range(3)]
     texts = ["a red circle", "two blue squares on grass", "a cat"]
-    batched = nibcore.explain(tiny, images, texts, side=side, max_rows=7)
+    batched = nibcore.explain(tiny, images, texts, side=side, rows_per_call=7)
     for image, text, a in zip(images, texts, batched):
         single = nibcore.explain(tiny, image, text, side=side)
         np.testing.assert_allclose(a.raw, single.raw, rtol=1e-4, atol=1e-6)

@@ -13,33 +13,35 @@ VARIANTS = ("paper", "rollout")
 
 @register
 class Chefer(Method):
-    """Chefer et al. 2021, "Generic attention-model explainability".
+    """Chefer et al. 2021, "Generic attention-model explainability" (ICCV 2021,
+    https://arxiv.org/abs/2103.15679).
 
     With ``Ā_l = mean_heads clamp(∂logit/∂A_l ⊙ A_l, min=0)`` for the attention probabilities
     ``A_l`` of block ``l`` (target: the pair's logit):
 
-    * ``variant="paper"`` (default; what the paper ran): the last block only, ``Ā_{L-1}``;
-    * ``variant="rollout"``: the original method's relevance propagation over all blocks,
-      ``R = I; R ← R + Ā_l R`` for ``l = 0 .. L-1``.
+    Args:
+        variant: ``"paper"`` (what the paper ran): the last block only, ``Ā_{L-1}``;
+            ``"rollout"``: the original method's relevance propagation over all blocks,
+            ``R = I; R ← R + Ā_l R`` for ``l = 0 .. L-1``.
 
     The map is the row of the pooling query: CLS on the image side (over all tokens; CLS itself
     is dropped by the image map), EOT on the text side. Raw scores ``(B, N)``, ``>= 0`` (the
     rollout includes the identity, so the query token's own entry is ``>= 1``).
 
-    Passes per call (any B): **2 forward** (other modality's feature, the explained tower with
-    explicit attention) and **1 backward** (gradients w.r.t. the attention), for both variants.
+    Passes per call (any B): 2 forward (other modality's feature, the explained tower with
+    explicit attention) and 1 backward (gradients w.r.t. the attention), for both variants.
     """
 
     name = "chefer"
-    defaults = dict(variant="paper")
 
-    def validate(self) -> None:
-        check_choice("variant", self.params["variant"], VARIANTS)
+    def __init__(self, *, variant: str = "paper") -> None:
+        check_choice("variant", variant, VARIANTS)
+        self.variant = variant
 
     def attribute(self, model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor,
                   side: str) -> RawResult:
         tower = model.tower(side)
-        rollout = self.params["variant"] == "rollout"
+        rollout = self.variant == "rollout"
         layers = range(tower.n_blocks) if rollout else (-1,)
         run = attention_pass(model, pixels, ids, side, layers=layers)
         grads = grad_of(run.objective, run.probs)

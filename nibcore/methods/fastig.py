@@ -11,19 +11,22 @@ from .common import attention_pass, grad_of, query_row
 
 @register
 class FastIG(Method):
-    """Fast Integrated Gradients: gradient × input in one backward (exact IG for nonnegatively
-    homogeneous functions), applied as the paper does to the last block's attention.
+    """Fast Integrated Gradients (Hesse et al., NeurIPS 2021, https://arxiv.org/abs/2111.07668):
+    gradient × input in one backward (exact IG for nonnegatively homogeneous functions), applied
+    as the paper does to the last block's attention.
 
     Raw per token ``(B, N)``: ``mean_heads ∂logit/∂A ⊙ A`` for the attention probabilities ``A``
     of the last block, the CLS row (image) / EOT row (text); signed (negatives kept). Target: the
-    pair's logit. No parameters.
+    pair's logit.
 
-    Passes per call (any B): **2 forward** (other modality's feature, the explained tower) and
-    **1 backward**.
+    Args:
+        (none)
+
+    Passes per call (any B): 2 forward (other modality's feature, the explained tower) and
+    1 backward.
     """
 
     name = "fastig"
-    defaults: dict = {}
 
     def attribute(self, model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor,
                   side: str) -> RawResult:

@@ -13,42 +13,41 @@ VARIANTS = ("paper", "classic")
 
 @register
 class GradCAM(Method):
-    """Grad-CAM on the hidden state at ``layer`` of the explained tower.
+    """Grad-CAM (Selvaraju et al., ICCV 2017, https://arxiv.org/abs/1610.02391) on the hidden
+    state at ``layer`` of the explained tower.
 
     Target: the pair's logit (logit-scaled cosine with the other modality's constant feature).
 
-    ``variant``:
-
-    * ``"paper"`` (default; what the paper ran): per token ``ReLU(Σ_c ∂logit/∂z_ic · z_ic)`` — the
-      gradient ⊙ activation summed over channels, *not* Grad-CAM's channel-averaged weights.
-    * ``"classic"``: the textbook Grad-CAM ``ReLU(Σ_c w_c z_ic)`` with
-      ``w_c = mean_i ∂logit/∂z_ic`` averaged over the patch tokens (image; CLS excluded) or the
-      real tokens SOT..EOT (text).
-
-    ``layer``: index of the block whose *input* is used (the package-wide convention). Default:
-    the output of block 9 of 12 as the paper (``layer = 10`` on ViT-B/32; scaled to depth by
-    ``default_layer(tower) + 1``, kept two blocks below the top: see ``block_output_layer``).
+    Args:
+        layer: index of the block whose *input* is used (the package-wide convention). ``None``:
+            the output of block 9 of 12 as the paper (``layer = 10`` on ViT-B/32; scaled to depth
+            by ``default_layer(tower) + 1``, kept two blocks below the top: see
+            ``block_output_layer``).
+        variant: ``"paper"`` (what the paper ran): per token ``ReLU(Σ_c ∂logit/∂z_ic · z_ic)`` —
+            the gradient ⊙ activation summed over channels, *not* Grad-CAM's channel-averaged
+            weights. ``"classic"``: the textbook Grad-CAM ``ReLU(Σ_c w_c z_ic)`` with
+            ``w_c = mean_i ∂logit/∂z_ic`` averaged over the patch tokens (image; CLS excluded) or
+            the real tokens SOT..EOT (text).
 
     Raw scores ``(B, N)`` per token, ``>= 0``. Passes per call (any batch size B, one row per
-    pair): **3 forward** (other modality's feature, ``lower``, ``upper``) and **1 backward**.
+    pair): 3 forward (other modality's feature, ``lower``, ``upper``) and 1 backward.
     """
 
     name = "gradcam"
-    defaults = dict(layer=None, variant="paper")
 
-    def validate(self) -> None:
-        check_layer_param(self.params["layer"])
-        check_choice("variant", self.params["variant"], VARIANTS)
+    def __init__(self, *, layer: int | None = None, variant: str = "paper") -> None:
+        check_layer_param(layer)
+        check_choice("variant", variant, VARIANTS)
+        self.layer, self.variant = layer, variant
 
     def attribute(self, model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor,
                   side: str) -> RawResult:
-        tower, layer, z, pool_ids, target = split_state(model, pixels, ids, side,
-                                                        self.params["layer"])
+        tower, layer, z, pool_ids, target = split_state(model, pixels, ids, side, self.layer)
         with torch.enable_grad():
             z = z.detach().requires_grad_(True)
             value = objective(model, "logit", tower.upper(z, layer, pool_ids), target)
             (grad,) = torch.autograd.grad(value.sum(), z)
-        if self.params["variant"] == "paper":
+        if self.variant == "paper":
             cam = (grad * z.detach()).sum(dim=-1)
         else:
             mask = torch.ones(z.shape[:2], dtype=z.dtype, device=z.device)

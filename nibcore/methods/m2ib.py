@@ -16,52 +16,60 @@ def gaussian_capacity(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
 
 @register
 class M2IB(Method):
-    """Multi-modal information bottleneck attribution.
+    """Multi-modal information bottleneck attribution (Wang et al., NeurIPS 2023,
+    https://arxiv.org/abs/2312.17174).
 
     At the hidden state ``z`` ``(B, N, D)`` of ``layer`` (all tokens, all channels), a mask
     ``λ = sigmoid(α)`` with ``α`` initialised to 5 per element and per pair; the bottleneck output
     is ``λ z + (1 − λ) ε``, ``ε ~ N(0, 1)``, with ``n_samples`` noise draws per step. Loss per pair
     ``β · mean KL(N(λz, (1−λ)²) ‖ N(0, 1)) − mean_draws cosine(feature, other modality's
-    feature)``, minimised with Adam (``lr``) for ``steps`` steps (pairs optimised independently:
-    the loss is the sum of per-pair losses). Image and text maps are separate optimisations (one
-    call per side).
+    feature)``, minimised with Adam (``lr``) for ``num_steps`` steps (pairs optimised
+    independently: the loss is the sum of per-pair losses). Image and text maps are separate
+    optimisations (one call per side).
 
     Raw per token ``(B, N)``: the per-element KL ("capacity") of the last forward pass summed over
     channels (mean over the draws, which is the same analytic value for every draw).
 
-    ``layer``: index of the block whose *input* is the bottleneck. Default: the output of block 9
-    of 12 as M2IB (``layer = 10`` on ViT-B/32; ``default_layer(tower) + 1`` kept two
-    blocks below the top: see ``block_output_layer``). ``beta`` (0.1), ``steps`` (10), ``lr`` (1.0), ``n_samples`` (10), ``seed``
-    (0): the noise comes from a local generator on the inputs' device, so a call is reproducible
-    for the same batch; different seeds give different maps.
+    Args:
+        beta: weight β of the capacity term (M2IB's 0.1).
+        layer: index of the block whose *input* is the bottleneck. ``None``: the output of block
+            9 of 12 as M2IB (``layer = 10`` on ViT-B/32; ``default_layer(tower) + 1`` kept two
+            blocks below the top: see ``block_output_layer``).
+        num_steps: Adam steps (10). Deprecated name: ``steps``.
+        lr: Adam's learning rate (1.0).
+        n_samples: noise draws per step (10).
+        seed: seed of the noise, drawn from a local generator on the inputs' device: a call is
+            reproducible for the same batch; different seeds give different maps.
 
-    Passes per call (any B; each step runs ``B · n_samples`` rows in one call): **2 + steps
-    forward** (other modality's feature, ``lower``, one ``upper`` per step) and **steps
-    backward** — 12 / 10 for the defaults.
+    Passes per call (any B; each step runs ``B · n_samples`` rows in one call):
+    ``2 + num_steps`` forward (other modality's feature, ``lower``, one ``upper`` per step) and
+    ``num_steps`` backward.
     """
 
     name = "m2ib"
-    defaults = dict(beta=0.1, layer=None, steps=10, lr=1.0, n_samples=10, seed=0)
+    renamed = {"steps": "num_steps"}
 
-    def validate(self) -> None:
-        check_number("beta", self.params["beta"], low=0)
-        check_layer_param(self.params["layer"])
-        check_positive_int("steps", self.params["steps"])
-        check_number("lr", self.params["lr"], low=0, low_open=True)
-        check_positive_int("n_samples", self.params["n_samples"])
-        check_seed(self.params["seed"])
+    def __init__(self, *, beta: float = 0.1, layer: int | None = None, num_steps: int = 10,
+                 lr: float = 1.0, n_samples: int = 10, seed: int = 0) -> None:
+        check_number("beta", beta, low=0)
+        check_layer_param(layer)
+        check_positive_int("num_steps", num_steps)
+        check_number("lr", lr, low=0, low_open=True)
+        check_positive_int("n_samples", n_samples)
+        check_seed(seed)
+        self.beta, self.layer, self.num_steps = beta, layer, num_steps
+        self.lr, self.n_samples, self.seed = lr, n_samples, seed
 
     def attribute(self, model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor,
                   side: str) -> RawResult:
-        tower, layer, z, pool_ids, target = split_state(model, pixels, ids, side,
-                                                        self.params["layer"])
-        b, k = z.shape[0], self.params["n_samples"]
-        gen = generator(z.device, self.params["seed"])
+        tower, layer, z, pool_ids, target = split_state(model, pixels, ids, side, self.layer)
+        b, k = z.shape[0], self.n_samples
+        gen = generator(z.device, self.seed)
         alpha = torch.full_like(z, 5.0, requires_grad=True)
-        optimiser = torch.optim.Adam([alpha], lr=self.params["lr"])
+        optimiser = torch.optim.Adam([alpha], lr=self.lr)
         rep_ids = None if pool_ids is None else pool_ids.repeat(k, 1)
         rep_target = target.repeat(k, 1)
-        for _ in range(self.params["steps"]):
+        for _ in range(self.num_steps):
             optimiser.zero_grad()
             with torch.enable_grad():
                 lam = torch.sigmoid(alpha)
@@ -71,7 +79,7 @@ class M2IB(Method):
                                     dtype=z.dtype)
                 out = (mu + sigma * noise).reshape(k * b, *z.shape[1:])  # draw-major rows
                 sim = cosine(tower.upper(out, layer, rep_ids), rep_target).view(k, b)
-                loss = self.params["beta"] * kl.mean(dim=(1, 2)) - sim.mean(dim=0)  # (B,)
+                loss = self.beta * kl.mean(dim=(1, 2)) - sim.mean(dim=0)  # (B,)
                 loss.sum().backward()
             optimiser.step()
         raw = kl.detach().sum(dim=-1)

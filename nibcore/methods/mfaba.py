@@ -12,54 +12,60 @@ from .common import OBJECTIVES, check_number, objective, tower_inputs
 
 @register
 class MFABA(Method):
-    """More Faithful and Accelerated Boundary-based Attribution.
+    """More Faithful and Accelerated Boundary-based Attribution (Zhu et al., AAAI 2024,
+    https://arxiv.org/abs/2312.13630).
 
-    Starting from the input embedding ``z_0 = tower.embed(x)`` (patch embedding + CLS +
-    positions, *before* ``ln_pre``; token + positional embedding on the text side), ``steps``
+    Starting from the input embedding ``e_0 = tower.embed(x)`` (patch embedding + CLS + positions,
+    *before* ``ln_pre``; token + positional embedding on the text side), ``num_steps``
     signed-gradient steps *down* the objective,
 
-        ``g_t = ∂f/∂z |_{z_t}``,  ``z_{t+1} = z_t − step_size · sign(g_t)``,
+        ``g_t = ∂f/∂e |_{e_t}``,  ``e_{t+1} = e_t − step_size · sign(g_t)``,
 
-    and the attribution per token is ``−Σ_t Σ_c (z_{t+1} − z_t) ⊙ g_t`` (gradients at the start of
+    and the attribution per token is ``−Σ_t Σ_c (e_{t+1} − e_t) ⊙ g_t`` (gradients at the start of
     each step; with the sign update every term is ``step_size · |g_t|``, so raw ``>= 0``).
-
-    ``objective``: ``None`` = the paper's choice per side (cosine on the image side, the pair's
-    logit on the text side), or ``"cosine"`` / ``"logit"``. ``steps`` (10), ``step_size`` (0.01).
     Text side: each *position's* embedding is perturbed (a repeated token is perturbed
     independently at each of its positions).
 
-    ``extras["path"]``: ``(B, steps)`` the objective at ``z_0 .. z_{steps-1}`` (it falls along the
-    path). Passes per call (any B, one row per pair): **1 + steps forward** (other modality's
-    feature, one per step) and **steps backward** — 11 / 10 for the defaults.
+    Args:
+        num_steps: signed-gradient steps (10). Deprecated name: ``steps``.
+        step_size: size of each step in embedding units (0.01).
+        objective: ``None`` = the paper's choice per side (cosine on the image side, the pair's
+            logit on the text side), or ``"cosine"`` / ``"logit"``.
+
+    ``extras["path"]``: ``(B, num_steps)`` the objective at ``e_0 .. e_{num_steps-1}`` (it falls
+    along the path). Passes per call (any B, one row per pair): ``1 + num_steps`` forward (other
+    modality's feature, one per step) and ``num_steps`` backward.
     """
 
     name = "mfaba"
-    defaults = dict(steps=10, step_size=0.01, objective=None)
+    renamed = {"steps": "num_steps"}
 
-    def validate(self) -> None:
-        check_positive_int("steps", self.params["steps"])
-        check_number("step_size", self.params["step_size"], low=0, low_open=True)
-        if self.params["objective"] is not None:
-            check_choice("objective", self.params["objective"], OBJECTIVES)
+    def __init__(self, *, num_steps: int = 10, step_size: float = 0.01,
+                 objective: str | None = None) -> None:
+        check_positive_int("num_steps", num_steps)
+        check_number("step_size", step_size, low=0, low_open=True)
+        if objective is not None:
+            check_choice("objective", objective, OBJECTIVES)
+        self.num_steps, self.step_size, self.objective = num_steps, step_size, objective
 
     def attribute(self, model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor,
                   side: str) -> RawResult:
         tower = model.tower(side)
         inputs, pool_ids = tower_inputs(side, pixels, ids)
-        score = self.params["objective"] or ("cosine" if side == "image" else "logit")
+        score = self.objective or ("cosine" if side == "image" else "logit")
         target = other_features(model, pixels, ids, side)
         with torch.no_grad():
-            z = tower.embed(inputs)
-        raw = torch.zeros(z.shape[:2], dtype=z.dtype, device=z.device)
+            e = tower.embed(inputs)
+        raw = torch.zeros(e.shape[:2], dtype=e.dtype, device=e.device)
         path = []
-        for _ in range(self.params["steps"]):
+        for _ in range(self.num_steps):
             with torch.enable_grad():
-                leaf = z.detach().requires_grad_(True)
+                leaf = e.detach().requires_grad_(True)
                 value = objective(model, score, tower.from_embedding(leaf, pool_ids), target)
                 (grad,) = torch.autograd.grad(value.sum(), leaf)
             path.append(value.detach())
-            z_next = z - self.params["step_size"] * grad.sign()
-            raw -= ((z_next - z) * grad).sum(dim=-1)
-            z = z_next
+            e_next = e - self.step_size * grad.sign()
+            raw -= ((e_next - e) * grad).sum(dim=-1)
+            e = e_next
         path = torch.stack(path, dim=1)
         return RawResult(raw=raw, extras={"path": path, "objective": score, "value": path[:, 0]})

@@ -46,22 +46,31 @@ def scaled_path(tower: Tower, z: torch.Tensor, layer: int, ids: torch.Tensor | N
 
 @register
 class NIB(Method):
-    """Narrowing Information Bottleneck.
+    """Narrowing Information Bottleneck (Zhu et al., ICLR 2025,
+    https://arxiv.org/abs/2502.14889).
 
-    Parameters: ``layer`` (block index whose *input* is the bottleneck; default: the paper's 9 of
-    12 scaled to depth, i.e. 9 on ViT-B/32), ``num_steps`` (10), ``schedule`` (``"paper"``:
-    λ_i = i/n as the paper's code; ``"completeness"``: log-spaced Gauss–Legendre whose sum matches
-    f(1) − f(0)), ``max_rows`` (rows per pass through the upper blocks; memory knob only).
     ``f1``/``f0`` are f(λ=1) and f(λ=0), evaluated exactly (as zero-weight rows of the same
     passes, so they cost one or two extra rows, not extra passes).
+
+    Args:
+        layer: index of the block whose *input* is the bottleneck. ``None``: the paper's 9 of 12
+            scaled to depth (:func:`~nibcore.attribution.default_layer`; 9 on ViT-B/32).
+        num_steps: quadrature nodes (10; per decade for ``"completeness"``).
+        schedule: ``"paper"`` (λ_i = i/n, as the paper's code) or ``"completeness"`` (log-spaced
+            Gauss–Legendre whose sum matches f(1) − f(0)); see :mod:`nibcore.schedules`.
+        rows_per_call: (λ, pair) rows per pass through the upper blocks (memory knob only; 128).
+            Deprecated name: ``max_rows``.
     """
 
     name = "nib"
-    defaults = dict(layer=None, num_steps=10, schedule="paper", max_rows=128)
+    renamed = {"max_rows": "rows_per_call"}
 
-    def validate(self) -> None:
-        make_schedule(self.params["schedule"], self.params["num_steps"])
-        check_positive_int("max_rows", self.params["max_rows"])
+    def __init__(self, *, layer: int | None = None, num_steps: int = 10,
+                 schedule: str = "paper", rows_per_call: int = 128) -> None:
+        make_schedule(schedule, num_steps)
+        check_positive_int("rows_per_call", rows_per_call)
+        self.layer, self.num_steps = layer, num_steps
+        self.schedule, self.rows_per_call = schedule, rows_per_call
 
     def attribute(self, model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor,
                   side: str) -> RawResult:
@@ -81,7 +90,7 @@ class NIB(Method):
         grad_sum, values = scaled_path(tower, z, layer, pool_ids, target,
                                        torch.cat([lambdas, ends]),
                                        torch.cat([weights, torch.zeros_like(ends)]),
-                                       self.params["max_rows"])
+                                       self.params["rows_per_call"])
         raw = (z * grad_sum).sum(dim=-1)
         f0 = values[len(lambdas)]
         f1 = values[len(lambdas) - 1] if has_one else values[-1]

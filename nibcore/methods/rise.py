@@ -11,12 +11,14 @@ from .common import check_number, check_seed, generator, rise_grids, rise_masks
 
 @register
 class RISE(Method):
-    """Randomised Input Sampling for Explanation.
+    """Randomised Input Sampling for Explanation (Petsiuk et al., BMVC 2018,
+    https://arxiv.org/abs/1806.07421).
 
-    ``n_masks`` random masks: binary ``grid × grid`` cells, each 1 with probability ``p``,
-    bilinearly upsampled and cropped at a random shift (see :func:`.common.rise_masks`). Masks
-    are generated in memory, chunk by chunk, from ``seed`` with a local generator on the inputs'
-    device (reproducible; nothing cached to disk); every pair of a batch gets the same masks.
+    ``n_masks`` random masks: binary ``mask_grid × mask_grid`` cells, each 1 with probability
+    ``p``, bilinearly upsampled and cropped at a random shift (see :func:`.common.rise_masks`).
+    Masks are generated in memory, chunk by chunk, from ``seed`` with a local generator on the
+    inputs' device (reproducible; nothing cached to disk); every pair of a batch gets the same
+    masks.
 
     * Image side: the masked image ``pixels × mask`` (a zero in normalised space is the dataset
       mean colour) is scored by the cosine of its feature with the text feature; the map is
@@ -25,33 +27,41 @@ class RISE(Method):
       only; positions are kept), scored by the cosine of the text feature with the image
       feature; raw per token ``= Σ_channels mean_k(score_k · mask_k) / p`` ``(B, C)``.
 
-    ``n_masks``: ``None`` = the paper's 6000 (image) / 200 (text). ``grid`` (8), ``p`` (0.1),
-    ``seed`` (0), ``batch_size``: masked inputs per forward call (memory knob; 100).
+    Args:
+        n_masks: number of masks; ``None`` = the paper's 6000 (image) / 200 (text).
+        mask_grid: cells per side of a mask before upsampling (8; not the model's patch grid).
+            Deprecated name: ``grid``.
+        p: probability that a cell is kept (0.1).
+        seed: seed of the masks.
+        rows_per_call: masked inputs per forward call (memory knob only; 100). Deprecated name:
+            ``batch_size``.
 
-    Passes per call with B pairs: **1 + ceil(B · n_masks / batch_size) forward** (the other
-    modality's feature, then the masked inputs), **0 backward**: 61 / 0 (image) and 3 / 0 (text)
-    for one pair with the defaults.
+    Passes per call with B pairs: ``1 + ceil(B · n_masks / rows_per_call)`` forward (the other
+    modality's feature, then the masked inputs), 0 backward.
     """
 
     name = "rise"
-    defaults = dict(n_masks=None, grid=8, p=0.1, seed=0, batch_size=100)
+    renamed = {"grid": "mask_grid", "batch_size": "rows_per_call"}
     paper_masks = {"image": 6000, "text": 200}
 
-    def validate(self) -> None:
-        if self.params["n_masks"] is not None:
-            check_positive_int("n_masks", self.params["n_masks"])
-        check_positive_int("grid", self.params["grid"])
-        check_number("p", self.params["p"], low=0, high=1, low_open=True)
-        check_seed(self.params["seed"])
-        check_positive_int("batch_size", self.params["batch_size"])
+    def __init__(self, *, n_masks: int | None = None, mask_grid: int = 8, p: float = 0.1,
+                 seed: int = 0, rows_per_call: int = 100) -> None:
+        if n_masks is not None:
+            check_positive_int("n_masks", n_masks)
+        check_positive_int("mask_grid", mask_grid)
+        check_number("p", p, low=0, high=1, low_open=True)
+        check_seed(seed)
+        check_positive_int("rows_per_call", rows_per_call)
+        self.n_masks, self.mask_grid, self.p = n_masks, mask_grid, p
+        self.seed, self.rows_per_call = seed, rows_per_call
 
     def attribute(self, model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor,
                   side: str) -> RawResult:
         tower = model.tower(side)
-        n = self.params["n_masks"] or self.paper_masks[side]
-        s, p, rows = self.params["grid"], self.params["p"], self.params["batch_size"]
+        n = self.n_masks or self.paper_masks[side]
+        s, p, rows = self.mask_grid, self.p, self.rows_per_call
         device = pixels.device if side == "image" else ids.device
-        grids, shifts = rise_grids(n, s, p, generator(device, self.params["seed"]), device)
+        grids, shifts = rise_grids(n, s, p, generator(device, self.seed), device)
         target = other_features(model, pixels, ids, side)
         batch = pixels.shape[0] if side == "image" else ids.shape[0]
         with torch.no_grad():
