@@ -8,6 +8,15 @@ Rows are appended to ``out`` (JSON Lines) as each batch finishes; re-running wit
 skips the rows already there, so an interrupted run loses at most the batch in flight and a
 resumed run returns the same frame as an uninterrupted one (up to the ``seconds`` column).
 
+Sharded runs: when ``torch.distributed`` is initialised (``torchrun --nproc_per_node=K -m nibcore
+evaluate ...``, or a caller's own ``init_process_group``), rank r of K takes the batches r, r + K,
+r + 2K, ... of the subset, appends its rows to its own part file ``<out>.part<r>-of-<K>``, and
+rank 0 merges every rank's rows into ``out`` in the order a single-process run writes them (row
+for row the same file, up to ``seconds``, when every process runs with the same thread count);
+the part files are removed after the merge. Resuming reads ``out`` and every part file, so an
+interrupted sharded run can be resumed with any number of processes. Every rank returns the
+whole frame.
+
 Columns of the frame (all metric columns are on a 0–100 scale, so means read as percentages,
 except the ``*_s0`` / ``*_s1`` cosines and the ``*_margin`` score differences):
 
@@ -18,10 +27,14 @@ except the ``*_s0`` / ``*_s1`` cosines and the ``*_margin`` score differences):
   after warm-up, excluding data loading and scoring), ``fwd``, ``bwd``, ``fwd_rows``,
   ``bwd_rows`` (passes counted during that call — of the whole call, divide by ``batch`` per
   pair), ``hardware``;
-* image side: ``img_s0``, ``img_s1``, ``img_conf_drop``, ``img_conf_incr``; with a ground-truth
-  mask (``meta["mask"]``): ``pointing`` (0/100), ``energy`` (on the [0, 1] map), ``energy_pos``
-  (on the positive part of the raw signed map), ``mask_area`` (the chance level of both);
-* text side, per protocol ``p`` in ``text_protocols``: ``txt_s0_p``, ``txt_s1_p``,
+* image side: ``img_s0``, ``img_s1``, ``img_conf_drop``, ``img_conf_incr``, ``img_insertion``,
+  ``img_deletion`` (AUC × 100, :func:`nibcore.metrics.insertion_deletion`), ``degenerate`` (0/1:
+  the map is constant or non-finite); with a ground-truth mask (``meta["mask"]``): ``pointing``
+  (0/100), ``energy`` (on the [0, 1] map), ``energy_pos`` (on the positive part of the raw signed
+  map), ``degenerate_raw`` (0/1: the raw map has no positive mass), ``mask_area`` (the chance
+  level of both). Degenerate maps get defined values (:mod:`nibcore.metrics`), never NaN;
+* text side: ``degenerate`` (0/1: the content tokens' scores are all equal); per protocol ``p``
+  in ``text_protocols``: ``txt_s0_p``, ``txt_s1_p``,
   ``txt_conf_drop_p``, ``txt_conf_incr_p``; with ``meta["present"]``/``meta["absent"]``
   (``scenes_text``): ``text_gt`` (0/100: present phrase's mean score > absent phrase's),
   ``text_gt_margin``, and the same on the differing word only: ``text_gt_word``,
@@ -30,6 +43,7 @@ except the ``*_s0`` / ``*_s1`` cosines and the ``*_margin`` score differences):
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import time
@@ -44,9 +58,10 @@ import torch
 from .attribution import METHODS, SIDES, explain
 from .datasets import Pair, load_dataset
 from .inputs import prepare_images
-from .metrics import (TEXT_PROTOCOLS, energy_in_mask, hardware, image_confidence,
+from .metrics import (TEXT_PROTOCOLS, degenerate_map, degenerate_text, energy_in_mask,
+                      fit_mask, hardware, image_confidence, insertion_deletion, no_positive_mass,
                       phrase_positions, pointing_game, raw_pixel_map, text_confidence,
-                      text_ground_truth, fit_mask)
+                      text_ground_truth)
 from .models import ClipModel
 
 KEY = ("dataset", "model", "id", "text", "method", "side", "params")
@@ -54,7 +69,7 @@ KEY = ("dataset", "model", "id", "text", "method", "side", "params")
 
 def metric_columns(protocols: Sequence[str] = TEXT_PROTOCOLS) -> list[str]:
     """The per-sample metric columns, in :func:`summarise` order."""
-    cols = ["img_conf_drop", "img_conf_incr"]
+    cols = ["img_conf_drop", "img_conf_incr", "img_insertion", "img_deletion"]
     for p in protocols:
         cols += [f"txt_conf_drop_{p}", f"txt_conf_incr_{p}"]
     return cols + ["pointing", "energy", "energy_pos", "mask_area", "text_gt", "text_gt_word"]
@@ -63,6 +78,7 @@ def metric_columns(protocols: Sequence[str] = TEXT_PROTOCOLS) -> list[str]:
 #: Display names of the metric columns (arrows: which direction is better).
 LABELS: dict[str, str] = {
     "img_conf_drop": "Image Conf. Drop ↓", "img_conf_incr": "Image Conf. Increase ↑",
+    "img_insertion": "Image Insertion AUC ↑", "img_deletion": "Image Deletion AUC ↓",
     **{f"txt_conf_drop_{p}": f"Text Conf. Drop ↓ ({p})" for p in TEXT_PROTOCOLS},
     **{f"txt_conf_incr_{p}": f"Text Conf. Increase ↑ ({p})" for p in TEXT_PROTOCOLS},
     "pointing": "Pointing game ↑", "energy": "Energy in mask ↑ ([0,1] map)",
@@ -107,6 +123,27 @@ def _ends_with_newline(path: Path) -> bool:
         return f.read(1) == b"\n"
 
 
+def part_files(path: Path) -> list[Path]:
+    """The part files of a sharded run writing ``path`` (see the module docstring)."""
+    return sorted(path.parent.glob(f"{glob.escape(path.name)}.part*-of-*"))
+
+
+def _part_file(path: Path, rank: int, world: int) -> Path:
+    return path.with_name(f"{path.name}.part{rank}-of-{world}")
+
+
+def _rank_world(distributed: bool | None) -> tuple[int, int]:
+    """``(rank, world size)`` of this process; ``(0, 1)`` unless sharding applies."""
+    import torch.distributed as dist
+    on = dist.is_available() and dist.is_initialized()
+    if distributed and not on:
+        raise ValueError("distributed=True, but torch.distributed is not initialised: call "
+                         "torch.distributed.init_process_group first (torchrun does it for the CLI)")
+    if on and distributed is not False:
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def load_results(path: str | Path) -> pd.DataFrame:
     """All rows of a results file written by :func:`evaluate` (last copy of each row wins)."""
     rows = {tuple(r.get(k) for k in KEY): r for r in _read_rows(Path(path))}
@@ -145,22 +182,31 @@ def _subset(size: int, n: int | None, seed: int) -> list[int]:
     return [int(i) for i in (order if n is None else order[:n])]
 
 
+def _finite(x: np.ndarray) -> np.ndarray:
+    """Non-finite map values replaced by 0 (such a map is counted as degenerate)."""
+    return np.nan_to_num(np.asarray(x, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+
+
 def _image_metrics(model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor, atts,
                    pairs: Sequence[Pair]) -> list[dict[str, Any]]:
-    maps = np.stack([a.scores for a in atts])
+    maps = np.stack([_finite(a.scores) for a in atts])
     conf = image_confidence(model, pixels, ids, maps)
+    curves = insertion_deletion(model, pixels, ids, maps)
     out = []
     for b, (att, pair) in enumerate(zip(atts, pairs)):
         row = dict(img_s0=conf["s0"][b], img_s1=conf["s1"][b], img_conf_drop=conf["drop"][b],
-                   img_conf_incr=conf["increase"][b])
+                   img_conf_incr=conf["increase"][b], img_insertion=curves["insertion"][b],
+                   img_deletion=curves["deletion"][b],
+                   degenerate=int(degenerate_map(att.scores)))
         mask = pair.meta.get("mask")
         if mask is not None:
             mask = fit_mask(mask, att.scores.shape)
+            raw = raw_pixel_map(att.raw, model.grid, model.image_size)
             row.update(
-                pointing=100.0 * pointing_game(att.scores, mask),
-                energy=100.0 * energy_in_mask(att.scores, mask),
-                energy_pos=100.0 * energy_in_mask(
-                    raw_pixel_map(att.raw, model.grid, model.image_size), mask),
+                pointing=100.0 * pointing_game(maps[b], mask),
+                energy=100.0 * energy_in_mask(maps[b], mask),
+                energy_pos=100.0 * energy_in_mask(raw, mask),
+                degenerate_raw=int(no_positive_mass(raw)),
                 mask_area=100.0 * float(mask.mean()))
         out.append(row)
     return out
@@ -173,7 +219,7 @@ def _word_positions(model: ClipModel, caption: str, phrase: str, word: str) -> l
 
 def _text_metrics(model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor, atts,
                   pairs: Sequence[Pair], protocols: Sequence[str]) -> list[dict[str, Any]]:
-    scores = [a.scores for a in atts]
+    scores = [_finite(a.scores) for a in atts]
     with torch.no_grad():
         image_features = model.encode_image(pixels)
     out: list[dict[str, Any]] = [{} for _ in atts]
@@ -185,14 +231,15 @@ def _text_metrics(model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor, att
                         f"txt_conf_incr_{p}": conf["increase"][b]})
     for b, (att, pair) in enumerate(zip(atts, pairs)):
         meta = pair.meta
+        out[b]["degenerate"] = int(degenerate_text(att.scores))
         if "present" in meta and "absent" in meta:
             hit, margin = text_ground_truth(
-                att.scores, phrase_positions(model, pair.text, meta["present"]),
+                scores[b], phrase_positions(model, pair.text, meta["present"]),
                 phrase_positions(model, pair.text, meta["absent"]))
             out[b].update(text_gt=100.0 * hit, text_gt_margin=margin)
             if "present_word" in meta and "absent_word" in meta:
                 hit, margin = text_ground_truth(
-                    att.scores,
+                    scores[b],
                     _word_positions(model, pair.text, meta["present"], meta["present_word"]),
                     _word_positions(model, pair.text, meta["absent"], meta["absent_word"]))
                 out[b].update(text_gt_word=100.0 * hit, text_gt_word_margin=margin)
@@ -206,7 +253,8 @@ def evaluate(model: ClipModel, dataset, methods: str | Sequence[str],
              params: dict[str, dict[str, Any]] | None = None,
              text_protocols: Sequence[str] = TEXT_PROTOCOLS, out: str | Path | None = None,
              progress: bool = True, batch_size: int = 8, warmup: bool = True,
-             dataset_kw: dict[str, Any] | None = None) -> pd.DataFrame:
+             dataset_kw: dict[str, Any] | None = None,
+             distributed: bool | None = None) -> pd.DataFrame:
     """Attribute ``n`` pairs of ``dataset`` with each of ``methods`` on each of ``sides`` and score
     every map (see the module docstring for the columns).
 
@@ -218,6 +266,9 @@ def evaluate(model: ClipModel, dataset, methods: str | Sequence[str],
     ``batch_size``: pairs per :func:`explain` call for methods that allow batching (a method class
     may set ``batchable = False``); batches are fixed chunks of the subset, so results do not
     depend on where a run was interrupted. ``warmup``: one untimed call per method × side first.
+    ``distributed``: ``None`` shards the batches over the ranks when ``torch.distributed`` is
+    initialised (see the module docstring; call it on every rank), ``False`` never shards,
+    ``True`` requires an initialised process group.
     """
     if isinstance(dataset, str):
         kw = dict(dataset_kw or {})
@@ -246,19 +297,23 @@ def evaluate(model: ClipModel, dataset, methods: str | Sequence[str],
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
 
     ds_name = getattr(dataset, "name", type(dataset).__name__)
+    rank, world = _rank_world(distributed)
     hw = hardware(model.device)
     pjson = {m: _params_json(params.get(m, {})) for m in methods}
     indices = _subset(len(dataset), n, seed)
     chunks = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
+    mine = list(range(rank, len(chunks), world))  # this rank's shard: batches r, r + K, ...
     path = Path(out) if out is not None else None
+    write_to = None if path is None else path if world == 1 else _part_file(path, rank, world)
 
     done: dict[tuple, dict[str, Any]] = {}
-    if path is not None:
-        for row in _read_rows(path):
-            if row.get("side") == "text" and any(f"txt_conf_drop_{p}" not in row
-                                                 for p in protocols):
-                continue  # computed without a protocol asked for now: redo
-            done[tuple(row.get(k) for k in KEY)] = row
+    if path is not None:  # the merged file and the part files of any earlier (sharded) run
+        for source in [path, *part_files(path)]:
+            for row in _read_rows(source):
+                if row.get("side") == "text" and any(f"txt_conf_drop_{p}" not in row
+                                                     for p in protocols):
+                    continue  # computed without a protocol asked for now: redo
+                done[tuple(row.get(k) for k in KEY)] = row
     ids_of: dict[int, str] = {}  # dataset index -> pair id, learnt when a pair is loaded
     text_of: dict[str, str] = {}  # pair id -> caption
     if path is not None:  # pairs already in the file need not be loaded again
@@ -276,17 +331,18 @@ def evaluate(model: ClipModel, dataset, methods: str | Sequence[str],
         return [(m, s) for m in methods for s in sides
                 if any(key(ids_of[i], m, s) not in done for i in chunk)]
 
-    total = sum(len(c) for c in chunks) * len(methods) * len(sides)
-    already = sum(1 for c in chunks for i in c for m in methods for s in sides
+    total = sum(len(chunks[c]) for c in mine) * len(methods) * len(sides)
+    already = sum(1 for c in mine for i in chunks[c] for m in methods for s in sides
                   if i in ids_of and key(ids_of[i], m, s) in done)
     warmed: set[tuple[str, str]] = set()
     skipped: list[str] = []
     unsupported: set[tuple[str, str]] = set()
     from tqdm.auto import tqdm
-    bar = tqdm(total=total, initial=already, disable=not progress, desc=f"evaluate {ds_name}",
+    desc = f"evaluate {ds_name}" + (f" (rank 0's shard of {world})" if world > 1 else "")
+    bar = tqdm(total=total, initial=already, disable=not progress or rank != 0, desc=desc,
                unit="row")
     try:
-        for chunk in chunks:
+        for chunk in (chunks[c] for c in mine):
             todo = missing(chunk)
             if not todo:
                 continue
@@ -327,17 +383,51 @@ def evaluate(model: ClipModel, dataset, methods: str | Sequence[str],
                     row = json.loads(json.dumps({k: _jsonable(v) for k, v in row.items()}))
                     done[key(pair.id, m, s)] = row
                     new.append(row)
-                if path is not None:
-                    _append_rows(path, new)
+                if write_to is not None:
+                    _append_rows(write_to, new)
                 bar.update(len(new))
     finally:
         bar.close()
     if skipped:
         warnings.warn(f"{len(skipped)} pair(s) skipped: caption longer than the model's context "
                       f"({model.context_length - 2} tokens): {skipped[:5]}")
-    frame = [done[key(ids_of[i], m, s)] for i in indices if i in ids_of
-             for m in methods for s in sides if key(ids_of[i], m, s) in done]
+    # this rank's rows in the order a single-process run writes them: batch, method, side, pair
+    ordered = [(c, done[key(ids_of[i], m, s)]) for c in mine for m in methods for s in sides
+               for i in chunks[c] if i in ids_of and key(ids_of[i], m, s) in done]
+    if world > 1:
+        import torch.distributed as dist
+        everyone: list = [None] * world
+        dist.all_gather_object(everyone, ordered)
+        ordered = sorted((r for part in everyone for r in part), key=lambda cr: cr[0])  # stable
+    rows = [r for _, r in ordered]
+    if path is not None:
+        if rank == 0:
+            _merge(path, rows)
+        if world > 1:
+            dist.barrier()  # the merged file is complete before any part file goes
+            _part_file(path, rank, world).unlink(missing_ok=True)
+    by_key = {tuple(r[k] for k in KEY): r for r in rows}
+    id_at = {int(r["index"]): r["id"] for r in rows}
+    text_of.update({r["id"]: r["text"] for r in rows})
+    frame = [by_key[key(id_at[i], m, s)] for i in indices if i in id_at
+             for m in methods for s in sides if key(id_at[i], m, s) in by_key]
     return pd.DataFrame(frame)
+
+
+def _merge(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Append to ``path`` the ``rows`` it lacks (in order), then any row it lacks from part files
+    of earlier sharded runs, and remove those part files."""
+    have = {tuple(r.get(k) for k in KEY) for r in _read_rows(path)}
+    new = []
+    for row in [*rows, *(r for p in part_files(path) for r in _read_rows(p))]:
+        k = tuple(row.get(c) for c in KEY)
+        if k not in have:
+            have.add(k)
+            new.append(row)
+    if new:
+        _append_rows(path, new)
+    for p in part_files(path):
+        p.unlink(missing_ok=True)
 
 
 def _explain(model: ClipModel, method: str, side: str, kw: dict[str, Any], pixels: torch.Tensor,
