@@ -217,7 +217,7 @@ def test_sweep_and_summary(tiny, pairs_ds, tmp_path):
 
 def test_sweep_with_method_seeds(tiny, pairs_ds):
     df = sweeps.sweep(tiny, pairs_ds, "m2ib", "beta", [0.1], n=2, sides=["image"],
-                      base={"steps": 2, "n_samples": 2}, seeds=[0, 1])
+                      base={"num_steps": 2, "n_samples": 2}, seeds=[0, 1])
     assert set(df["method_seed"]) == {0, 1}
     spread = reports.seed_spread(df, "beta")
     row = spread[spread.metric == "img_conf_drop"].iloc[0]

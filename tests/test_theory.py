@@ -51,7 +51,7 @@ def test_objective_path_matches_nib_endpoints(tiny, picture):
 
 def test_completeness_table(tiny, picture):
     table = theory.completeness_table(tiny, [(picture, "a red circle")] * 2,
-                                      steps=(2, 4))
+                                      num_steps=(2, 4))
     assert len(table) == 2 * 2 * 2
     assert set(table.columns) >= {"schedule", "num_steps", "sum", "f1_minus_f0", "gap"}
     np.testing.assert_allclose(table["gap"], table["sum"] - table["f1_minus_f0"])
@@ -103,7 +103,7 @@ def test_noisy_objective_spread_vanishes(tiny, picture):
 
 def test_property_evidence_flags_random_methods(tiny, picture):
     table = theory.property_evidence(tiny, picture, "a red circle", ["nib", "m2ib"],
-                                     method_params={"m2ib": {"steps": 2, "n_samples": 2}})
+                                     method_params={"m2ib": {"num_steps": 2, "n_samples": 2}})
     row = table.set_index("method")
     assert bool(row.loc["nib", "deterministic"]) and not row.loc["nib", "takes_seed"]
     assert row.loc["m2ib", "takes_seed"] and row.loc["m2ib", "max_diff_two_runs"] > 0

@@ -191,7 +191,7 @@ def test_explained_pair(image):
 def test_explorer_explain_pair_and_show(tiny, picture, monkeypatch):
     import IPython.display
 
-    img, txt = explorer.explain_pair(tiny, picture, "a red circle", "nib", layer=1, steps=3)
+    img, txt = explorer.explain_pair(tiny, picture, "a red circle", "nib", layer=1, num_steps=3)
     assert img.side == "image" and txt.side == "text"
     shown = []
     monkeypatch.setattr(IPython.display, "display", shown.append)

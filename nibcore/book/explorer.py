@@ -23,21 +23,22 @@ LAYERED = ("nib", "m2ib", "gradcam")
 
 
 def explain_pair(model: ClipModel, image: Image.Image, caption: str, method: str = "nib",
-                 layer: int | None = None, steps: int = 10) -> tuple[Attribution, Attribution]:
+                 layer: int | None = None,
+                 num_steps: int = 10) -> tuple[Attribution, Attribution]:
     """``(image side, text side)`` attributions of ``method`` for one pair; ``layer`` is passed to
-    the methods of :data:`LAYERED` (image side), ``steps`` is NIB's ``num_steps``."""
+    the methods of :data:`LAYERED` (image side), ``num_steps`` to NIB."""
     params: dict[str, Any] = {}
     if method in LAYERED:
         params["layer"] = layer
     if method == "nib":
-        params["num_steps"] = steps
+        params["num_steps"] = num_steps
     img = explain(model, image, caption, method=method, **params)
     txt = explain(model, image, caption, method=method, side="text")
     return img, txt
 
 
 def show(model: ClipModel, image: Image.Image, caption: str, method: str = "nib",
-         layer: int | None = None, steps: int = 10, signed: bool = False) -> None:
+         layer: int | None = None, num_steps: int = 10, signed: bool = False) -> None:
     """Display the image map (a figure) and the token scores (coloured HTML) of one pair.
 
     ``signed``: for methods with one raw score per token, the signed per-patch scores instead of
@@ -45,7 +46,7 @@ def show(model: ClipModel, image: Image.Image, caption: str, method: str = "nib"
     """
     from IPython.display import HTML, display
 
-    img, txt = explain_pair(model, image, caption, method, layer, steps)
+    img, txt = explain_pair(model, image, caption, method, layer, num_steps)
     patches = patch_values(img, model.grid) if signed and img.raw.ndim == 1 else None
     viz.explained_pair(image, caption, img.scores, method, patches)
     viz.show()
@@ -65,7 +66,7 @@ def uploaded_image(value: Any) -> Image.Image | None:
 def explorer(model: ClipModel, seed: int = 42, caption: str | None = None):
     """The explorer's controls (an ipywidgets ``VBox``): scene seed or an uploaded picture, the
     caption (the scene's own unless ``caption``; a new seed puts its scene's caption in the box),
-    method, signed, layer (default three quarters up the image tower), steps, a button and the
+    method, signed, layer (default three quarters up the image tower), num_steps, a button and the
     output area where :func:`show` draws."""
     import ipywidgets as w
 
@@ -75,7 +76,7 @@ def explorer(model: ClipModel, seed: int = 42, caption: str | None = None):
     method_box = w.Dropdown(options=sorted(METHODS), value="nib", description="method")
     layer_box = w.IntSlider(value=(3 * model.image.n_blocks) // 4, min=0,
                             max=model.image.n_blocks - 1, description="layer")
-    steps_box = w.IntSlider(value=10, min=1, max=50, description="steps")
+    steps_box = w.IntSlider(value=10, min=1, max=50, description="num_steps")
     signed_box = w.Checkbox(value=False, description="signed (per-token methods)")
     upload = w.FileUpload(accept="image/*", multiple=False, description="upload image")
     button = w.Button(description="explain", button_style="primary")

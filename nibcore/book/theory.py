@@ -171,7 +171,7 @@ def objective_path(model: ClipModel, image, text: str, lambdas: Iterable[float],
 
 def completeness_table(model: ClipModel, pairs: Sequence[tuple[Any, str]],
                        schedules: Sequence[str] = ("paper", "completeness"),
-                       steps: Sequence[int] = (10, 50), side: str = "image",
+                       num_steps: Sequence[int] = (10, 50), side: str = "image",
                        layer: int | None = None) -> pd.DataFrame:
     """Σ NIB attributions vs ``f(1) − f(0)`` for each pair, schedule and ``num_steps``.
 
@@ -181,7 +181,7 @@ def completeness_table(model: ClipModel, pairs: Sequence[tuple[Any, str]],
     rows = []
     images, texts = [p[0] for p in pairs], [p[1] for p in pairs]
     for schedule in schedules:
-        for n in steps:
+        for n in num_steps:
             start = time.perf_counter()
             atts = explain(model, images, texts, method="nib", side=side, num_steps=n,
                            schedule=schedule, layer=layer)
