@@ -146,3 +146,50 @@ def test_flat_below():
     path = np.array([0.0, 0.0, 0.005, 0.5, 1.0])     # f(0), then f on grid
     assert theory.flat_below(path, grid) == 1e-1      # 0.005 is within 1% of |f(1) − f(0)|
     assert theory.flat_below(path, grid, rel=0.001) == 1e-2
+
+
+def test_token_mass_by_layer_pins_the_last_block_degeneracy(tiny, picture):
+    pairs = [(picture, "a red circle and a blue ring"), (picture, "a green square")]
+    mass = theory.token_mass_by_layer(tiny, pairs, side="text")
+    assert sorted(mass.layer.unique()) == list(range(tiny.text.n_blocks))
+    assert (mass.content_share + mass.pooled_share <= 1 + 1e-9).all()
+    last = mass[mass.blocks_above == 1]
+    lower = mass[mass.blocks_above >= 2]
+    assert (last.content_max_over_pooled < 1e-2).all()         # degenerate: content ≈ 0
+    assert (last.content_share < 1e-2).all()
+    assert (lower.content_max_over_pooled > 5e-2).all()        # not degenerate lower down
+    assert ((mass.content_share >= 0) & (mass.content_share <= 1)).all()
+    image = theory.token_mass_by_layer(tiny, pairs[:1], side="image", layers=[3])
+    assert image.content_max_over_pooled.iloc[0] < 1e-2        # the image tower likewise
+    summary = theory.token_mass_summary(pd.concat([mass, image]))
+    assert summary.loc[("text", 3), "pairs"] == 2 and summary.loc[("image", 3), "pairs"] == 1
+
+
+def test_schedule_agreement(tiny):
+    from nibcore.world import scenes
+
+    held = scenes.heldout(2, n_objects=2)
+    agree = theory.schedule_agreement(tiny, held, paper_steps=4, completeness_steps=2)
+    assert list(agree.scene) == [s.seed for s in held]
+    assert agree.correlation.between(-1, 1).all()
+    assert (agree.same_top_object == (agree.top_paper == agree.top_completeness)).all()
+    assert agree.cls_share_paper.between(0, 1).all()
+    one = explain(tiny, held[0].image, held[0].caption, schedule="paper", num_steps=4)
+    assert agree.relative_gap_paper.iloc[0] == pytest.approx(
+        one.completeness_gap / abs(one.f1 - one.f0), rel=1e-4, abs=1e-6)
+
+
+def test_information_vs_sigma_tends_to_log_b_as_sigma_shrinks():
+    rng = np.random.default_rng(1)
+    states = rng.normal(size=(5, 12))
+    scale = theory.typical_distance(states)
+    d = np.linalg.norm(states[:, None] - states[None], axis=-1)
+    assert scale == pytest.approx(np.median(d[np.triu_indices(5, 1)]))
+    table = theory.information_vs_sigma(states, [0.0, 0.5, 1.0], [100 * scale, scale / 100],
+                                        draws=32)
+    assert list(table.columns) == ["λ=0", "λ=0.5", "λ=1", "log B"]
+    assert (table["λ=0"] == 0).all()
+    wide, narrow = table.iloc[0], table.iloc[1]
+    assert wide["λ=0.5"] < 0.05 and wide["λ=0.5"] <= wide["λ=1"] + 1e-3   # noisy: ordered
+    assert narrow["λ=0.5"] == pytest.approx(np.log(5), abs=1e-3)          # σ → 0: log B for
+    assert narrow["λ=1"] == pytest.approx(np.log(5), abs=1e-3)            # every λ > 0

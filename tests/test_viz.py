@@ -223,3 +223,30 @@ def test_explorer_widget(tiny, monkeypatch):
     monkeypatch.setattr(IPython.display, "display", shown.append)
     box.children[4].click()                                          # "explain"
     assert len(shown) == 1 and caption_box.value.split()[0] in shown[0].data
+
+
+def test_book_figures_fit_the_column_at_150_dpi():
+    import matplotlib as mpl
+
+    from nibcore.book import figures
+
+    assert mpl.rcParams["figure.dpi"] >= 150 and mpl.rcParams["savefig.dpi"] >= 150
+    for n, w in [(1, 3.0), (5, 2.6), (8, 1.6), (12, 3.4)]:
+        fig, axes = figures.panels(n, w, 2.0)
+        width = fig.get_size_inches()[0]
+        assert len(axes) == n and all(ax.get_visible() for ax in axes)
+        assert width <= figures.COLUMN_IN + 1e-9
+        assert sum(ax.get_visible() for ax in fig.axes) == n
+        plt.close(fig)
+    fig = figures.overlay_row(Image.new("RGB", (16, 16)), [np.zeros((16, 16))] * 5,
+                              [f"m{k}" for k in range(5)], size=2.3)
+    assert fig.get_size_inches()[0] <= figures.COLUMN_IN + 1e-9
+    plt.close(fig)
+
+
+def test_findings_html_escapes_and_marks_verdicts():
+    from nibcore.book import figures
+
+    html = figures.findings_html([("reproduced", "gap < 1e-3 & <b>"), ("fails", "x")])
+    assert html.count("<li>") == 2 and "&lt;b&gt;" in html and "&amp;" in html
+    assert "What we found" in html and "#b42318" in html and "#1a7f37" in html

@@ -3,8 +3,10 @@ returns a Figure. Single-attribution drawings (overlay, tokens) come from :mod:`
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
+import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -12,6 +14,57 @@ from PIL import Image
 
 from ..viz import display_image, overlay
 from .paper import DISPLAY, METRIC_LABELS
+
+# --- page geometry ------------------------------------------------------------------------------
+
+#: the width of the book's text column, in inches at 100 px per inch (about 680 px)
+COLUMN_IN = 6.8
+#: the resolution of every figure of the book (the PNGs are drawn at this dpi)
+DPI = 150
+#: matplotlib settings of the book's figures: sharp PNGs, fonts that stay readable once a figure
+#: drawn at :data:`DPI` is shown at the column's width
+STYLE = {"figure.dpi": DPI, "savefig.dpi": DPI, "font.size": 9, "axes.titlesize": 9,
+         "axes.labelsize": 9, "legend.fontsize": 8, "xtick.labelsize": 8, "ytick.labelsize": 8}
+
+
+def style() -> None:
+    """Apply :data:`STYLE` (done when this module is imported; call again after a backend
+    resets the settings)."""
+    mpl.rcParams.update(STYLE)
+
+
+style()
+
+
+def panels(n: int, panel_w: float, panel_h: float, max_cols: int | None = None,
+           **subplots) -> tuple[plt.Figure, list[plt.Axes]]:
+    """A figure of ``n`` panels that fits the column: at most ``max_cols`` per row (default: as
+    many as fit at ``panel_w``), each panel at most ``panel_w`` wide; unused axes are hidden.
+    Returns the figure and the ``n`` axes in reading order."""
+    fit = max(1, int(COLUMN_IN // panel_w))
+    cols = max(1, min(n, max_cols or fit, fit if max_cols is None else max_cols))
+    rows = math.ceil(n / cols)
+    width = min(COLUMN_IN, panel_w * cols)
+    height = panel_h * rows * (width / (panel_w * cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(width, height), squeeze=False, **subplots)
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def findings_html(items: Sequence[tuple[str, str]], title: str = "What we found") -> str:
+    """A "what we found" box: one line per ``(verdict, sentence)``, the verdict (e.g.
+    ``"reproduced"``, ``"not reproduced"``, ``"holds"``, ``"fails"``, ``"measured"``) in bold and
+    coloured. The sentences are written by the chapter from computed values."""
+    colours = {"reproduced": "#1a7f37", "holds": "#1a7f37", "not reproduced": "#b42318",
+               "fails": "#b42318", "partly": "#9a6700"}
+    lines = "".join(
+        f'<li><b style="color:{colours.get(v, "#444")}">{_escape(v)}</b> — {_escape(t)}</li>'
+        for v, t in items)
+    return (f'<div class="admonition tip findings"><p class="admonition-title">'
+            f"{_escape(title)}</p><ul>{lines}</ul></div>")
+
 
 # --- helpers for the book's chapters -------------------------------------------------------------
 
@@ -22,8 +75,8 @@ def overlay_row(image: Image.Image | Sequence[Image.Image], maps: Sequence[np.nd
     its colour bar."""
     n = len(maps)
     images = list(image) if isinstance(image, (list, tuple)) else [image] * n
-    fig, axes = plt.subplots(1, n, figsize=(size * n + 0.4, size), squeeze=False)
-    for k, ax in enumerate(axes[0]):
+    fig, axes = panels(n, size + 0.3, size)
+    for k, ax in enumerate(axes):
         overlay(ax, images[k], np.asarray(maps[k]), None if titles is None else titles[k])
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
@@ -105,7 +158,7 @@ def _escape(text: str) -> str:
 
 
 def token_rows(rows: Sequence[tuple[Sequence[str], np.ndarray, str]], signed: bool = False,
-               width: float = 9.0) -> plt.Figure:
+               width: float = COLUMN_IN) -> plt.Figure:
     """A figure with one line of coloured tokens per ``(words, scores, label)`` row (the static
     form of :func:`tokens_html`, with a colour bar)."""
     fig, axes = plt.subplots(len(rows), 1, figsize=(width, 0.9 * len(rows) + 0.4),
@@ -183,9 +236,8 @@ def objective_paths(grid: np.ndarray, paths: dict[str, np.ndarray],
     """One panel per model: ``f(λ)`` on the log-spaced ``grid`` ``(G,)``, with ``f(0)`` as a
     dashed line. Each path is ``(G + 1,)``: ``f(0)`` first, then ``f`` on ``grid``. ``marks`` maps a
     label to ``(lambdas, colour, size)``: a schedule's λ points, drawn as ticks at the bottom."""
-    fig, axes = plt.subplots(1, len(paths), figsize=(5 * len(paths), 3.4), sharey=False,
-                             squeeze=False)
-    for ax, (name, f) in zip(axes[0], paths.items()):
+    fig, axes = panels(len(paths), COLUMN_IN / 2, 3.2)
+    for ax, (name, f) in zip(axes, paths.items()):
         ax.plot(grid, f[1:], marker="o", ms=2.5, label="f(λ)")
         ax.axhline(f[0], color="grey", ls="--", label=f"f(0) = {f[0]:.3f}")
         lo = min(f.min(), 0)
@@ -196,7 +248,7 @@ def objective_paths(grid: np.ndarray, paths: dict[str, np.ndarray],
         ax.set_ylabel("f(λ) = cosine")
         ax.set_title(name, fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=7)
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -220,7 +272,7 @@ def kl_bound_figure(lambdas: np.ndarray, bound: np.ndarray, sigmas: Sequence[flo
                     ) -> plt.Figure:
     """Theorem 1's bound ``(S, L)`` (one row per σ, one column per λ of ``lambdas`` ``(L,)``): left
     the curves over λ (log y), right a heatmap of its log10 over (λ > 0, σ) with a colour bar."""
-    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.4))
+    fig, axes = plt.subplots(1, 2, figsize=(COLUMN_IN, 3.0))
     curves(axes[0], lambdas, {f"σ = {s:g}": b for s, b in zip(sigmas, bound)}, "λ",
            "bound on I(z̃(λ); x)  [nats]", "Theorem 1's bound", logy=True)
     im = axes[1].imshow(np.log10(bound[:, 1:]), aspect="auto", origin="lower",
@@ -275,8 +327,8 @@ def change_curves(long: pd.DataFrame, x: str, metrics: Sequence[str], xlabel: st
     against column ``x``; ours (source ``ours…``) thick crimson, the paper's thin; a grey zero
     line. ``dedupe``: keep one row per ``x`` value within a source."""
 
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.5 * len(metrics), 3.1), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
+    fig, flat = panels(len(metrics), COLUMN_IN / 2, 2.9)
+    for ax, metric in zip(flat, metrics):
         for src, part in long[long.metric == metric].groupby("source", sort=False):
             if dedupe:
                 part = part.drop_duplicates(x)
@@ -289,8 +341,8 @@ def change_curves(long: pd.DataFrame, x: str, metrics: Sequence[str], xlabel: st
         ax.set_title(METRIC_LABELS[metric], fontsize=9)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel(ylabel)
-    axes[0, -1].legend(fontsize=7)
+    flat[0].set_ylabel(ylabel)
+    flat[-1].legend(fontsize=7)
     if suptitle:
         fig.suptitle(suptitle, fontsize=8)
     fig.tight_layout()
@@ -303,8 +355,7 @@ def beta_curves(spread: pd.DataFrame, paper: pd.DataFrame, metrics: Sequence[str
     ``spread`` from :func:`nibcore.book.reports.seed_spread`, left axis) and each of the paper's sources
     (``paper`` long frame with ``beta``) in grey on a twin right axis, with one joint legend."""
 
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.625 * len(metrics), 3.2), squeeze=False)
-    axes = axes[0]
+    fig, axes = panels(len(metrics), COLUMN_IN / 2, 3.0)
     for ax, metric in zip(axes, metrics):
         s = spread[spread.metric == metric].sort_values("beta")
         ax.errorbar(s["beta"], s["value"], yerr=s["sd_seeds"], color="crimson", marker="o",
@@ -350,11 +401,11 @@ def results_bars(long: pd.DataFrame, sources: dict[str, str], metrics: Sequence[
     """A grid of :func:`method_bars`: one row per dataset (``sources`` maps its display name to
     its source label in ``long``), one column per metric; bars are means ± sem over ``n`` pairs."""
 
-    fig, axes = plt.subplots(len(sources), len(metrics),
-                             figsize=(3.25 * len(metrics), 2.9 * len(sources)), squeeze=False)
-    for row, (name, source) in zip(axes, sources.items()):
+    fig, flat = panels(len(sources) * len(metrics), COLUMN_IN / 2, 2.9)
+    cells = iter(flat)
+    for name, source in sources.items():
         part = long[long.source == source]
-        for ax, metric in zip(row, metrics):
+        for ax, metric in zip(cells, metrics):
             m = part[part.metric == metric].set_index("method").reindex(methods)
             method_bars(ax, m["value"], m["sem"], f"{METRIC_LABELS[metric]}\n{name}, n={n}")
     fig.tight_layout()
@@ -436,19 +487,18 @@ def passes_bars(ax: plt.Axes, table: pd.DataFrame) -> None:
 
 
 def ground_truth_bars(board: pd.DataFrame, gt: pd.DataFrame,
-                      panels: Sequence[tuple[str, float, str]]) -> plt.Figure:
-    """One :func:`method_bars` panel per ``(metric, chance, title)`` of ``panels``: the methods in
+                      specs: Sequence[tuple[str, float, str]]) -> plt.Figure:
+    """One :func:`method_bars` panel per ``(metric, chance, title)`` of ``specs``: the methods in
     ``board``'s row order (from :func:`nibcore.book.reports.gt_leaderboard`), error bars the ``sem`` of
     the long frame ``gt``, a dashed line at the ``chance`` level (in %)."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(13 / 3 * len(panels), 3.2),
-                             squeeze=False)
+    fig, axes = panels(len(specs), COLUMN_IN / 2, 3.0)
     order = list(board.index)
-    for ax, (col, chance, title) in zip(axes[0], panels):
+    for ax, (col, chance, title) in zip(axes, specs):
         sem = gt[gt.metric == col].set_index("method").reindex(order)["sem"]
         method_bars(ax, board[col], sem, title, rotation=45, fontsize=8, title_size=9)
         ax.axhline(chance, color="black", ls="--", lw=1, label="chance")
         ax.set_ylabel("%")
-    axes[0, 0].legend(fontsize=8)
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -460,9 +510,9 @@ def randomisation_curves(checks: pd.DataFrame, methods: Sequence[str],
     top blocks (1 at 0 blocks; ``checks`` rows of kind ``randomised``), and dashed at the same
     colour the ρ between two different pairs' maps (kind ``other pair``), a reference level."""
 
-    fig, axes = plt.subplots(1, len(n_blocks), figsize=(6 * len(n_blocks), 3.4), squeeze=False)
+    fig, axes = panels(len(n_blocks), COLUMN_IN, 3.4)
     colours = dict(zip(methods, plt.get_cmap("tab10").colors))
-    for ax, (side, blocks) in zip(axes[0], n_blocks.items()):
+    for ax, (side, blocks) in zip(axes, n_blocks.items()):
         part = checks[checks.side == side]
         for m in methods:
             rand = part[(part.method == m) & (part.kind == "randomised")].groupby("top")["spearman"]
@@ -475,7 +525,7 @@ def randomisation_curves(checks: pd.DataFrame, methods: Sequence[str],
         ax.set_title(f"{side} side", fontsize=10)
         ax.set_ylim(-0.5, 1.05)
         ax.grid(alpha=0.3)
-    axes[0, -1].legend(fontsize=7, ncol=2)
+    axes[-1].legend(fontsize=7, ncol=2)
     fig.tight_layout()
     return fig
 
@@ -487,7 +537,7 @@ def explained_pair(image: Image.Image, caption: str, scores: np.ndarray, method:
     """The explorer's view of one pair: left the picture (titled with ``caption``), right the
     image-side map ``scores`` ``(H, W)`` in [0, 1] over it — or, when ``patches`` ``(rows, cols)``
     is given, the signed per-patch scores (:func:`signed_patches`)."""
-    fig, axes = plt.subplots(1, 2, figsize=(7, 3.1))
+    fig, axes = plt.subplots(1, 2, figsize=(COLUMN_IN, 3.0))
     picture(axes[0], image, caption)
     if patches is not None:
         signed_patches(axes[1], image, patches, f"{method}, signed")

@@ -401,3 +401,99 @@ def named_vs_other(model: ClipModel, scene_list: Sequence, methods: Sequence[str
                 row["raw_named"], row["raw_other"] = mask_means(up, scene.masks[:2])
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+# --- the last-block degeneracy ------------------------------------------------------------------
+
+
+def token_mass_by_layer(model: ClipModel, pairs: Sequence[tuple[Any, str]], side: str = "text",
+                        layers: Sequence[int] | None = None) -> pd.DataFrame:
+    """Where NIB's attribution mass sits, for every bottleneck layer of one tower.
+
+    Per ``layer`` and pair: ``content_share`` = Σ|A| over the content tokens (text: between SOT
+    and EOT; image: the patches) / Σ|A| over all tokens; ``pooled_share`` = the same for the
+    pooled token (EOT / CLS); ``content_max_over_pooled`` = the largest content |A| divided by the
+    pooled token's |A|. ``blocks_above`` = blocks run on the scaled state. At the input of the
+    last block (``blocks_above == 1``) the content tokens reach the output only through
+    LayerNorm, and their attributions vanish (the chapter's proposition).
+    """
+    tower = model.tower(side)
+    layers = range(tower.n_blocks) if layers is None else [tower.check_layer(k) for k in layers]
+    images, texts = [p[0] for p in pairs], [p[1] for p in pairs]
+    rows = []
+    for layer in layers:
+        for k, a in enumerate(explain(model, images, texts, method="nib", side=side,
+                                      layer=layer)):
+            mass = np.abs(a.raw.astype(np.float64))
+            pooled, content = (mass[-1], mass[1:-1]) if side == "text" else (mass[0], mass[1:])
+            rows.append(dict(side=side, layer=layer, blocks_above=tower.n_blocks - layer, pair=k,
+                             content_share=content.sum() / mass.sum(),
+                             pooled_share=pooled / mass.sum(),
+                             content_max_over_pooled=content.max() / pooled))
+    return pd.DataFrame(rows)
+
+
+def token_mass_summary(mass: pd.DataFrame) -> pd.DataFrame:
+    """:func:`token_mass_by_layer` (one or both towers) as medians per ``(side, layer)``."""
+    return (mass.groupby(["side", "layer"])
+            .agg(blocks_above=("blocks_above", "first"), pairs=("pair", "count"),
+                 content_share=("content_share", "median"),
+                 pooled_share=("pooled_share", "median"),
+                 content_max_over_pooled=("content_max_over_pooled", "median")))
+
+
+# --- the two schedules' maps ---------------------------------------------------------------------
+
+
+def schedule_agreement(model: ClipModel, scene_list: Sequence, paper_steps: int = 10,
+                       completeness_steps: int = 5) -> pd.DataFrame:
+    """The ``"paper"`` and ``"completeness"`` schedules on the same scenes (image side, each
+    scene's own caption).
+
+    Per scene: ``correlation`` of the raw patch scores (CLS dropped, as the maps do); the object
+    whose mask holds the larger mean of each schedule's [0, 1] map (``top_paper``,
+    ``top_completeness``) and whether they agree; ``cls_share_*`` = |A(CLS)| / Σ|A| (the share
+    of the attribution the maps drop); ``relative_gap_*`` = completeness gap / |f(1) − f(0)|.
+    """
+    images, texts = [s.image for s in scene_list], [s.caption for s in scene_list]
+    runs = {"paper": explain(model, images, texts, schedule="paper", num_steps=paper_steps),
+            "completeness": explain(model, images, texts, schedule="completeness",
+                                    num_steps=completeness_steps)}
+    rows = []
+    for k, scene in enumerate(scene_list):
+        row = dict(scene=scene.seed)
+        for name, atts in runs.items():
+            a = atts[k]
+            mass = np.abs(a.raw.astype(np.float64))
+            row[f"top_{name}"] = scene.objects[int(np.nanargmax(mask_means(a.scores,
+                                                                           scene.masks)))]
+            row[f"cls_share_{name}"] = mass[0] / mass.sum()
+            row[f"relative_gap_{name}"] = a.completeness_gap / abs(a.f1 - a.f0)
+        p, c = runs["paper"][k].raw[1:], runs["completeness"][k].raw[1:]
+        row["correlation"] = float(np.corrcoef(p, c)[0, 1])
+        row["same_top_object"] = row["top_paper"] == row["top_completeness"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --- Theorem 2: what the limit does -----------------------------------------------------------------
+
+
+def typical_distance(states: np.ndarray | torch.Tensor) -> float:
+    """The median distance ``‖z(x) − z(x')‖`` between the rows of ``states`` ``(B, ...)``: the
+    scale against which σ decides whether inputs can be told apart."""
+    z = torch.as_tensor(np.asarray(states), dtype=torch.float64).reshape(len(states), -1)
+    d = torch.cdist(z, z)
+    return float(np.median(d[torch.triu_indices(len(z), len(z), 1).unbind()].numpy()))
+
+
+def information_vs_sigma(states: np.ndarray | torch.Tensor, lambdas: Sequence[float],
+                         sigmas: Sequence[float], draws: int = 64, seed: int = 0
+                         ) -> pd.DataFrame:
+    """Monte Carlo ``I(z̃(λ); x)`` (nats) for every σ (rows) and λ (columns), ``x`` uniform over
+    the rows of ``states``; the last column is ``log B``, its upper limit."""
+    grid = mutual_information_grid(states, list(lambdas), list(sigmas), draws, seed)
+    table = pd.DataFrame([grid[s] for s in sigmas], index=pd.Index(list(sigmas), name="sigma"),
+                         columns=[f"λ={lam:g}" for lam in lambdas])
+    table["log B"] = math.log(len(states))
+    return table
