@@ -25,21 +25,43 @@ Text side (:func:`text_confidence`), three named protocols (see :data:`TEXT_PROT
     multiplying by the per-id factor rather than copying the 49408-row table: the numbers are the
     same and the caller's model is never modified.
 ``"m2ib"``
-    M2IB's own protocol: binarise the content-token map at its median (keep tokens with score
-    ``>= median``, so a constant map keeps everything and at least half the tokens are kept),
-    replace the dropped token ids by id 0; SOT/EOT stay, so pooling stays at EOT. ``s0`` on the
-    original ids. (Which tokens the median is taken over — content tokens, not SOT/EOT — is our
-    reading; the reference facts do not pin it down.)
+    M2IB's own protocol, as its evaluation script computes it: SOT and EOT are removed from the
+    ids and from the map first (as in ``"paper"``, so pooling lands on the largest remaining id
+    for ``s0`` and ``s1`` alike); the content-token map is binarised with a **strict** inequality
+    against its median (50th percentile, linear interpolation): keep = score > median, so a
+    constant map keeps nothing; the stripped ids are multiplied by that 0/1 mask (dropped ids
+    become id 0). ``s0`` on the stripped ids, ``s1`` on the masked ones.
 ``"clean"``
-    Ours: SOT/EOT are kept, so pooling stays at EOT; the embedding *at each content position* is
-    scaled by that position's map value (repeated ids are scaled independently), SOT, EOT and
-    padding stay at 1. ``s0`` on the original ids.
+    Ours (not the paper's, not M2IB's): SOT/EOT are kept, so pooling stays at EOT; the
+    embedding *at each content position* is scaled by that position's map value (repeated ids
+    are scaled independently), SOT, EOT and padding stay at 1. ``s0`` on the original ids.
 
-Ground truth (synthetic scenes, :mod:`nibcore.scenes`)
+Insertion / deletion (:func:`insertion_deletion`, Petsiuk et al. 2018), image side
+    Pixels are ranked by the map (highest first). Deletion replaces the top ``k/K`` of them by the
+    baseline (0 in normalised space: the dataset-mean colour), insertion starts from the baseline
+    image and restores them, for ``k = 0..K`` (``K = 10``); the score of each image is the cosine
+    of its feature with the caption's. The area under each curve (trapezoid over the fraction
+    ``k/K`` in [0, 1]) × 100: deletion low = good, insertion high = good.
+
+Ground truth (synthetic scenes, :mod:`nibcore.world.scenes`)
     :func:`pointing_game` (is the map's maximum inside the named object's mask),
     :func:`energy_in_mask` (share of the positive map mass inside the mask) and
     :func:`text_ground_truth` (do the words naming a present object outscore those naming an
     absent one).
+
+Degenerate maps (:func:`degenerate_map`, :func:`degenerate_text`): a map with no spread (constant,
+e.g. a Grad-CAM whose ReLU left nothing) or with a non-finite value. Every metric has a defined
+value for them, so no pair is silently dropped from a mean:
+
+* Confidence Drop / Increase: computed as for any map (the mask is the constant map itself);
+* pointing game: a miss (0); energy in mask: the mask's area share (the chance level), likewise
+  for the raw positive part when the raw map has no positive mass;
+* insertion / deletion: pixels taken in a fixed pseudo-random order (seed 0): chance;
+* text protocols: as for any map (``"m2ib"`` keeps no token); text ground truth: a miss (the
+  margin is 0).
+
+The runner counts them per row (``degenerate``, ``degenerate_raw``), so tables report per cell how
+many pairs were degenerate. Non-finite values are replaced by 0 before scoring.
 
 Speed: :func:`hardware` names the machine; frames-per-second are computed from the runner's
 timings by :func:`nibcore.evaluation.fps`.
@@ -62,6 +84,29 @@ from .models import ClipModel
 
 #: The text-side perturbation protocols, see the module docstring.
 TEXT_PROTOCOLS = ("paper", "m2ib", "clean")
+#: Steps K of the insertion / deletion curves (K + 1 images per curve).
+CURVE_STEPS = 10
+
+
+def lower_is_better(column: str) -> bool:
+    """Is a low value of this metric column good? Drops and deletion AUCs (everything named
+    ``*drop*`` or ``*deletion*``); everything else is better high."""
+    return "drop" in column or "deletion" in column
+
+
+def degenerate_map(scores: np.ndarray) -> bool:
+    """A map the metrics cannot rank pixels by: non-finite values, or no spread (constant)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    return bool(not np.isfinite(scores).all() or scores.max() == scores.min())
+
+
+def degenerate_text(scores: np.ndarray) -> bool:
+    """A text map over SOT..EOT whose content tokens (SOT/EOT dropped) cannot be told apart:
+    non-finite, or all equal (also when there is at most one content token)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    content = scores[1:-1]
+    return bool(not np.isfinite(scores).all() or content.size < 2
+                or content.max() == content.min())
 
 
 def drop_increase(s0: torch.Tensor | np.ndarray, s1: torch.Tensor | np.ndarray
@@ -100,6 +145,73 @@ def image_confidence(model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor,
     s0, s1 = s0.double().cpu().numpy(), s1.double().cpu().numpy()
     drop, incr = drop_increase(s0, s1)
     return dict(s0=s0, s1=s1, drop=drop, increase=incr)
+
+
+def pixel_order(scores: np.ndarray) -> np.ndarray:
+    """Flat pixel indices, most salient first (ties: row-major order). A degenerate map
+    (:func:`degenerate_map`) has no order: a fixed pseudo-random permutation (seed 0), chance."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if degenerate_map(scores):
+        return np.random.default_rng(0).permutation(scores.size)
+    return np.argsort(-scores.ravel(), kind="stable")
+
+
+def curve_inputs(pixels: torch.Tensor, scores: np.ndarray, steps: int = CURVE_STEPS
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The deletion and insertion images of one pair, each ``(steps + 1, 3, H, W)``.
+
+    ``pixels`` ``(3, H, W)`` normalised; ``scores`` ``(H, W)``. Image ``k`` of the deletion curve
+    has its ``round(k / steps · H·W)`` most salient pixels set to 0 (the dataset-mean colour),
+    image ``k`` of the insertion curve has only those pixels and 0 elsewhere."""
+    h, w = pixels.shape[-2:]
+    if tuple(np.shape(scores)) != (h, w):
+        raise ValueError(f"map of shape {tuple(np.shape(scores))} does not match the image's "
+                         f"{(h, w)}: expected the map at the model's input size")
+    order = torch.from_numpy(pixel_order(scores)).to(pixels.device)
+    counts = np.rint(np.arange(steps + 1) / steps * h * w).astype(int)
+    rank = torch.empty(h * w, dtype=torch.long, device=pixels.device)
+    rank[order] = torch.arange(h * w, device=pixels.device)
+    shown = rank[None] < torch.as_tensor(counts, device=pixels.device)[:, None]  # (K+1, HW)
+    shown = shown.reshape(steps + 1, 1, h, w).to(pixels.dtype)
+    return pixels[None] * (1 - shown), pixels[None] * shown
+
+
+@torch.no_grad()
+def insertion_deletion(model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor,
+                       maps: torch.Tensor | np.ndarray, steps: int = CURVE_STEPS,
+                       rows_per_call: int = 256,
+                       text_features: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+    """Insertion and deletion AUC (Petsiuk et al. 2018) × 100 per pair, image side.
+
+    ``pixels`` ``(B, 3, H, W)``; ``ids`` ``(B, C)``; ``maps`` ``(B, H, W)``. All ``2 · B ·
+    (steps + 1)`` images go through the image tower in batched calls of ``rows_per_call`` rows.
+    Returns ``insertion``, ``deletion`` (AUC of the cosine curve, trapezoid over [0, 1], × 100)
+    and the curves ``insertion_curve``, ``deletion_curve`` ``(B, steps + 1)``.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    maps = np.asarray(maps.detach().cpu() if isinstance(maps, torch.Tensor) else maps)
+    if maps.ndim == 2:
+        maps = maps[None]
+    if maps.shape[0] != pixels.shape[0]:
+        raise ValueError(f"{maps.shape[0]} maps for {pixels.shape[0]} images")
+    if text_features is None:
+        text_features = model.encode_text(ids)
+    rows, owner = [], []
+    for b in range(pixels.shape[0]):
+        deletion, insertion = curve_inputs(pixels[b], maps[b], steps)
+        rows += [deletion, insertion]
+        owner.append(b)
+    stack = torch.cat(rows)
+    target = torch.cat([text_features[b:b + 1].expand(2 * (steps + 1), -1) for b in owner])
+    scores = torch.cat([cosine(model.encode_image(stack[i:i + rows_per_call]),
+                               target[i:i + rows_per_call])
+                        for i in range(0, stack.shape[0], rows_per_call)])
+    curves = scores.double().cpu().numpy().reshape(pixels.shape[0], 2, steps + 1)
+    x = np.linspace(0.0, 1.0, steps + 1)
+    auc = 100.0 * ((curves[..., 1:] + curves[..., :-1]) / 2 * np.diff(x)).sum(axis=-1)
+    return dict(deletion=auc[:, 0], insertion=auc[:, 1], deletion_curve=curves[:, 0],
+                insertion_curve=curves[:, 1])
 
 
 # --- text side -------------------------------------------------------------------------------
@@ -154,10 +266,15 @@ def text_perturbation(ids: torch.Tensor, scores: Sequence[float] | np.ndarray,
         scale = torch.tensor([factor.get(t, 1.0) for t in stripped.tolist()], dtype=torch.float64)
         return TextPerturbation(protocol, stripped, ones, stripped, scale)
     if protocol == "m2ib":
-        keep = content >= float(np.median(content.numpy()))  # even count: mean of the middle two
-        dropped = ids.clone()
-        dropped[1: n - 1] = torch.where(keep, ids[1: n - 1], torch.zeros_like(ids[1: n - 1]))
-        return TextPerturbation(protocol, ids, ones, dropped, ones)
+        stripped = torch.zeros(c, dtype=torch.long)
+        stripped[: n - 2] = ids[1: n - 1]
+        if n > 2:
+            keep = content > float(np.percentile(content.numpy(), 50))
+        else:
+            keep = torch.zeros(0, dtype=torch.bool)
+        dropped = stripped.clone()
+        dropped[: n - 2] = torch.where(keep, stripped[: n - 2], 0)
+        return TextPerturbation(protocol, stripped, ones, dropped, ones)
     scale = ones.clone()
     scale[1: n - 1] = content
     return TextPerturbation(protocol, ids, ones, ids, scale)
@@ -230,14 +347,22 @@ def energy_in_mask(scores: np.ndarray, mask: np.ndarray) -> float:
 
     With the [0, 1] maps methods return (``Attribution.scores``) every value counts, relative to
     the map's minimum (min-max shifts the minimum to 0); with a signed raw map only the positive
-    part counts. NaN when the map has no positive mass. Compare with the mask's area share (chance).
+    part counts. A map with no positive mass (or a non-finite value) scores the mask's area share,
+    the chance level a uniform map gets (see "Degenerate maps" in the module docstring).
     """
-    scores = np.maximum(np.asarray(scores, dtype=np.float64), 0.0)
+    scores = np.asarray(scores, dtype=np.float64)
     mask = fit_mask(mask, scores.shape)
-    total = scores.sum()
-    if not total > 0:
-        return float("nan")
-    return float(scores[mask].sum() / total)
+    pos = np.maximum(scores, 0.0)
+    total = pos.sum()
+    if not np.isfinite(scores).all() or not total > 0:
+        return float(mask.mean())
+    return float(pos[mask].sum() / total)
+
+
+def no_positive_mass(scores: np.ndarray) -> bool:
+    """Does :func:`energy_in_mask` fall back to chance for this map?"""
+    scores = np.asarray(scores, dtype=np.float64)
+    return bool(not np.isfinite(scores).all() or not np.maximum(scores, 0.0).sum() > 0)
 
 
 def raw_pixel_map(raw: np.ndarray, grid: tuple[int, int], size: tuple[int, int]) -> np.ndarray:

@@ -8,10 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from nibcore.inputs import prepare_images
-from nibcore.metrics import (TEXT_PROTOCOLS, drop_increase, energy_in_mask, hardware,
-                             image_confidence, perturb_image, phrase_positions, pointing_game,
-                             raw_pixel_map, scaled_text_embedding, text_confidence,
-                             text_ground_truth, text_perturbation)
+from nibcore.metrics import (CURVE_STEPS, TEXT_PROTOCOLS, curve_inputs, degenerate_map,
+                             degenerate_text, drop_increase, energy_in_mask, hardware,
+                             image_confidence, insertion_deletion, lower_is_better,
+                             no_positive_mass, perturb_image, phrase_positions, pixel_order,
+                             pointing_game, raw_pixel_map, scaled_text_embedding,
+                             text_confidence, text_ground_truth, text_perturbation)
 
 
 @pytest.fixture(scope="module")
@@ -124,25 +126,31 @@ def test_paper_protocol_pools_at_the_largest_content_id(tiny):
     np.testing.assert_allclose(out["s0"], s0.numpy(), atol=1e-6)
 
 
-def test_m2ib_protocol_zeroes_tokens_below_the_median(tiny):
+def test_m2ib_protocol_follows_m2ibs_script(tiny):
+    """SOT/EOT stripped first (as the paper's protocol), keep = score > median (strict),
+    dropped ids -> 0; s0 on the stripped ids."""
     ids, n, _ = _ids_scores(tiny)
-    content_scores = np.array([0.9, 0.1, 0.5, 0.3, 0.7])[: n - 2]
-    assert len(content_scores) == n - 2 == 5
+    content_scores = np.array([0.9, 0.1, 0.5, 0.3, 0.7])
+    assert n - 2 == 5
     scores = np.concatenate([[0.0], content_scores, [1.0]])
     p = text_perturbation(ids, scores, "m2ib")
-    assert p.ids0.tolist() == ids.tolist()
-    kept = content_scores >= np.median(content_scores)
-    expect = ids.clone()
-    expect[1:n - 1][torch.from_numpy(~kept)] = 0
+    stripped = torch.zeros_like(ids)
+    stripped[: n - 2] = ids[1: n - 1]
+    assert p.ids0.tolist() == stripped.tolist()  # SOT and EOT removed from s0's input too
+    kept = content_scores > 0.5  # the median itself (0.5) is dropped: strict inequality
+    expect = stripped.clone()
+    expect[: n - 2][torch.from_numpy(~kept)] = 0
     assert p.ids1.tolist() == expect.tolist()
-    assert p.ids1[0] == ids[0] and p.ids1[n - 1] == ids[n - 1]  # SOT/EOT stay
     assert (p.scale0 == 1).all() and (p.scale1 == 1).all()
-    # even count: median is the mean of the middle two
+    # even count: median is the mean of the middle two (0.5); 0.2 and below dropped
     ids2, n2, _ = _ids_scores(tiny, "a dog and cat")
     s2 = np.array([0.0, 0.1, 0.2, 0.8, 0.9, 1.0])
     assert n2 == 6
     p2 = text_perturbation(ids2, s2, "m2ib")
-    assert (p2.ids1[1:3] == 0).all() and (p2.ids1[3:5] == ids2[3:5]).all()
+    assert (p2.ids1[0:2] == 0).all() and (p2.ids1[2:4] == ids2[3:5]).all()
+    # a constant map keeps nothing
+    p3 = text_perturbation(ids, np.full(n, 0.4), "m2ib")
+    assert (p3.ids1 == 0).all()
 
 
 def test_clean_protocol_scales_positions_and_keeps_sot_eot(tiny):
@@ -167,8 +175,11 @@ def test_all_ones_text_map_changes_nothing_and_model_untouched(tiny, protocol):
     pix = torch.randn(2, 3, *tiny.image_size, generator=torch.Generator().manual_seed(2))
     before = _weight(tiny).detach().clone()
     out = text_confidence(tiny, pix, ids, [np.ones(k) for k in n], protocol)
-    np.testing.assert_allclose(out["s1"], out["s0"], atol=1e-6)
-    assert (out["drop"] < 1e-4).all()
+    if protocol == "m2ib":  # strict > median: a constant map keeps no token at all
+        assert not np.allclose(out["s1"], out["s0"])
+    else:
+        np.testing.assert_allclose(out["s1"], out["s0"], atol=1e-6)
+        assert (out["drop"] < 1e-4).all()
     zeros = text_confidence(tiny, pix, ids, [np.zeros(k) for k in n], protocol)
     assert not np.allclose(zeros["s1"], zeros["s0"]) or protocol == "m2ib"
     assert torch.equal(_weight(tiny), before)
@@ -208,7 +219,72 @@ def test_energy_in_mask():
     assert math.isclose(energy_in_mask(signed, mask), 1.0)
     m = np.where(mask, 3.0, 1.0)
     assert math.isclose(energy_in_mask(m, mask), 0.75)
-    assert math.isnan(energy_in_mask(np.zeros((10, 10)), mask))
+    # no positive mass: the chance level (the mask's area share), never NaN
+    assert energy_in_mask(np.zeros((10, 10)), mask) == 0.5
+    assert energy_in_mask(-np.ones((10, 10)), mask) == 0.5
+    assert no_positive_mass(-np.ones((10, 10))) and not no_positive_mass(m)
+
+
+def test_degenerate_maps():
+    assert degenerate_map(np.zeros((4, 4))) and degenerate_map(np.full((4, 4), 0.3))
+    bad = np.ones((4, 4))
+    bad[0, 0] = np.nan
+    assert degenerate_map(bad)
+    assert not degenerate_map(np.eye(4))
+    assert degenerate_text([0.0, 0.5, 0.5, 1.0])  # content tokens equal
+    assert degenerate_text([0.0, 0.5, 1.0])  # one content token: nothing to rank
+    assert not degenerate_text([1.0, 0.2, 0.5, 0.0])
+
+
+def test_lower_is_better():
+    assert lower_is_better("img_conf_drop") and lower_is_better("img_deletion")
+    assert lower_is_better("txt_conf_drop_m2ib")
+    assert not lower_is_better("img_insertion") and not lower_is_better("pointing")
+
+
+def test_pixel_order_and_curve_inputs(pixels):
+    m = np.arange(16, dtype=float).reshape(4, 4)
+    assert pixel_order(m)[:3].tolist() == [15, 14, 13]
+    flat = np.zeros((4, 4))
+    np.testing.assert_array_equal(pixel_order(flat), np.random.default_rng(0).permutation(16))
+    img = pixels[0]
+    h, w = img.shape[-2:]
+    scores = np.random.default_rng(1).random((h, w))
+    deletion, insertion = curve_inputs(img, scores, steps=4)
+    assert deletion.shape == insertion.shape == (5, *img.shape)
+    torch.testing.assert_close(deletion[0], img)  # nothing deleted yet
+    assert torch.count_nonzero(deletion[-1]) == 0  # everything deleted
+    assert torch.count_nonzero(insertion[0]) == 0
+    torch.testing.assert_close(insertion[-1], img)
+    torch.testing.assert_close(deletion + insertion, img[None].expand_as(deletion))
+    # after step 1 the deleted pixels are the top quarter of the map
+    k = round(h * w / 4)
+    top = np.argsort(-scores.ravel(), kind="stable")[:k]
+    gone = (deletion[1] == 0).all(dim=0).flatten().nonzero()[:, 0].numpy()
+    assert sorted(gone.tolist()) == sorted(top.tolist())
+    with pytest.raises(ValueError, match="does not match"):
+        curve_inputs(img, np.ones((3, 3)))
+
+
+def test_insertion_deletion_auc(tiny, pixels):
+    ids = tiny.tokenize(["a red circle", "a blue ring"])
+    maps = np.random.default_rng(2).random((2, *tiny.image_size))
+    out = insertion_deletion(tiny, pixels, ids, maps, rows_per_call=7)
+    assert out["deletion_curve"].shape == (2, CURVE_STEPS + 1)
+    # the curves' ends are the original image and the baseline (all-zeros) image
+    full = image_confidence(tiny, pixels, ids, np.ones((2, *tiny.image_size)))["s0"]
+    base = image_confidence(tiny, pixels, ids, np.zeros((2, *tiny.image_size)))["s1"]
+    np.testing.assert_allclose(out["deletion_curve"][:, 0], full, atol=1e-5)
+    np.testing.assert_allclose(out["deletion_curve"][:, -1], base, atol=1e-5)
+    np.testing.assert_allclose(out["insertion_curve"][:, 0], base, atol=1e-5)
+    c = out["insertion_curve"]
+    np.testing.assert_allclose(out["insertion"], 100 * np.trapezoid(c, dx=1 / CURVE_STEPS,
+                                                                      axis=1), rtol=1e-10)
+    # batching does not change the numbers
+    one = insertion_deletion(tiny, pixels[:1], ids[:1], maps[:1])
+    np.testing.assert_allclose(one["deletion"], out["deletion"][:1], rtol=1e-5)
+    with pytest.raises(ValueError, match="steps"):
+        insertion_deletion(tiny, pixels, ids, maps, steps=0)
 
 
 def test_raw_pixel_map_keeps_sign(tiny):
