@@ -81,47 +81,94 @@ class AttentionRecorder:
     """Asks ``upper`` to compute the attention of some blocks explicitly and keep it.
 
     ``layers``: block indices to record (negative indices count from the end).
-    After the call, ``probs[i]`` is the attention of ``layers[i]``, ``(B, heads, N, N)``, a
-    non-leaf tensor with ``retain_grad()`` so ``probs[i].grad`` is available after backward.
+    ``isolate``: detach the input of every recorded block (as a new leaf that requires grad), so
+    that a gradient of an objective computed on a block's output reaches the attention of that
+    block (and of unrecorded blocks between it and the previous recorded one) but no earlier
+    recorded block (LeGrad's per-layer gradients in one backward). The backward is then counted
+    where every gradient passes: at the last recorded block's output.
+    ``head``: also record the attention of an attention-pooling head (SigLIP's MAP head), if the
+    tower has one: ``head_probs`` ``(B, heads, latents, N)``.
+
+    After the call, for the i-th recorded block in block order: ``probs[i]`` is its attention,
+    ``(B, heads, N, N)``, a non-leaf tensor with ``retain_grad()`` (``probs[i].grad`` is available
+    after backward); ``parts[i]`` holds ``q``, ``k``, ``v`` ``(B, N, D)`` (all heads side by side;
+    after the block's q/k norms, before the ``1/sqrt(d)`` scale), ``attended`` ``(B, N, D)`` (the
+    attention output before the output projection, ``retain_grad()``) and ``out`` ``(B, N, D)``
+    (the block's output).
     """
 
     layers: Sequence[int]
+    isolate: bool = False
+    head: bool = False
     probs: list[torch.Tensor] = field(default_factory=list)
+    parts: list[dict[str, torch.Tensor]] = field(default_factory=list)
+    head_probs: torch.Tensor | None = None
+
+
+def _retain(t: torch.Tensor) -> torch.Tensor:
+    if t.requires_grad:
+        t.retain_grad()
+    return t
+
+
+def _explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
+                        attn_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax attention of ``q`` ``(B, M, D)`` over ``k``/``v`` ``(B, N, D)`` with ``heads``
+    heads: ``(attended (B, M, D), probs (B, heads, M, N))``."""
+    b, m, d = q.shape
+    n = k.shape[1]
+    qh = q.reshape(b, m, heads, d // heads).transpose(1, 2)
+    kh = k.reshape(b, n, heads, d // heads).transpose(1, 2)
+    vh = v.reshape(b, n, heads, d // heads).transpose(1, 2)
+    scores = qh @ kh.transpose(-2, -1) / math.sqrt(d // heads)
+    if attn_mask is not None:
+        scores = scores + attn_mask.to(scores.dtype)
+    probs = _retain(scores.softmax(dim=-1))
+    attended = _retain((probs @ vh).transpose(1, 2).reshape(b, m, d))
+    return attended, probs
 
 
 def _block_with_attention(block: torch.nn.Module, x: torch.Tensor,
-                          attn_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One standard open_clip residual block with its attention probabilities made explicit.
-
-    Numerically the same function as ``block(x, attn_mask)``; returns ``(out, probs)`` with
-    ``probs`` of shape ``(B, heads, N, N)``.
-    """
-    if not isinstance(block, ResidualAttentionBlock) or hasattr(block, "ln_1_kv"):
+                          attn_mask: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
+    """One residual block (open_clip's ``ResidualAttentionBlock`` or timm's ViT ``Block``) with
+    its attention made explicit. Numerically the same function as the block; returns
+    ``(out, parts)`` with ``parts`` as described in :class:`AttentionRecorder` plus ``probs``."""
+    if isinstance(block, ResidualAttentionBlock) and not hasattr(block, "ln_1_kv"):
+        mha = block.attn
+        q, k, v = F.linear(block.ln_1(x), mha.in_proj_weight, mha.in_proj_bias).chunk(3, dim=-1)
+        attended, probs = _explicit_attention(q, k, v, mha.num_heads, attn_mask)
+        x = x + block.ls_1(mha.out_proj(attended))
+        x = x + block.ls_2(block.mlp(block.ln_2(x)))
+    elif _is_timm_block(block):
+        attn = block.attn
+        b, n, _ = x.shape
+        q, k, v = attn.qkv(block.norm1(x)).reshape(b, n, 3, attn.num_heads, attn.head_dim) \
+            .permute(2, 0, 3, 1, 4).unbind(0)
+        q, k = attn.q_norm(q), attn.k_norm(k)
+        q, k, v = (t.transpose(1, 2).reshape(b, n, -1) for t in (q, k, v))
+        attended, probs = _explicit_attention(q, k, v, attn.num_heads, attn_mask)
+        x = x + block.drop_path1(block.ls1(attn.proj(attn.norm(attended))))
+        x = x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
+    else:
         raise NotImplementedError(
-            f"explicit attention is implemented for open_clip's ResidualAttentionBlock, "
-            f"not {type(block).__name__}")
-    mha = block.attn
-    b, n, d = x.shape
-    heads = mha.num_heads
-    h = block.ln_1(x)
-    q, k, v = F.linear(h, mha.in_proj_weight, mha.in_proj_bias).chunk(3, dim=-1)
-    q, k, v = (t.reshape(b, n, heads, d // heads).transpose(1, 2) for t in (q, k, v))
-    scores = q @ k.transpose(-2, -1) / math.sqrt(d // heads)
-    if attn_mask is not None:
-        scores = scores + attn_mask.to(scores.dtype)
-    probs = scores.softmax(dim=-1)
-    if probs.requires_grad:
-        probs.retain_grad()
-    attended = (probs @ v).transpose(1, 2).reshape(b, n, d)
-    x = x + block.ls_1(mha.out_proj(attended))
-    x = x + block.ls_2(block.mlp(block.ln_2(x)))
-    return x, probs
+            f"explicit attention is implemented for open_clip's ResidualAttentionBlock and timm's "
+            f"ViT Block, not {type(block).__name__}")
+    return x, dict(q=q, k=k, v=v, attended=attended, probs=probs, out=x)
+
+
+def _is_timm_block(block: torch.nn.Module) -> bool:
+    """A timm ViT block whose attention :func:`_block_with_attention` can make explicit."""
+    attn = getattr(block, "attn", None)
+    return (hasattr(block, "norm1") and hasattr(attn, "qkv") and hasattr(attn, "q_norm")
+            and getattr(attn, "gate", None) is None and not hasattr(block, "attn_out_norm"))
 
 
 class Tower:
     """One tower of a CLIP model, split at a block. Subclasses define embedding and head."""
 
     side: str
+    #: tokens before the patch tokens (CLS, registers): 1 for CLIP's ViT, 0 for SigLIP's
+    prefix_tokens: int = 0
 
     def __init__(self, clip: torch.nn.Module, passes: PassCounter):
         self.clip = clip
@@ -148,7 +195,13 @@ class Tower:
         """From the input embedding to the state entering block 0."""
         return e
 
-    def head(self, x: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor:
+    def head(self, x: torch.Tensor, ids: torch.Tensor | None,
+             attention: AttentionRecorder | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def query_index(self, ids: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        """The position ``(B,)`` of the token the head pools (CLS, EOT, last), or None when the
+        tower pools with an attention head (no single query token)."""
         raise NotImplementedError
 
     # --- shared -----------------------------------------------------------------------------
@@ -176,8 +229,13 @@ class Tower:
         for i in range(start, stop):
             block = self.blocks[i]
             if i in record:
-                x, probs = _block_with_attention(block, x, mask)
-                attention.probs.append(probs)
+                if attention.isolate:
+                    x = x.detach().requires_grad_(True)
+                x, parts = _block_with_attention(block, x, mask)
+                attention.probs.append(parts.pop("probs"))
+                attention.parts.append(parts)
+            elif mask is None:
+                x = block(x)
             else:
                 x = block(x, attn_mask=mask)
         return x
@@ -197,8 +255,10 @@ class Tower:
         if layer != self.n_blocks:  # n_blocks itself means "only the head"
             self.check_layer(layer)
         self.passes.count_forward(z.shape[0])
-        out = self.head(self.run_blocks(z, layer, self.n_blocks, attention), ids)
-        self.passes.watch_backward(out)
+        out = self.head(self.run_blocks(z, layer, self.n_blocks, attention), ids, attention)
+        isolated = attention is not None and attention.isolate and attention.parts
+        # isolated blocks: every gradient from this pass crosses the last recorded block's output
+        self.passes.watch_backward(attention.parts[-1]["out"] if isolated else out)
         return out
 
     def from_embedding(self, e: torch.Tensor, ids: torch.Tensor | None = None,
@@ -208,7 +268,10 @@ class Tower:
 
 
 class ImageTower(Tower):
+    """open_clip's own ``VisionTransformer`` (CLIP): CLS first, pooled at CLS."""
+
     side = "image"
+    prefix_tokens = 1
 
     @property
     def visual(self) -> torch.nn.Module:
@@ -228,31 +291,111 @@ class ImageTower(Tower):
     def enter(self, e: torch.Tensor) -> torch.Tensor:
         return self.visual.ln_pre(e)
 
-    def head(self, x: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor:
+    def head(self, x: torch.Tensor, ids: torch.Tensor | None,
+             attention: AttentionRecorder | None = None) -> torch.Tensor:
         pooled, _ = self.visual._pool(x)
         return pooled @ self.visual.proj if self.visual.proj is not None else pooled
 
+    def query_index(self, ids: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        return torch.zeros(batch, dtype=torch.long, device=self.visual.class_embedding.device)
+
+
+def _map_head_with_attention(pool: torch.nn.Module, x: torch.Tensor,
+                             attention: AttentionRecorder) -> torch.Tensor:
+    """timm's ``AttentionPoolLatent`` (SigLIP's MAP head) with its attention made explicit and
+    recorded in ``attention.head_probs``; numerically the same function as ``pool(x)``."""
+    b, n, c = x.shape
+    if pool.pos_embed is not None:
+        x = x + pool.pos_embed.unsqueeze(0).to(x.dtype)
+    q = pool.q(pool.latent.expand(b, -1, -1)).reshape(b, pool.latent_len, pool.num_heads, -1)
+    k, v = pool.kv(x).reshape(b, n, 2, pool.num_heads, pool.head_dim).permute(2, 0, 3, 1, 4) \
+        .unbind(0)
+    q, k = pool.q_norm(q.transpose(1, 2)), pool.k_norm(k)
+    q, k, v = (t.transpose(1, 2).reshape(b, t.shape[2], -1) for t in (q, k, v))
+    attended, attention.head_probs = _explicit_attention(q, k, v, pool.num_heads, None)
+    y = pool.proj_drop(pool.proj(attended))
+    if pool.mlp is not None:
+        y = y + pool.mlp(pool.norm(y))
+    return y[:, 0] if pool.pool == "token" else y.mean(1) if pool.pool == "avg" else y
+
+
+class TimmImageTower(Tower):
+    """open_clip's ``TimmModel`` around a timm ``VisionTransformer`` (SigLIP, SigLIP 2): no CLS
+    (``prefix_tokens`` = the trunk's, 0 for SigLIP); pooled by the trunk's head — an attention
+    pool (MAP) for SigLIP — then open_clip's projection head (identity for SigLIP)."""
+
+    side = "image"
+
+    @property
+    def trunk(self) -> torch.nn.Module:
+        return self.clip.visual.trunk
+
+    @property
+    def prefix_tokens(self) -> int:  # type: ignore[override]
+        return int(self.trunk.num_prefix_tokens)
+
+    @property
+    def blocks(self) -> torch.nn.Module:
+        return self.trunk.blocks
+
+    def embed(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.trunk._pos_embed(self.trunk.patch_embed(pixels))
+
+    def enter(self, e: torch.Tensor) -> torch.Tensor:
+        return self.trunk.norm_pre(self.trunk.patch_drop(e))
+
+    def head(self, x: torch.Tensor, ids: torch.Tensor | None,
+             attention: AttentionRecorder | None = None) -> torch.Tensor:
+        trunk = self.trunk
+        x = trunk.norm(x)
+        if attention is not None and attention.head and trunk.attn_pool is not None:
+            if not trunk.pool_include_prefix:
+                x = x[:, trunk.num_prefix_tokens:]
+            x = _map_head_with_attention(trunk.attn_pool, x, attention)
+            x = trunk.head(trunk.head_drop(trunk.fc_norm(x)))
+        else:
+            x = trunk.forward_head(x)
+        return self.clip.visual.head(x)
+
+    def query_index(self, ids: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        trunk = self.trunk
+        if trunk.attn_pool is None and trunk.global_pool == "token" and trunk.has_class_token:
+            return torch.zeros(batch, dtype=torch.long, device=trunk.pos_embed.device)
+        return None
+
 
 class TextTower(Tower):
+    """open_clip's text transformer: CLIP's built-in one, or ``CustomTextCLIP.text`` (SigLIP,
+    no causal mask, pooled at the last position)."""
+
     side = "text"
 
     @property
+    def module(self) -> torch.nn.Module:
+        """The module holding the text tower's parts (the CLIP itself, or its ``text``)."""
+        return getattr(self.clip, "text", self.clip)
+
+    @property
     def blocks(self) -> torch.nn.ModuleList:
-        return self.clip.transformer.resblocks
+        return self.module.transformer.resblocks
 
     @property
     def attn_mask(self) -> torch.Tensor | None:
-        return self.clip.attn_mask
+        return getattr(self.module, "attn_mask", None)
 
     @property
     def token_embedding(self) -> torch.nn.Embedding:
         """The token-embedding table (vocabulary × width)."""
-        return self.clip.token_embedding
+        return self.module.token_embedding
 
     @property
     def positional_embedding(self) -> torch.Tensor:
         """Positional embeddings ``(C, D)``."""
-        return self.clip.positional_embedding
+        return self.module.positional_embedding
+
+    @property
+    def pool_type(self) -> str:
+        return getattr(self.module, "pool_type", getattr(self.clip, "text_pool_type", "argmax"))
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """Token + positional embedding ``(B, n, D)``; ``ids`` ``(B, n)`` may be a prefix of the
@@ -260,16 +403,55 @@ class TextTower(Tower):
         e = self.token_embedding(ids)
         return e + self.positional_embedding[: ids.shape[1]].to(e.dtype)
 
-    def head(self, x: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor:
+    def head(self, x: torch.Tensor, ids: torch.Tensor | None,
+             attention: AttentionRecorder | None = None) -> torch.Tensor:
         if ids is None:
             raise ValueError("the text tower needs the token ids to pool at the end-of-text token")
-        x = self.clip.ln_final(x)
-        pooled = text_global_pool(x, ids, self.clip.text_pool_type,
-                                  eos_token_id=getattr(self.clip, "text_eos_id", None))
-        proj = self.clip.text_projection
+        m = self.module
+        x = m.ln_final(x)
+        eos = getattr(m, "eos_id", getattr(self.clip, "text_eos_id", None))
+        pooled = text_global_pool(x, ids, self.pool_type, eos_token_id=eos)
+        proj = m.text_projection
         if proj is None:
             return pooled
         return proj(pooled) if isinstance(proj, torch.nn.Linear) else pooled @ proj
+
+    def query_index(self, ids: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        if ids is None:
+            raise ValueError("the text tower needs the token ids to find its pooled token")
+        if self.pool_type == "argmax":
+            return ids.argmax(dim=-1)
+        if self.pool_type == "last":
+            return torch.full((ids.shape[0],), ids.shape[1] - 1, dtype=torch.long,
+                              device=ids.device)
+        if self.pool_type == "first":
+            return torch.zeros(ids.shape[0], dtype=torch.long, device=ids.device)
+        return None
+
+
+def _unsupported(clip: torch.nn.Module) -> str | None:
+    """Why ``clip`` cannot be split by :class:`ClipModel`, or None."""
+    name = type(clip).__name__
+    if not isinstance(clip, (open_clip.model.CLIP, open_clip.model.CustomTextCLIP)):
+        return f"{name} is not an open_clip CLIP or CustomTextCLIP"
+    visual = clip.visual
+    if isinstance(visual, open_clip.transformer.VisionTransformer):
+        if getattr(visual, "attn_pool", None) is not None:
+            return f"{name}'s ViT pools with an attentional pooler (CoCa-style), not supported"
+    elif type(visual).__name__ == "TimmModel":
+        trunk = visual.trunk
+        if not (hasattr(trunk, "patch_embed") and hasattr(trunk, "_pos_embed")
+                and all(_is_timm_block(b) for b in trunk.blocks)):
+            return (f"its timm image tower {type(trunk).__name__} is not a plain timm "
+                    f"VisionTransformer")
+    else:
+        return f"its image tower {type(visual).__name__} is not a ViT (ResNet towers have no blocks)"
+    text = getattr(clip, "text", None)
+    if text is not None and (not hasattr(text, "transformer") or
+                             getattr(text, "cls_emb", None) is not None):
+        return f"its text tower {type(text).__name__} is not open_clip's TextTransformer " \
+               f"without a CLS embedding (Hugging Face text towers and CoCa are not supported)"
+    return None
 
 
 class ClipModel:
@@ -283,21 +465,20 @@ class ClipModel:
     def __init__(self, clip: torch.nn.Module, preprocess: Callable, tokenizer, name: str = "custom",
                  mean: Sequence[float] = open_clip.OPENAI_DATASET_MEAN,
                  std: Sequence[float] = open_clip.OPENAI_DATASET_STD):
-        visual = getattr(clip, "visual", None)
-        if not isinstance(clip, open_clip.model.CLIP) or not hasattr(visual, "class_embedding") \
-                or getattr(visual, "attn_pool", None) is not None:
+        problem = _unsupported(clip)
+        if problem:
             raise TypeError(
-                f"ClipModel supports open_clip CLIP models with a ViT image tower that pools a class "
-                f"token and the built-in text tower (OpenAI-style CLIP: ViT-B-32, ViT-B-16, "
-                f"ViT-L-14, ...); got {type(clip).__name__}. Models with a separate text module "
-                f"(CustomTextCLIP, e.g. SigLIP, CoCa) or attention pooling are not supported.")
+                f"ClipModel supports open_clip CLIP models with a ViT image tower (OpenAI-style "
+                f"CLIP: ViT-B-32, ViT-B-16, ...) and SigLIP / SigLIP 2 (CustomTextCLIP with a timm "
+                f"ViT and open_clip's text transformer); not this model: {problem}.")
         self.clip = clip.eval().requires_grad_(False).float()
         self.preprocess = preprocess
         self.tokenizer = tokenizer
         self.name = name
         self.mean, self.std = tuple(mean), tuple(std)  # of the preprocessing's normalisation
         self.passes = PassCounter()
-        self.image = ImageTower(self.clip, self.passes)
+        timm_tower = type(self.clip.visual).__name__ == "TimmModel"
+        self.image = (TimmImageTower if timm_tower else ImageTower)(self.clip, self.passes)
         self.text = TextTower(self.clip, self.passes)
 
     def __repr__(self) -> str:
@@ -317,11 +498,13 @@ class ClipModel:
     @property
     def image_size(self) -> tuple[int, int]:
         size = self.clip.visual.image_size
-        return (size, size) if isinstance(size, int) else tuple(size)
+        return (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
 
     @property
     def grid(self) -> tuple[int, int]:
         """Patch grid ``(rows, cols)``: 7x7 for ViT-B/32 at 224 px."""
+        if isinstance(self.image, TimmImageTower):
+            return tuple(int(g) for g in self.image.trunk.patch_embed.grid_size)
         return tuple(self.clip.visual.grid_size)
 
     @property

@@ -100,6 +100,11 @@ def test_tokenizer_strings(tiny):
 def test_unsupported_architecture_is_refused():
     import open_clip
 
-    custom = open_clip.model.CustomTextCLIP(**TINY_CFG)
-    with pytest.raises(TypeError, match="CustomTextCLIP.*not supported"):
-        nibcore.ClipModel(custom, preprocess=None, tokenizer=None)
+    resnet = open_clip.model.CLIP(**dict(TINY_CFG, vision_cfg=dict(
+        image_size=32, layers=(1, 1, 1, 1), width=16, head_width=16)))
+    with pytest.raises(TypeError, match="ModifiedResNet is not a ViT"):
+        nibcore.ClipModel(resnet, preprocess=None, tokenizer=None)
+    coca_like = open_clip.model.CLIP(**dict(TINY_CFG, vision_cfg=dict(
+        TINY_CFG["vision_cfg"], attentional_pool=True, attn_pooler_queries=4, attn_pooler_heads=2)))
+    with pytest.raises(TypeError, match="attentional pooler"):
+        nibcore.ClipModel(coca_like, preprocess=None, tokenizer=None)

@@ -138,19 +138,24 @@ class AttentionPass(NamedTuple):
     objective: torch.Tensor
     probs: list[torch.Tensor]
     leaf: torch.Tensor
+    recorder: AttentionRecorder | None = None
 
 
 def attention_pass(model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor, side: str,
-                   layers: Sequence[int] = (-1,), score: str = "logit") -> AttentionPass:
+                   layers: Sequence[int] = (-1,), score: str = "logit",
+                   query_rule: bool = True) -> AttentionPass:
     """Run the explained tower once with the attention of ``layers`` recorded, and the objective.
 
     ``score``: ``"logit"`` (default: the pair's logit, as the paper's attention baselines) or
     ``"cosine"``, against the other modality's constant feature. Costs two forward calls (the
     other modality's feature, this tower); gradients are left to the caller (one backward).
     Builds the graph under ``torch.enable_grad()``, so it works inside ``torch.no_grad()``.
+    Raises a one-line ``ValueError`` when the tower pools no CLS / EOT token (``query_rule``:
+    see :func:`check_query_token`).
     """
     tower = model.tower(side)
     inputs, pool_ids = tower_inputs(side, pixels, ids)
+    check_query_token(tower, pool_ids, query_rule)
     target = other_features(model, pixels, ids, side)
     recorder = AttentionRecorder(layers=list(layers))
     with torch.enable_grad():
@@ -162,7 +167,23 @@ def attention_pass(model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor, si
             e = leaf
         features = tower.from_embedding(e, pool_ids, attention=recorder)
         value = objective(model, score, features, target)
-    return AttentionPass(value, recorder.probs, leaf)
+    return AttentionPass(value, recorder.probs, leaf, recorder)
+
+
+def check_query_token(tower: Tower, ids: torch.Tensor | None, query_rule: bool = False) -> None:
+    """A one-line ``ValueError`` when ``tower`` pools no single query token (SigLIP's image tower
+    pools with an attention head), or — ``query_rule``: for :func:`query_row`'s CLS / EOT rule —
+    when its pooled token is not CLS / EOT (SigLIP's text tower pools the last position)."""
+    if tower.query_index(ids, 1) is None:
+        raise ValueError(f"this method reads the attention row of the token the {tower.side} "
+                         f"tower pools, but this tower pools with an attention head (no CLS "
+                         f"token, as SigLIP's image tower): use nib, gradcam, m2ib, rise, mfaba "
+                         f"or legrad")
+    if query_rule and ((tower.side == "image" and tower.prefix_tokens != 1) or (
+            tower.side == "text" and getattr(tower, "pool_type", "argmax") != "argmax")):
+        raise ValueError(f"this method reads the CLS / EOT attention row, but this {tower.side} "
+                         f"tower pools another token (SigLIP's text tower pools the last "
+                         f"position): use nib, gradcam, m2ib, rise, mfaba or gradeclip")
 
 
 def grad_of(value: torch.Tensor,
