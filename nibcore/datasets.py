@@ -17,24 +17,28 @@ name                   what
 Real datasets are not bundled. Put them under ``root`` (default: ``$NIB_DATA/<folder>``, with
 ``$NIB_DATA`` defaulting to ``~/nib-data``); a missing folder raises ``FileNotFoundError`` that
 says what to put where. On Colab, ``download_tiny_imagenet``, ``download_flickr8k`` and
-``download_conceptual_captions`` fetch public copies — they need the network, are never run by the
-tests, and are provided as a convenience.
+``download_conceptual_captions`` fetch public copies (resumable, checksummed where a checksum is
+published, with progress bars; see :mod:`nibcore.downloads`). The tests run them against a local
+server holding archives in the real layouts (``scripts/make_fixtures.py``).
 """
 
 from __future__ import annotations
 
 import csv
 import importlib
+import io
 import json
 import os
-import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 from PIL import Image
+
+from .downloads import DownloadError, extract_zip, fetch, fetch_many
 
 
 #: Default sub-folder of the data root for each dataset.
@@ -292,84 +296,183 @@ def load_dataset(name: str, root: str | Path | None = None, **kw: Any) -> PairDa
     if key not in LOADERS and key in PROVIDERS:
         importlib.import_module(PROVIDERS[key])
     if key not in LOADERS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(set(DATASETS) | set(LOADERS))}")
+        raise ValueError(f"unknown dataset {name!r}; "
+                         f"choose one of {sorted(set(DATASETS) | set(LOADERS))}")
     return LOADERS[key](root, **kw)
 
 
-# --- downloads (network; for Colab; never run by the tests) ----------------------------------
+# --- downloads (network; for Colab; tested against a local server) ----------------------------
 
-def _fetch(url: str, dest: Path) -> Path:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if not dest.exists():
-        print(f"downloading {url} -> {dest}")
-        tmp = dest.with_suffix(dest.suffix + ".part")
-        urllib.request.urlretrieve(url, tmp)
-        tmp.rename(dest)
-    return dest
+#: Published checksums of the downloaded files (as listed by dataset packages that fetch the same
+#: addresses); ``None``: none published. Override per call with ``checksums={name: ...}``.
+CHECKSUMS: dict[str, str | None] = {
+    "tiny-imagenet-200.zip": "md5:90528d7ca1a48142e341f4ef8d21d0de",
+    "Flickr8k_Dataset.zip": "md5:f18a1e2920de5bd84dae7cf08ec78978",
+    "caption_datasets.zip": "md5:4fa8c08369d22fe16e41dc124bd1adc2",
+    "GCC-1.1.0-Validation.tsv": None,
+}
 
 
-def download_tiny_imagenet(root: str | Path | None = None) -> Path:
-    """NETWORK, for Colab. Download and unzip Tiny-ImageNet-200 (~250 MB) so that
-    ``tiny_imagenet(root)`` finds it. Returns the ``tiny-imagenet-200`` folder."""
+def _source(url: str, base_url: str | None) -> tuple[str, str]:
+    """(address, file name): the public address, or the same file name under ``base_url``."""
+    name = url.rsplit("/", 1)[1]
+    return (url if base_url is None else f"{base_url.rstrip('/')}/{name}"), name
+
+
+def _checksum_of(name: str, checksums: dict[str, str | None] | None) -> str | None:
+    table = {**CHECKSUMS, **(checksums or {})}
+    return table.get(name)
+
+
+def download_tiny_imagenet(root: str | Path | None = None, *, base_url: str | None = None,
+                           checksums: dict[str, str | None] | None = None,
+                           timeout: float = 60, progress: bool = True) -> Path:
+    """Download and unzip Tiny-ImageNet-200 (~250 MB) so that ``tiny_imagenet(root)`` finds it;
+    returns the ``tiny-imagenet-200`` folder. Needs the network (Colab).
+
+    ``base_url``: a mirror holding ``tiny-imagenet-200.zip`` (default: Stanford's address);
+    ``checksums``: override :data:`CHECKSUMS`. An interrupted download resumes; the folder
+    appears only when the whole archive was extracted; the archive is deleted afterwards.
+    Failures raise :class:`nibcore.downloads.DownloadError` (one line: what, and what to do).
+    """
     folder = _root("imagenet", root)
-    if not (folder / "val" / "val_annotations.txt").is_file():
-        archive = _fetch(TINY_IMAGENET_URL, folder.parent / "tiny-imagenet-200.zip")
-        with zipfile.ZipFile(archive) as z:
-            z.extractall(folder.parent)  # the archive holds tiny-imagenet-200/
-        if folder.name != "tiny-imagenet-200":
-            (folder.parent / "tiny-imagenet-200").rename(folder)
+    if (folder / "val" / "val_annotations.txt").is_file():
+        return folder
+    if folder.exists():
+        raise DownloadError(f"{folder} exists but lacks val/val_annotations.txt (an incomplete "
+                            f"copy?) — remove it and run again")
+    url, name = _source(TINY_IMAGENET_URL, base_url)
+    archive = fetch(url, folder.parent / name, checksum=_checksum_of(name, checksums),
+                    timeout=timeout, progress=progress)
+    extract_zip(archive, folder, inner="tiny-imagenet-200",
+                needed=["words.txt", "val/val_annotations.txt", "val/images"])
+    archive.unlink()
     return folder
 
 
-def download_flickr8k(root: str | Path | None = None) -> Path:
-    """NETWORK, for Colab. Download the Flickr8k images (~1 GB, a public mirror) and Karpathy's
-    split file into ``root`` so that ``flickr8k(root, model=...)`` finds them."""
+def download_flickr8k(root: str | Path | None = None, *, base_url: str | None = None,
+                      checksums: dict[str, str | None] | None = None,
+                      timeout: float = 60, progress: bool = True) -> Path:
+    """Download Karpathy's split file and the Flickr8k images (~1 GB, a public mirror) so that
+    ``flickr8k(root, model=...)`` finds them; returns the folder. Needs the network (Colab).
+
+    ``base_url``: a mirror holding ``caption_datasets.zip`` and ``Flickr8k_Dataset.zip``. Same
+    guarantees as :func:`download_tiny_imagenet`.
+    """
     folder = _root("flickr8k", root)
     folder.mkdir(parents=True, exist_ok=True)
-    if not (folder / "dataset_flickr8k.json").is_file():
-        archive = _fetch(KARPATHY_SPLITS_URL, folder / "caption_datasets.zip")
-        with zipfile.ZipFile(archive) as z:
-            member = next(m for m in z.namelist() if m.endswith("dataset_flickr8k.json"))
-            (folder / "dataset_flickr8k.json").write_bytes(z.read(member))
+    split = folder / "dataset_flickr8k.json"
+    if not split.is_file():
+        url, name = _source(KARPATHY_SPLITS_URL, base_url)
+        archive = fetch(url, folder / name, checksum=_checksum_of(name, checksums),
+                        timeout=timeout, progress=progress)
+        try:
+            with zipfile.ZipFile(archive) as z:
+                member = next((m for m in z.namelist() if m.endswith("dataset_flickr8k.json")),
+                              None)
+                if member is None:
+                    raise DownloadError(f"{archive} holds no dataset_flickr8k.json — is it "
+                                        f"Karpathy's caption_datasets.zip?")
+                data = z.read(member)
+        except (zipfile.BadZipFile, EOFError, zlib.error) as err:
+            archive.unlink()
+            raise DownloadError(f"{archive} is not a complete zip archive "
+                                f"({type(err).__name__}: {err}) — it was deleted; run again to "
+                                f"download it afresh") from None
+        tmp = split.with_name(split.name + ".part")
+        tmp.write_bytes(data)
+        tmp.replace(split)
+        archive.unlink()
     if not any((folder / d).is_dir() for d in _FLICKR_IMAGE_DIRS[:-1]):
-        archive = _fetch(FLICKR8K_IMAGES_URL, folder / "Flickr8k_Dataset.zip")
-        with zipfile.ZipFile(archive) as z:
-            z.extractall(folder)
+        url, name = _source(FLICKR8K_IMAGES_URL, base_url)
+        archive = fetch(url, folder / name, checksum=_checksum_of(name, checksums),
+                        timeout=timeout, progress=progress)
+        extract_zip(archive, folder / _FLICKR_IMAGE_DIRS[0], inner=_FLICKR_IMAGE_DIRS[0],
+                    members=lambda m: not m.startswith("__MACOSX/"))
+        archive.unlink()
     return folder
 
 
-def download_conceptual_captions(root: str | Path | None = None, n: int = 2000,
-                                 tsv_url: str = CC_VALIDATION_TSV_URL, timeout: float = 10) -> Path:
-    """NETWORK, for Colab. Fetch the first ``n`` *reachable* images of the Conceptual Captions
-    validation TSV (caption<TAB>url; many URLs are dead and are skipped) and write
-    ``captions.csv`` (``caption,file_path``) next to them. Not the paper's sample (unpublished)."""
+def download_conceptual_captions(root: str | Path | None = None, n: int = 2000, *,
+                                 base_url: str | None = None, tsv_url: str | None = None,
+                                 checksums: dict[str, str | None] | None = None,
+                                 timeout: float = 10, workers: int = 16,
+                                 progress: bool = True) -> Path:
+    """Fetch the first ``n`` *reachable* images of the Conceptual Captions validation TSV
+    (caption<TAB>url, no header) and write ``captions.csv`` (``caption,file_path``) next to
+    them; returns the folder. Needs the network (Colab). Not the paper's sample (unpublished).
+
+    Many links are dead: images are fetched ``workers`` at a time with a ``timeout`` each, in
+    TSV order windows until ``n`` arrived; a link that answers 404, times out or serves no
+    image is skipped (a summary line counts them). Images already on disk are kept, so a re-run
+    only fetches what is missing; the result is the first ``n`` reachable rows whatever the
+    order replies come in. ``base_url``: a mirror of the TSV (``tsv_url``: its full address).
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
     folder = _root("cc", root)
     images = folder / "images"
     images.mkdir(parents=True, exist_ok=True)
-    tsv = _fetch(tsv_url, folder / "validation.tsv")
+    url, name = _source(CC_VALIDATION_TSV_URL, base_url)
+    url = tsv_url or url
+    tsv = fetch(url, folder / name, checksum=_checksum_of(name, checksums),
+                timeout=max(timeout, 60), progress=progress)
     rows = []
-    with open(tsv, encoding="utf-8") as f:
-        for j, line in enumerate(f):
-            if len(rows) >= n:
-                break
-            caption, _, url = line.rstrip("\n").partition("\t")
-            target = images / f"{j:06d}.jpg"
-            try:
-                if not target.exists():
-                    with urllib.request.urlopen(url, timeout=timeout) as r:
-                        data = r.read()
-                    from io import BytesIO
-                    Image.open(BytesIO(data)).convert("RGB").save(target, quality=95)
-                rows.append((caption, f"images/{target.name}"))
-            except Exception:  # dead links, non-images: skip
-                continue
-    with open(folder / "captions.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["caption", "file_path"])
-        w.writerows(rows)
+    for line in tsv.read_text(encoding="utf-8").splitlines():
+        caption, _, link = line.partition("\t")
+        if caption.strip() and link.strip():
+            rows.append((caption.strip(), link.strip()))
+    ok: list[int] = []
+    failures: dict[str, int] = {}
+    start = 0
+    while len(ok) < n and start < len(rows):
+        stop = min(len(rows), start + max(2 * (n - len(ok)), workers))
+        todo = [j for j in range(start, stop) if not (images / f"{j:06d}.jpg").is_file()]
+        ok += [j for j in range(start, stop) if j not in todo]
+        results = fetch_many([(rows[j][1], _image_saver(images / f"{j:06d}.jpg")) for j in todo],
+                             workers=workers, timeout=timeout, progress=progress,
+                             desc=f"CC images {start}-{stop - 1}")
+        for j, reason in zip(todo, results):
+            if reason is None:
+                ok.append(j)
+            else:
+                key = reason.split(":")[0]
+                failures[key] = failures.get(key, 0) + 1
+        start = stop
+    chosen = sorted(ok)[:n]
+    if not chosen:
+        raise DownloadError(f"no image of {url} could be fetched ({_counts(failures)}) — check "
+                            f"the network")
+    tmp = folder / "captions.csv.part"
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["caption", "file_path"])
+        writer.writerows((rows[j][0], f"images/{j:06d}.jpg") for j in chosen)
+    tmp.replace(folder / "captions.csv")
+    short = f" (only {len(chosen)} of the {n} asked for)" if len(chosen) < n else ""
+    skipped = f": {_counts(failures)}" if failures else ""
+    print(f"Conceptual Captions: {len(chosen)} pairs in {folder}{short}; "
+          f"{sum(failures.values())} dead links skipped{skipped}")
     return folder
 
 
+def _counts(failures: dict[str, int]) -> str:
+    return ", ".join(f"{k} ×{v}" for k, v in sorted(failures.items(), key=lambda kv: -kv[1]))
+
+
+def _image_saver(target: Path) -> Callable[[bytes], None]:
+    def save(data: bytes) -> None:
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                rgb = im.convert("RGB")
+        except (OSError, ValueError, Image.DecompressionBombError) as err:
+            raise ValueError(f"not an image: {type(err).__name__}") from None
+        tmp = target.with_name(target.name + ".part")
+        rgb.save(tmp, format="JPEG", quality=95)
+        tmp.replace(target)
+    return save
+
+
 __all__ = ["Pair", "PairDataset", "DATASETS", "load_dataset", "conceptual_captions",
-           "tiny_imagenet", "flickr8k", "data_root", "register_dataset",
+           "tiny_imagenet", "flickr8k", "data_root", "register_dataset", "CHECKSUMS",
            "download_tiny_imagenet", "download_flickr8k", "download_conceptual_captions"]
