@@ -118,8 +118,9 @@ def test_last_block_bottleneck_is_degenerate_on_the_text_side(tiny, picture):
 
 def test_pass_counts_for_nib(tiny, picture):
     a = nibcore.explain(tiny, picture, "a red circle", num_steps=10)
-    # text feature + lower + one batched upper pass: 10 steps (the last is λ = 1) + the λ = 0 row
-    assert a.passes == dict(forward=3, backward=1, forward_rows=1 + 1 + 11, backward_rows=11)
+    # text feature + lower + one batched upper pass of the 10 steps (the last is λ = 1, f(1)) +
+    # one forward of the λ = 0 row without gradients (f(0))
+    assert a.passes == dict(forward=4, backward=1, forward_rows=1 + 1 + 10 + 1, backward_rows=10)
 
 
 # --- bad input -------------------------------------------------------------------------------

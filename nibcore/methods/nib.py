@@ -4,7 +4,12 @@ The hidden state ``z`` entering block ``layer`` is scaled by one scalar λ (all 
 channels); the attribution of token i is ``Σ_c z_ic · ∫_0^1 ∂f/∂z̃_ic(λz) dλ`` with
 ``f`` = cosine of the projected features with the other modality's (constant) feature. The
 integral is a quadrature over a schedule (see :mod:`nibcore.schedules`); all (λ, pair) rows go
-through the upper blocks together, in chunks of at most ``max_rows`` rows.
+through the upper blocks together, in chunks of at most ``rows_per_call`` rows.
+
+Only the quadrature's rows are back-propagated: f(0) is one forward of the upper blocks without
+gradients (on the image side, where no token ids enter, one row serves every pair of the batch),
+and f(1) is the λ = 1 row of the path when the schedule ends there, else one more forward without
+gradients.
 """
 
 from __future__ import annotations
@@ -44,13 +49,25 @@ def scaled_path(tower: Tower, z: torch.Tensor, layer: int, ids: torch.Tensor | N
     return grad_sum, values.view(steps, batch)
 
 
+def objective(tower: Tower, z: torch.Tensor, layer: int, ids: torch.Tensor | None,
+              target: torch.Tensor, lam: float) -> torch.Tensor:
+    """f(λ z) ``(B,)`` for one λ, forward only (no graph). At λ = 0 on a tower that pools without
+    token ids (the image tower) the state is the same zero tensor for every pair, so one row is
+    run and its feature is scored against every target."""
+    with torch.no_grad():
+        if lam == 0.0 and ids is None:
+            feature = tower.upper(torch.zeros_like(z[:1]), layer)
+            return cosine(feature.expand(z.shape[0], -1), target)
+        return cosine(tower.upper(lam * z, layer, ids), target)
+
+
 @register
 class NIB(Method):
     """Narrowing Information Bottleneck (Zhu et al., ICLR 2025,
     https://arxiv.org/abs/2502.14889).
 
-    ``f1``/``f0`` are f(λ=1) and f(λ=0), evaluated exactly (as zero-weight rows of the same
-    passes, so they cost one or two extra rows, not extra passes).
+    ``f1``/``f0`` are f(λ=1) and f(λ=0), evaluated exactly and without backward passes (f(1)
+    is the path's last row when the schedule ends at λ = 1; see the module docstring).
 
     Args:
         layer: index of the block whose *input* is the bottleneck. ``None``: the paper's 9 of 12
@@ -84,14 +101,10 @@ class NIB(Method):
         with torch.no_grad():
             z = tower.lower(inputs, layer)
         lambdas, weights = make_schedule(self.params["schedule"], self.params["num_steps"])
-        # f(0), and f(1) unless the schedule ends at λ = 1, ride along as zero-weight rows
-        has_one = float(lambdas[-1]) == 1.0
-        ends = torch.tensor([0.0] if has_one else [0.0, 1.0], dtype=lambdas.dtype)
-        grad_sum, values = scaled_path(tower, z, layer, pool_ids, target,
-                                       torch.cat([lambdas, ends]),
-                                       torch.cat([weights, torch.zeros_like(ends)]),
+        grad_sum, values = scaled_path(tower, z, layer, pool_ids, target, lambdas, weights,
                                        self.params["rows_per_call"])
         raw = (z * grad_sum).sum(dim=-1)
-        f0 = values[len(lambdas)]
-        f1 = values[len(lambdas) - 1] if has_one else values[-1]
+        f0 = objective(tower, z, layer, pool_ids, target, 0.0)
+        has_one = float(lambdas[-1]) == 1.0
+        f1 = values[-1] if has_one else objective(tower, z, layer, pool_ids, target, 1.0)
         return RawResult(raw=raw, f1=f1, f0=f0, extras={"layer": layer})
