@@ -138,7 +138,7 @@ def _rank_world(distributed: bool | None) -> tuple[int, int]:
     on = dist.is_available() and dist.is_initialized()
     if distributed and not on:
         raise ValueError("distributed=True, but torch.distributed is not initialised: call "
-                         "torch.distributed.init_process_group first (torchrun does it for the CLI)")
+                         "torch.distributed.init_process_group first (torchrun: the CLI does)")
     if on and distributed is not False:
         return dist.get_rank(), dist.get_world_size()
     return 0, 1

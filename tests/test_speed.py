@@ -5,7 +5,8 @@ back-propagated passes, each side on its own with the full other tower).
 With the paper schedule and the default ``rows_per_call`` the raw scores, maps and f(1) are the
 same bits. f(0) is now one forward pass of its own instead of an extra row of a larger batch, and a
 float32 matrix product may round differently when the batch has another shape, so f(0) is checked
-to 1e-6 (a cosine); everything else to 1e-6 relative when a small ``rows_per_call`` makes the last chunk hold other rows."""
+to 1e-6 (a cosine); everything else to 1e-6 relative when a small ``rows_per_call`` makes the
+last chunk hold other rows."""
 
 import numpy as np
 import pytest
