@@ -1,0 +1,444 @@
+"""The results store: committed evaluation rows with provenance, and the audit that re-derives them.
+
+``data/results/<model>-<name>.jsonl`` holds the rows of :func:`nibcore.evaluate` behind a results
+chapter (JSON Lines, floats rounded to 6 significant digits); ``<file>.meta.json`` beside it says
+how they were produced: the command, nibcore's version and git commit, the model's sha256 (file
+and weights), every method's full parameters, torch version, hardware, threads, dates and the
+wall time of every session that wrote rows. :data:`SPECS` names what each file holds.
+
+Regenerate (resumable: rows are appended as they are computed; re-running continues)::
+
+    OMP_NUM_THREADS=1 python -m nibcore.store generate table2 [--model mini] [--n N]
+
+Audit (what the book build runs)::
+
+    python -m nibcore.store audit [FILE ...] [--pairs 2] [--seed 0]
+
+:func:`audit` recomputes a seeded random sample of stored rows — at least ``pairs`` pairs of every
+``(method, side, params)`` group of every file — with the current code and model, and fails if
+any metric value differs by more than 1e-6 relative (after rounding the recomputed value as the
+store rounds), naming the file, line, row and value. A file whose model hash or method
+parameters no longer match the code's is an error too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .attribution import METHODS
+from .metrics import TEXT_PROTOCOLS, hardware
+from .models import ClipModel, bundled_file
+
+#: nibcore's method keys in the book's order.
+ALL_METHODS = ("nib", "m2ib", "rise", "gradcam", "chefer", "saliency", "mfaba", "fastig")
+#: Columns that are not recomputed bit for bit (timings and where they were taken).
+UNAUDITED = ("seconds", "hardware")
+#: Relative tolerance of the audit.
+RTOL = 1e-6
+#: Significant digits of stored floats.
+DIGITS = 6
+
+
+@dataclass(frozen=True)
+class Run:
+    """One :func:`nibcore.evaluate` call of a spec: methods × sides with parameters."""
+
+    methods: tuple[str, ...]
+    sides: tuple[str, ...] = ("image", "text")
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    warmup: bool = True
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What a store file holds: a dataset, ``n`` pairs (the first ``n`` of a permutation seeded
+    by ``seed``) and the runs over them."""
+
+    dataset: str
+    n: int
+    runs: tuple[Run, ...]
+    seed: int = 0
+    text_protocols: tuple[str, ...] = TEXT_PROTOCOLS
+    about: str = ""
+
+
+_NO_RISE = tuple(m for m in ALL_METHODS if m != "rise")
+
+#: The store's files by name (the file is ``<model>-<name>.jsonl``).
+SPECS: dict[str, Spec] = {
+    "table2": Spec("scenes", 1000, (Run(_NO_RISE),),
+                   about="Table 2 and the image ground truth: every method but RISE, both sides"),
+    "table2-rise-text": Spec("scenes", 1000, (Run(("rise",), ("text",), warmup=False),),
+                             about="Table 2: RISE, text side (200 masks, the paper's)"),
+    "table2-rise-image": Spec("scenes", 200, (Run(("rise",), ("image",), warmup=False),),
+                              about="Table 2: RISE, image side (6000 masks, the paper's) on "
+                                    "fewer pairs"),
+    "text-gt": Spec("scenes_text", 1000, (Run(ALL_METHODS, ("text",), warmup=False),),
+                    text_protocols=("paper",),
+                    about="text ground truth: present vs absent phrase, every method"),
+    "ablation-steps": Spec("scenes", 300, tuple(
+        Run(("nib",), params={"nib": {"num_steps": k}}) for k in (3, 5, 8, 10, 13, 15, 18, 20)),
+        text_protocols=("paper",), about="Tables 3/6: NIB's num_steps"),
+    # every block of the bundled model's towers (6 image, 4 text); the chapter maps the paper's
+    # layers onto them by relative depth
+    "ablation-layers": Spec("scenes", 300, tuple(
+        [Run(("nib",), ("image",), params={"nib": {"layer": b}}) for b in range(6)]
+        + [Run(("nib",), ("text",), params={"nib": {"layer": b}}) for b in range(4)]),
+        text_protocols=("paper",), about="Tables 4/7: NIB's layer, every block of each tower"),
+}
+
+
+def store_dir() -> Path:
+    """``data/results/`` of the repository (created when missing)."""
+    root = bundled_file("mini-clip.json").parent / "results"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def store_file(name: str, model: str = "mini", root: str | Path | None = None) -> Path:
+    """The path of a store file: ``<root>/<model>-<name>.jsonl``."""
+    if name not in SPECS:
+        raise ValueError(f"unknown store file {name!r}; known: {sorted(SPECS)}")
+    return Path(root or store_dir()) / f"{model}-{name}.jsonl"
+
+
+def meta_file(path: str | Path) -> Path:
+    """The provenance sidecar of a store file: ``<file>.meta.json``."""
+    return Path(str(path) + ".meta.json")
+
+
+# --- provenance ------------------------------------------------------------------------------
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def weights_sha256(model: ClipModel) -> str:
+    """sha256 over the model's state dict (names and float32 values, sorted by name)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.clip.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def model_hashes(model: ClipModel) -> dict[str, str | None]:
+    """``file_sha256`` (the bundled file, for ``mini``; else None) and ``weights_sha256``."""
+    file_hash = sha256_file(bundled_file("mini-clip.safetensors")) if model.name == "mini" \
+        else None
+    return {"file_sha256": file_hash, "weights_sha256": weights_sha256(model)}
+
+
+def resolved_params(method: str, kw: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every parameter of ``method`` as the code resolves ``kw`` now (defaults filled in)."""
+    return json.loads(json.dumps(dict(METHODS[method](**(kw or {})).params), default=str,
+                                 sort_keys=True))
+
+
+def spec_params(spec: Spec) -> dict[str, dict[str, Any]]:
+    """``"<method> <kwargs json>"`` -> the resolved parameters, for every run of ``spec``."""
+    out = {}
+    for run in spec.runs:
+        for m in run.methods:
+            kw = run.params.get(m, {})
+            out[f"{m} {json.dumps(kw, sort_keys=True, default=str)}"] = resolved_params(m, kw)
+    return out
+
+
+def _git(*args: str) -> str | None:
+    try:
+        root = Path(__file__).resolve().parent.parent
+        return subprocess.run(["git", "--no-optional-locks", *args], cwd=root, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _command() -> str:
+    argv = list(sys.argv)
+    if argv and argv[0].endswith(("store.py", "__main__.py")):
+        argv = ["-m", "nibcore" + (".store" if argv[0].endswith("store.py") else ""), *argv[1:]]
+    env = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " \
+        if "OMP_NUM_THREADS" in os.environ else ""
+    return env + " ".join(["python", *argv])
+
+
+def provenance(model: ClipModel, spec: Spec) -> dict[str, Any]:
+    """The provenance of rows computed now for ``spec`` (everything but the timings)."""
+    from . import __version__
+
+    dirty = _git("status", "--porcelain", "--", "nibcore")
+    return {
+        "command": _command(),
+        "nibcore_version": __version__,
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty_nibcore": bool(dirty) if dirty is not None else None,
+        "model": model.name, **model_hashes(model),
+        "dataset": spec.dataset, "n": spec.n, "seed": spec.seed,
+        "text_protocols": list(spec.text_protocols), "about": spec.about,
+        "params": spec_params(spec),
+        "torch": torch.__version__, "python": platform.python_version(),
+        "hardware": hardware(model.device), "threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+    }
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    meta = meta_file(path)
+    if not meta.is_file():
+        raise FileNotFoundError(f"{path}: provenance sidecar {meta.name} is missing")
+    return json.loads(meta.read_text())
+
+
+# --- rows ------------------------------------------------------------------------------------
+
+def round_sig(x: Any, digits: int = DIGITS) -> Any:
+    """Floats to ``digits`` significant digits (ints, strings, None, NaN unchanged)."""
+    if isinstance(x, float) and math.isfinite(x) and x != 0.0:
+        return float(f"{x:.{digits}g}")
+    return x
+
+
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a store file (one JSON object per line), in file order."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def compact(path: str | Path) -> int:
+    """Rewrite a store file with floats rounded to :data:`DIGITS` significant digits and one copy
+    of each row (the last), in first-seen order; returns the number of rows."""
+    from .evaluation import KEY
+
+    rows: dict[tuple, dict[str, Any]] = {}
+    for row in read_rows(path):  # the hardware is in the sidecar (and timings are not audited)
+        rows[tuple(row.get(k) for k in KEY)] = {k: round_sig(v) for k, v in row.items()
+                                                if k != "hardware"}
+    tmp = Path(str(path) + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in rows.values():
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return len(rows)
+
+
+def load(name_or_path: str | Path, model: str = "mini") -> "pd.DataFrame":  # noqa: F821
+    """The rows of a store file as a frame (``name`` from :data:`SPECS`, or a path)."""
+    import pandas as pd
+
+    path = Path(name_or_path)
+    if not path.suffix == ".jsonl":
+        path = store_file(str(name_or_path), model)
+    if not path.is_file():
+        raise FileNotFoundError(f"store file {path} not found: generate it with "
+                                f"`python -m nibcore.store generate {path.stem.split('-', 1)[-1]}`")
+    return pd.DataFrame(read_rows(path))
+
+
+# --- generation ------------------------------------------------------------------------------
+
+def generate(name: str, model: ClipModel | str = "mini", n: int | None = None,
+             root: str | Path | None = None, progress: bool = True) -> Path:
+    """Compute (or continue) the store file ``name`` and update its sidecar; returns its path.
+
+    Rows are appended by :func:`nibcore.evaluate` as they are computed (one pair per call), so an
+    interrupted run resumes where it stopped; the sidecar accumulates the wall time of every
+    session. ``n`` overrides the spec's pair count (for a smaller file)."""
+    from .evaluation import evaluate
+    from .models import load_model
+
+    spec = SPECS[name] if name in SPECS else None
+    if spec is None:
+        raise ValueError(f"unknown store file {name!r}; known: {sorted(SPECS)}")
+    if n is not None:
+        spec = Spec(spec.dataset, int(n), spec.runs, spec.seed, spec.text_protocols, spec.about)
+    if isinstance(model, str):
+        model = load_model(model)
+    path = store_file(name, model.name, root)
+    prov = provenance(model, spec)
+    meta = meta_file(path)
+    old = json.loads(meta.read_text()) if meta.is_file() else None
+    if old is not None:
+        for k in ("file_sha256", "weights_sha256", "params"):
+            if old.get(k) != prov[k]:
+                raise RuntimeError(f"{path}: stored {k} differs from the current code/model; "
+                                   f"delete the file and its sidecar to regenerate from scratch")
+    sessions = list(old.get("sessions", [])) if old else []
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    t0 = time.perf_counter()
+    try:
+        for run in spec.runs:
+            evaluate(model, spec.dataset, list(run.methods), sides=list(run.sides), n=spec.n,
+                     seed=spec.seed, params=run.params, text_protocols=spec.text_protocols,
+                     out=path, progress=progress, batch_size=1, warmup=run.warmup)
+    finally:
+        wall = time.perf_counter() - t0
+        rows = compact(path) if path.is_file() else 0
+        sessions.append({"started": started, "wall_seconds": round(wall, 1), "rows": rows,
+                         "command": prov["command"], "git_commit": prov["git_commit"],
+                         "hardware": prov["hardware"], "threads": prov["threads"]})
+        prov.update(sessions=sessions, rows=rows,
+                    wall_seconds=round(sum(s["wall_seconds"] for s in sessions), 1),
+                    finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        meta.write_text(json.dumps(prov, indent=1, ensure_ascii=False) + "\n")
+    return path
+
+
+# --- audit -----------------------------------------------------------------------------------
+
+class AuditError(AssertionError):
+    """A stored row the current code does not reproduce (the message names file, row, value)."""
+
+
+def _differs(stored: Any, now: Any, rtol: float = RTOL) -> bool:
+    if isinstance(stored, bool) or isinstance(now, bool) or isinstance(stored, str):
+        return stored != now
+    if stored is None or now is None:
+        return (stored is None) != (now is None)
+    a, b = float(stored), float(round_sig(float(now)))
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) != math.isnan(b)
+    return abs(a - b) > rtol * max(abs(a), abs(b)) + 1e-12
+
+
+def audit_sample(rows: Sequence[dict[str, Any]], pairs: int = 2, seed: int = 0
+                 ) -> list[int]:
+    """Row numbers of the audited sample: per ``(method, side, params)`` group, ``pairs`` rows
+    drawn with a generator seeded by ``seed`` (all of them when the group is smaller)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, r in enumerate(rows):
+        groups.setdefault((r["method"], r["side"], r["params"]), []).append(i)
+    rng = np.random.default_rng(seed)
+    out = []
+    for key in sorted(groups):
+        idx = groups[key]
+        out += sorted(int(i) for i in rng.choice(idx, size=min(pairs, len(idx)), replace=False))
+    return out
+
+
+def audit(path: str | Path, model: ClipModel | None = None, pairs: int = 2, seed: int = 0,
+          log=print) -> int:
+    """Recompute the audited sample of one store file; raise :class:`AuditError` on the first
+    mismatch (file, line, row and value named). Returns the number of rows checked."""
+    from .datasets import load_dataset
+    from .evaluation import _run
+    from .inputs import prepare_images
+    from .models import load_model
+
+    path = Path(path)
+    meta = read_meta(path)
+    if model is None:
+        model = load_model(meta["model"])
+    hashes = model_hashes(model)
+    for k, v in hashes.items():
+        if meta.get(k) != v:
+            raise AuditError(f"{path.name}: model {k} is {v} now but {meta.get(k)} in the "
+                             f"sidecar: the rows were computed with another model")
+    rows = read_rows(path)
+    for i, r in enumerate(rows):
+        key = f"{r['method']} {r['params']}"
+        stored = meta["params"].get(key)
+        if stored is None:
+            raise AuditError(f"{path.name}: line {i + 1} ({r['id']}, {r['method']}, {r['side']}) "
+                             f"has parameters {r['params']} the sidecar does not list")
+        now = resolved_params(r["method"], json.loads(r["params"]))
+        if now != stored:
+            diff = {k: (stored.get(k), now.get(k)) for k in set(stored) | set(now)
+                    if stored.get(k) != now.get(k)}
+            raise AuditError(f"{path.name}: {r['method']} parameters changed since the rows were "
+                             f"computed (stored, now): {diff}")
+    sample = audit_sample(rows, pairs, seed)
+    dataset = load_dataset(meta["dataset"])
+    protocols = meta["text_protocols"]
+    for i in sample:
+        r = rows[i]
+        pair = dataset[int(r["index"])]
+        if pair.id != r["id"] or pair.text != r["text"]:
+            raise AuditError(f"{path.name}: line {i + 1}: dataset index {r['index']} is now "
+                             f"{pair.id} {pair.text!r}, stored {r['id']} {r['text']!r}")
+        pixels = prepare_images(model, [pair.image])
+        ids = model.tokenize([pair.text])
+        new = _run(model, r["method"], r["side"], json.loads(r["params"]), [pair], pixels, ids,
+                   protocols, warm=False)[0]
+        for col, value in r.items():
+            if col not in new or col in UNAUDITED:
+                continue
+            if _differs(value, new[col]):
+                raise AuditError(
+                    f"{path.name}: line {i + 1} ({r['id']}, {r['method']}, {r['side']}): "
+                    f"{col} = {value} stored but {round_sig(float(new[col]))} recomputed")
+        missing = [c for c in new if c not in r and c not in UNAUDITED]
+        if missing:
+            raise AuditError(f"{path.name}: line {i + 1}: columns {missing} are computed now "
+                             f"but not stored")
+    log(f"audit {path.name}: {len(sample)} of {len(rows)} rows recomputed, all within "
+        f"{RTOL:g} relative")
+    return len(sample)
+
+
+def audit_all(paths: Sequence[str | Path] | None = None, pairs: int = 2, seed: int = 0,
+              log=print) -> int:
+    """:func:`audit` every store file (default: all ``*.jsonl`` in :func:`store_dir`)."""
+    paths = [Path(p) for p in paths] if paths else sorted(store_dir().glob("*.jsonl"))
+    models: dict[str, ClipModel] = {}
+    total = 0
+    for p in paths:
+        from .models import load_model
+
+        name = read_meta(p)["model"]
+        if name not in models:
+            models[name] = load_model(name)
+        total += audit(p, models[name], pairs, seed, log)
+    return total
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nibcore.store", description=__doc__.split(
+        "\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("generate", help="compute or continue a store file")
+    g.add_argument("names", nargs="+", choices=sorted(SPECS))
+    g.add_argument("--model", default="mini")
+    g.add_argument("--n", type=int, default=None, help="pairs (default: the spec's)")
+    g.add_argument("--no-progress", action="store_true")
+    g.add_argument("--root", type=Path, default=None, help="folder (default: data/results)")
+    a = sub.add_parser("audit", help="recompute a seeded sample of stored rows")
+    a.add_argument("files", nargs="*", type=Path)
+    a.add_argument("--pairs", type=int, default=2)
+    a.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.command == "generate":
+        for name in args.names:
+            path = generate(name, args.model, args.n, args.root, progress=not args.no_progress)
+            meta = read_meta(path)
+            print(f"{path}: {meta['rows']} rows, {meta['wall_seconds']:.0f} s in all")
+        return 0
+    try:
+        audit_all(args.files, args.pairs, args.seed)
+    except (AuditError, FileNotFoundError) as err:
+        print(f"AUDIT FAILED: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""The results store: provenance sidecar, rounding, resumption and the audit (nibcore.store)."""
+
+import json
+
+import pytest
+
+import nibcore
+from nibcore import store
+from nibcore.store import AuditError, Run, Spec
+
+
+@pytest.fixture(scope="module")
+def mini():
+    return nibcore.load_model("mini")
+
+
+@pytest.fixture()
+def small(monkeypatch, tmp_path, mini):
+    spec = Spec("scenes", 2, (Run(("nib", "gradcam")),), text_protocols=("paper", "m2ib"),
+                about="test")
+    monkeypatch.setitem(store.SPECS, "unit", spec)
+    path = store.generate("unit", mini, root=tmp_path, progress=False)
+    return path
+
+
+def test_generate_writes_rounded_rows_and_provenance(small, mini):
+    rows = store.read_rows(small)
+    assert len(rows) == 2 * 2 * 2  # pairs x methods x sides
+    for r in rows:
+        for v in r.values():
+            if isinstance(v, float):
+                assert v == float(f"{v:.6g}")
+        assert "hardware" not in r
+    meta = store.read_meta(small)
+    for key in ("command", "nibcore_version", "git_commit", "file_sha256", "weights_sha256",
+                "params", "torch", "hardware", "threads", "sessions", "wall_seconds"):
+        assert key in meta, key
+    assert meta["params"]["nib {}"]["num_steps"] == 10
+    assert meta["weights_sha256"] == store.weights_sha256(mini)
+    assert meta["rows"] == 8 and len(meta["sessions"]) == 1
+
+
+def test_generate_resumes_without_recomputing(small, mini, tmp_path):
+    before = small.read_text()
+    store.generate("unit", mini, root=tmp_path, progress=False)
+    assert small.read_text() == before
+    meta = store.read_meta(small)
+    assert len(meta["sessions"]) == 2
+
+
+def test_audit_passes_then_fails_on_one_changed_value(small, mini):
+    assert store.audit(small, mini, pairs=2, log=lambda *_: None) == 8
+    lines = small.read_text().splitlines()
+    row = json.loads(lines[3])
+    col = next(c for c in ("img_conf_drop", "txt_s1_paper") if c in row)
+    row[col] = row[col] * (1 + 1e-5) + 1e-9
+    lines[3] = json.dumps(row)
+    small.write_text("\n".join(lines) + "\n")
+    with pytest.raises(AuditError, match=rf"{small.name}: line 4 .*{col}"):
+        store.audit(small, mini, pairs=2, log=lambda *_: None)
+
+
+def test_audit_fails_on_changed_params_or_model(small, mini):
+    meta_path = store.meta_file(small)
+    meta = json.loads(meta_path.read_text())
+    meta["params"]["nib {}"]["num_steps"] = 11
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(AuditError, match="nib parameters changed"):
+        store.audit(small, mini, log=lambda *_: None)
+    meta["params"]["nib {}"]["num_steps"] = 10
+    meta["weights_sha256"] = "0" * 64
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(AuditError, match="weights_sha256"):
+        store.audit(small, mini, log=lambda *_: None)
+
+
+def test_audit_sample_covers_every_group():
+    rows = [dict(method=m, side=s, params="{}", id=i) for m in ("a", "b") for s in ("image",
+            "text") for i in range(10)]
+    sample = store.audit_sample(rows, pairs=2, seed=0)
+    assert len(sample) == 8
+    assert store.audit_sample(rows, pairs=2, seed=0) == sample
+    groups = {(rows[i]["method"], rows[i]["side"]) for i in sample}
+    assert len(groups) == 4
+
+
+def test_round_sig_and_errors(tmp_path):
+    assert store.round_sig(1.23456789) == 1.23457
+    assert store.round_sig(3) == 3 and store.round_sig("x") == "x"
+    with pytest.raises(ValueError, match="unknown store file"):
+        store.store_file("nope")
+    with pytest.raises(FileNotFoundError, match="sidecar"):
+        store.read_meta(tmp_path / "x.jsonl")
