@@ -167,8 +167,9 @@ def spec_params(spec: Spec) -> dict[str, dict[str, Any]]:
 def _git(*args: str) -> str | None:
     try:
         root = Path(__file__).resolve().parent.parent
-        return subprocess.run(["git", "--no-optional-locks", *args], cwd=root, capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
+        return subprocess.run(["git", "--no-optional-locks", *args], cwd=root,
+                              capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
 
