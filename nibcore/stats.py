@@ -176,8 +176,8 @@ def paired(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray,
 def spearman_ci(x: Sequence[float], y: Sequence[float], level: float = LEVEL
                 ) -> tuple[float, float, float]:
     """Spearman's ρ of ``x`` and ``y`` with a Fisher-z interval using Bonett & Wright's
-    (2000) standard error ``sqrt((1 + ρ²/2) / (n − 3))``; the interval is NaN for n ≤ 3 (and ρ is NaN
-    for a constant input)."""
+    (2000) standard error ``sqrt((1 + ρ²/2) / (n − 3))``; the interval is NaN for n ≤ 3 (and ρ
+    is NaN for a constant input)."""
     _check_level(level)
     x, y = _values(x), _values(y)
     if x.size != y.size:
