@@ -77,6 +77,8 @@ class LeGrad(Method):
                     maps.append(probs)
                 sims.append(cosine(feature, target))
             objective = torch.stack(sims).sum(dim=0)
+            if attention_head:  # the backward stops at the heads' attention, above the blocks
+                model.passes.watch_backward(objective)
             grads = torch.autograd.grad(objective.sum(), maps)
         raw = sum(g.clamp(min=0).mean(dim=(1, 2)) for g in grads)
         return RawResult(raw=raw, extras={"layer": start, "objective": "cosine",
