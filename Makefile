@@ -18,6 +18,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	touch $@
 
 unit: setup
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 test: unit
