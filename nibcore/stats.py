@@ -196,19 +196,28 @@ def spearman_ci(x: Sequence[float], y: Sequence[float], level: float = LEVEL
 def rank_agreement_ci(per_pair: Mapping[str, np.ndarray], reference: Mapping[str, float],
                       seed: int = 0, level: float = LEVEL, n_boot: int = N_BOOT
                       ) -> tuple[float, float, float]:
-    """Spearman's ρ between the methods' mean values here (``per_pair``: method -> its values
-    on the same pairs, in the same order) and a reference ordering (``reference``: method ->
-    value, e.g. the paper's), with a percentile bootstrap interval over our pairs (the paper's
-    numbers are taken as fixed). Methods missing from either side are left out; fewer than 3
-    methods: NaN."""
+    """Spearman's ρ between the methods' mean values here (``per_pair``: method -> its per-pair
+    values) and a reference ordering (``reference``: method -> value, e.g. the paper's), with a
+    percentile bootstrap interval over our pairs (the reference numbers are taken as fixed).
+    When every method has the same number of values they are taken as the same pairs and
+    resampled together; otherwise each method's pairs are resampled on their own. Methods
+    missing from either side are left out; fewer than 3 methods: NaN."""
     methods = [m for m in per_pair if m in reference]
     if len(methods) < 3:
         return float("nan"), float("nan"), float("nan")
-    mat = np.stack([_values(per_pair[m]) for m in methods])  # (methods, pairs)
+    vals = [_values(per_pair[m]) for m in methods]
+    if any(v.size == 0 for v in vals):
+        raise ValueError("a method without values cannot be ranked")
     ref = np.array([reference[m] for m in methods], dtype=np.float64)
-    rho = spearman_ci(mat.mean(axis=1), ref)[0]
-    idx = np.random.default_rng(seed).integers(0, mat.shape[1], size=(n_boot, mat.shape[1]))
-    means = mat[:, idx].mean(axis=2).T  # (n_boot, methods)
+    rho = spearman_ci(np.array([v.mean() for v in vals]), ref)[0]
+    rng = np.random.default_rng(seed)
+    if len({v.size for v in vals}) == 1:
+        mat = np.stack(vals)
+        idx = rng.integers(0, mat.shape[1], size=(n_boot, mat.shape[1]))
+        means = mat[:, idx].mean(axis=2).T  # (n_boot, methods)
+    else:
+        means = np.stack([v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
+                          for v in vals], axis=1)
     ref_rank = _st.rankdata(ref)
     r = _st.rankdata(means, axis=1)
     rc = r - r.mean(axis=1, keepdims=True)

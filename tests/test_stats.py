@@ -92,3 +92,12 @@ def test_rank_agreement_ci_widens_with_noise():
     assert hi2 - lo2 > 0.5
     assert rank_agreement_ci(noisy, ref, seed=0) == (rho2, lo2, hi2)
     assert math.isnan(rank_agreement_ci({"a": clear["a"]}, ref)[0])
+
+
+def test_rank_agreement_ci_with_unequal_pair_counts():
+    rng = np.random.default_rng(1)
+    ref = {m: float(i) for i, m in enumerate("abcd")}
+    vals = {m: ref[m] + rng.normal(0, 1, size=50 if m == "a" else 300) for m in ref}
+    rho, lo, hi = rank_agreement_ci(vals, ref, seed=0)
+    assert rho == 1.0 and lo <= hi <= 1.0
+    assert rank_agreement_ci(vals, ref, seed=0) == (rho, lo, hi)
