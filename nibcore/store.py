@@ -10,6 +10,10 @@ Regenerate (resumable: rows are appended as they are computed; re-running contin
 
     OMP_NUM_THREADS=1 python -m nibcore.store generate table2 [--model mini] [--n N]
 
+Timings (frames per second from a separate timed subset: warm-up, median of 3 repeats)::
+
+    OMP_NUM_THREADS=1 python -m nibcore.store timing [--pairs 2] [--repeats 3]
+
 Audit (what the book build runs)::
 
     python -m nibcore.store audit [FILE ...] [--pairs 2] [--seed 0]
@@ -255,6 +259,33 @@ def load(name_or_path: str | Path, model: str = "mini") -> "pd.DataFrame":  # no
     return pd.DataFrame(read_rows(path))
 
 
+def load_many(names: Sequence[str], model: str = "mini") -> "pd.DataFrame":  # noqa: F821
+    """The rows of several store files in one frame (e.g. Table 2's three files); a file that
+    is missing is an error naming the command that makes it."""
+    import pandas as pd
+
+    return pd.concat([load(n, model) for n in names], ignore_index=True)
+
+
+def describe(names: Sequence[str], model: str = "mini") -> "pd.DataFrame":  # noqa: F821
+    """One row per store file: rows, pairs, methods × sides, wall time, git commit, hardware,
+    threads, date and the command — what a chapter prints under its tables."""
+    import pandas as pd
+
+    out = []
+    for name in names:
+        path = store_file(name, model)
+        meta = read_meta(path)
+        rows = read_rows(path)
+        out.append(dict(file=path.name, rows=len(rows),
+                        pairs=len({r["id"] for r in rows}),
+                        wall_minutes=round(meta["wall_seconds"] / 60, 1),
+                        commit=(meta.get("git_commit") or "?")[:10],
+                        hardware=meta["hardware"], threads=meta["threads"],
+                        finished=meta.get("finished"), command=meta["command"]))
+    return pd.DataFrame(out).set_index("file")
+
+
 # --- generation ------------------------------------------------------------------------------
 
 def generate(name: str, model: ClipModel | str = "mini", n: int | None = None,
@@ -302,6 +333,91 @@ def generate(name: str, model: ClipModel | str = "mini", n: int | None = None,
                     finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         meta.write_text(json.dumps(prov, indent=1, ensure_ascii=False) + "\n")
     return path
+
+
+def timing(model: ClipModel, methods: Sequence[str] = ALL_METHODS,
+           sides: Sequence[str] = ("image", "text"), pairs: int = 2, repeats: int = 3,
+           params: dict[str, dict[str, Any]] | None = None, seed: int = 0,
+           dataset: str = "scenes") -> "pd.DataFrame":  # noqa: F821
+    """Frames per second from a separate timed subset, not from a scoring run.
+
+    For every method × side: one untimed warm-up call, then ``repeats`` timed calls of
+    :func:`nibcore.explain` on each of ``pairs`` pairs (one pair per call; inputs prepared
+    beforehand, no scoring); a pair's time is the median of its repeats, ``seconds`` the mean of
+    those medians over pairs and ``fps = 1 / seconds``. Rows: ``method, side, pairs, repeats,
+    seconds, fps, hardware, threads``."""
+    import pandas as pd
+
+    from .attribution import explain
+    from .datasets import load_dataset
+    from .evaluation import _subset, _sync
+    from .inputs import prepare_images
+
+    if repeats < 3:
+        raise ValueError(f"repeats must be at least 3 (a median of 3 or more), got {repeats}")
+    params = params or {}
+    ds = load_dataset(dataset)
+    chosen = [ds[i] for i in _subset(len(ds), pairs, seed)]
+    inputs = [(prepare_images(model, [p.image]), [p.text]) for p in chosen]
+    hw, threads = hardware(model.device), torch.get_num_threads()
+    rows = []
+    for m in methods:
+        for side in sides:
+            kw = params.get(m, {})
+            explain(model, inputs[0][0], inputs[0][1], method=m, side=side, **kw)  # warm-up
+            medians = []
+            for pixels, texts in inputs:
+                times = []
+                for _ in range(repeats):
+                    _sync(model)
+                    t0 = time.perf_counter()
+                    explain(model, pixels, texts, method=m, side=side, **kw)
+                    _sync(model)
+                    times.append(time.perf_counter() - t0)
+                medians.append(float(np.median(times)))
+            sec = float(np.mean(medians))
+            rows.append(dict(method=m, side=side, pairs=len(inputs), repeats=repeats,
+                             seconds=sec, fps=1.0 / sec, hardware=hw, threads=threads))
+    return pd.DataFrame(rows)
+
+
+def timing_file(model: str = "mini", root: str | Path | None = None) -> Path:
+    """``<root>/<model>-fps.json``: the stored timings (:func:`generate_timing`)."""
+    return Path(root or store_dir()) / f"{model}-fps.json"
+
+
+def generate_timing(model: ClipModel | str = "mini", root: str | Path | None = None,
+                    pairs: int = 2, repeats: int = 3) -> Path:
+    """Run :func:`timing` for every method and side and store it with its provenance."""
+    from .models import load_model
+
+    if isinstance(model, str):
+        model = load_model(model)
+    t0 = time.perf_counter()
+    frame = timing(model, pairs=pairs, repeats=repeats)
+    path = timing_file(model.name, root)
+    out = {"command": _command(), "git_commit": _git("rev-parse", "HEAD"),
+           "model": model.name, **model_hashes(model), "torch": torch.__version__,
+           "hardware": hardware(model.device), "threads": torch.get_num_threads(),
+           "params": {m: resolved_params(m) for m in ALL_METHODS},
+           "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "wall_seconds": round(time.perf_counter() - t0, 1),
+           "rows": [{k: round_sig(v) for k, v in r.items()} for r in frame.to_dict("records")]}
+    path.write_text(json.dumps(out, indent=1, ensure_ascii=False) + "\n")
+    return path
+
+
+def load_timing(model: str = "mini", root: str | Path | None = None
+                ) -> tuple["pd.DataFrame", dict[str, Any]]:  # noqa: F821
+    """The stored timings as a frame (``method, side, ..., fps``) and their provenance."""
+    import pandas as pd
+
+    path = timing_file(model, root)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: make it with `python -m nibcore.store "
+                                f"timing --model {model}`")
+    meta = json.loads(path.read_text())
+    return pd.DataFrame(meta.pop("rows")), meta
 
 
 # --- audit -----------------------------------------------------------------------------------
@@ -422,6 +538,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     g.add_argument("--n", type=int, default=None, help="pairs (default: the spec's)")
     g.add_argument("--no-progress", action="store_true")
     g.add_argument("--root", type=Path, default=None, help="folder (default: data/results)")
+    t = sub.add_parser("timing", help="time every method on a separate subset (FPS)")
+    t.add_argument("--model", default="mini")
+    t.add_argument("--pairs", type=int, default=2)
+    t.add_argument("--repeats", type=int, default=3)
+    t.add_argument("--root", type=Path, default=None)
     a = sub.add_parser("audit", help="recompute a seeded sample of stored rows")
     a.add_argument("files", nargs="*", type=Path)
     a.add_argument("--pairs", type=int, default=2)
@@ -432,6 +553,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             path = generate(name, args.model, args.n, args.root, progress=not args.no_progress)
             meta = read_meta(path)
             print(f"{path}: {meta['rows']} rows, {meta['wall_seconds']:.0f} s in all")
+        return 0
+    if args.command == "timing":
+        path = generate_timing(args.model, args.root, args.pairs, args.repeats)
+        print(f"{path} written")
         return 0
     try:
         audit_all(args.files, args.pairs, args.seed)

@@ -91,3 +91,21 @@ def test_round_sig_and_errors(tmp_path):
         store.store_file("nope")
     with pytest.raises(FileNotFoundError, match="sidecar"):
         store.read_meta(tmp_path / "x.jsonl")
+
+
+def test_timing_warms_up_and_takes_medians(mini, tmp_path):
+    frame = store.timing(mini, methods=("nib",), sides=("text",), pairs=1, repeats=3)
+    assert frame.shape[0] == 1
+    r = frame.iloc[0]
+    assert r.repeats == 3 and r.fps == pytest.approx(1 / r.seconds) and r.threads >= 1
+    with pytest.raises(ValueError, match="at least 3"):
+        store.timing(mini, methods=("nib",), repeats=2)
+
+
+def test_describe_and_load_many(small, monkeypatch):
+    monkeypatch.setattr(store, "store_dir", lambda: small.parent)
+    d = store.describe(["unit"])
+    assert d.loc[small.name, "rows"] == 8 and d.loc[small.name, "pairs"] == 2
+    assert len(store.load_many(["unit"])) == 8
+    with pytest.raises(FileNotFoundError, match="python -m nibcore.store generate"):
+        store.load("table2-rise-image", model="nomodel")
