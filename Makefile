@@ -1,12 +1,17 @@
 # Two commands do everything on a fresh machine (each sets itself up first):
 #   make book   – execute every chapter with papermill on the bundled offline model, build the book
-#   make test   – run the unit tests, then build and check the executed book (what CI runs)
+#   make test   – run the unit tests, then build and check the executed book, then execute every
+#                 chapter once more the way a Colab reader runs it (what CI runs; see `online`)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BOOK_FLAGS ?=
+# The online rehearsal: ViT-B/32's architecture with random weights saved by the run itself, and
+# small copies of Conceptual Captions, Tiny-ImageNet and Flickr8k in their real layouts.
+ONLINE := $(CURDIR)/_build/online
+ONLINE_MODEL ?= ViT-B-32-quickgelu
 
-.PHONY: setup test unit book book-smoke bench clean
+.PHONY: setup test unit book book-smoke online bench clean
 
 setup: $(VENV)/.installed
 
@@ -23,6 +28,13 @@ unit: setup
 
 test: unit
 	$(PY) scripts/build_book.py $(BOOK_FLAGS)
+	$(MAKE) online
+
+online: setup
+	$(PY) scripts/make_fixtures.py $(ONLINE)/data --checkpoint $(ONLINE)/$(ONLINE_MODEL)-random.pt \
+		--model $(ONLINE_MODEL)
+	NIB_DATA=$(ONLINE)/data $(PY) scripts/build_book.py --smoke --no-html --out $(ONLINE) \
+		--param MODEL=$(ONLINE_MODEL) --param PRETRAINED=$(ONLINE)/$(ONLINE_MODEL)-random.pt
 
 book: setup
 	$(PY) scripts/build_book.py $(BOOK_FLAGS)

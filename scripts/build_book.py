@@ -2,6 +2,7 @@
 """Execute every chapter of the book with papermill, build it with jupyter-book, check the HTML.
 
     python scripts/build_book.py [--smoke] [--only NAME ...] [--param KEY=VALUE ...] [--no-html]
+                                 [--out DIR]
 
 1. Reads ``_toc.yml``; fails if a notebook under ``book/`` is missing from it (or the toc names a
    file that does not exist).
@@ -10,6 +11,10 @@
    ``references.bib``, ``book/``). ``--smoke`` injects ``SMOKE = True`` into each notebook's
    ``parameters`` cell; ``--param KEY=VALUE`` injects more (values are parsed as Python literals,
    else kept as strings). Any cell error fails the build (all notebooks are still tried).
+   Chapters that declare a ``CACHE`` parameter get ``CACHE = <output>/cache`` unless ``--param``
+   sets it. ``--out DIR`` puts the executed tree, the cache and the HTML under ``DIR`` instead
+   of ``_build`` (a second pass, e.g. the online rehearsal of ``make test``, leaves the main
+   build untouched).
 3. Runs ``jupyter-book build`` on the executed tree with ``-W --keep-going`` (every Sphinx
    warning, e.g. a broken citation or cross-reference, fails the build); HTML in ``_build/html``.
 4. Checks the HTML: every page of the toc exists; no page shows a traceback or an error output;
@@ -38,6 +43,9 @@ BOOK = ROOT / "book"
 BUILD = ROOT / "_build"
 EXECUTED = BUILD / "executed"
 HTML = BUILD / "html"
+CACHE = BUILD / "cache"
+#: jupyter-book's --path-output: the HTML lands in <PATH_OUTPUT>/_build/html
+PATH_OUTPUT = ROOT
 TREE_FILES = ("_config.yml", "_toc.yml", "references.bib")
 #: MathJax is served from the built book (no CDN): the npm package pinned in package.json is
 #: installed with ``npm ci`` into node_modules/ and its es5 tree copied into this static folder of
@@ -140,6 +148,37 @@ def copy_mathjax(es5: Path, dest: Path) -> None:
         shutil.copytree(sub, dest / sub.name)
 
 
+# --- the repository's address ------------------------------------------------------------------
+
+#: the install cell's line naming the repository (a copy of _config.yml's repository.url)
+REPOSITORY_LINE = re.compile(r'^REPOSITORY = "([^"]*)"', re.M)
+
+
+def repository_url(root: Path = ROOT) -> str:
+    """The book's repository: ``repository.url`` of ``_config.yml``, the one place it is set."""
+    return yaml.safe_load((root / "_config.yml").read_text())["repository"]["url"]
+
+
+def sync_repository(notebooks: list[Path], write: bool = False, root: Path = ROOT) -> list[Path]:
+    """The notebooks whose install cell names another repository than ``_config.yml`` (Colab
+    opens the stored notebook, which cannot read the config, so each carries a copy); with
+    ``write`` their ``REPOSITORY = "..."`` line is rewritten from the config."""
+    url, stale = repository_url(root), []
+    for nb_path in notebooks:
+        text = nb_path.read_text()
+        nb = json.loads(text)
+        cell = next(c for c in nb["cells"] if c["cell_type"] == "code")
+        source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        found = REPOSITORY_LINE.search(source)
+        if found is None or found.group(1) != url:
+            stale.append(nb_path)
+            if write and found is not None:
+                cell["source"] = REPOSITORY_LINE.sub(f'REPOSITORY = "{url}"', source,
+                                                     count=1).splitlines(keepends=True)
+                nb_path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    return stale
+
+
 # --- executing ------------------------------------------------------------------------------
 
 def parse_params(pairs: list[str]) -> dict:
@@ -174,10 +213,28 @@ def prepare_tree(mathjax: bool = True) -> None:
             shutil.copy2(path, EXECUTED / "book" / rel)
 
 
+def set_output(out: Path) -> None:
+    """Execute into ``out/executed``, cache in ``out/cache``, HTML in ``out/_build/html``."""
+    global EXECUTED, HTML, CACHE, PATH_OUTPUT
+    out = out.resolve()
+    EXECUTED, CACHE, PATH_OUTPUT, HTML = out / "executed", out / "cache", out, out / "_build/html"
+
+
+def declared_parameters(nb: Path) -> set[str]:
+    """The names assigned in a notebook's ``parameters`` cell."""
+    for cell in json.loads(nb.read_text())["cells"]:
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            text = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+            return set(re.findall(r"^([A-Za-z_]\w*)\s*=", text, flags=re.M))
+    return set()
+
+
 def execute(nb: Path, params: dict) -> tuple[float, str | None]:
     """Run one notebook into the executed tree; returns (seconds, error message or None)."""
     import papermill
 
+    if "CACHE" in declared_parameters(nb) and "CACHE" not in params:
+        params = {**params, "CACHE": str(CACHE)}
     out = EXECUTED / nb.relative_to(ROOT)
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -248,9 +305,25 @@ def main(argv: list[str] | None = None) -> int:
                         help="inject a parameter into every notebook, e.g. MODEL=mini")
     parser.add_argument("--no-html", action="store_true",
                         help="execute only; skip jupyter-book and the HTML checks")
+    parser.add_argument("--out", type=Path, metavar="DIR",
+                        help="write the executed tree, the cache and the HTML under DIR "
+                             "(default: _build)")
+    parser.add_argument("--sync-repository", action="store_true",
+                        help="copy _config.yml's repository.url into every chapter's install "
+                             "cell, then exit")
     args = parser.parse_args(argv)
+    if args.out is not None:
+        set_output(args.out)
 
     files, problems = check_toc()
+    chapters = [f for f in files if f.suffix == ".ipynb"]
+    if args.sync_repository:
+        stale = sync_repository(chapters, write=True)
+        print(f"{len(stale)} chapter(s) now install from {repository_url()}")
+        return 0
+    problems += [f"{nb.relative_to(ROOT)}: the install cell's REPOSITORY is not _config.yml's "
+                 f"repository.url (run scripts/build_book.py --sync-repository)"
+                 for nb in sync_repository(chapters)]
     if problems:
         for p in problems:
             print(f"FAIL  {p}")
@@ -297,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(HTML)
         start = time.perf_counter()
         cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(EXECUTED),
-               "--path-output", str(ROOT), "-W", "--keep-going", "--quiet"]
+               "--path-output", str(PATH_OUTPUT), "-W", "--keep-going", "--quiet"]
         run = subprocess.run(cmd, capture_output=True, text=True)
         print(f"jupyter-book build  {time.perf_counter() - start:7.1f} s", flush=True)
         if run.returncode != 0:

@@ -53,8 +53,10 @@ def test_notebook_layout(nb):
     code = [c for c in cells(nb) if c["cell_type"] == "code"]
     install = source(code[0])
     assert '"google.colab" in sys.modules' in install, "first code cell: the Colab install"
-    assert f"git+{CONFIG['repository']['url']}" in install, \
+    assert f'REPOSITORY = "{CONFIG["repository"]["url"]}"' in install, \
         "the install cell must use the repository URL of _config.yml"
+    assert 'f"git+{REPOSITORY}"' in install and "except ImportError" in install, \
+        "the install cell installs from REPOSITORY and says how to install when the import fails"
     params = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(params) == 1, "exactly one cell tagged 'parameters'"
     text = source(params[0])
@@ -117,3 +119,53 @@ def test_copy_mathjax_keeps_the_entry_and_what_it_loads(tmp_path):
               if p.is_file()}
     assert copied == {build_book.MATHJAX_ENTRY,
                       "output/chtml/fonts/woff-v2/MathJax_Main-Regular.woff"}
+
+
+#: chapters whose code cells keep to 88 columns (they render without a horizontal scroll bar)
+NARROW_CODE = ("preface", "clip", "information_bottleneck", "narrowing", "completeness",
+               "negative_properties", "baselines", "explore", "gallery")
+
+
+@pytest.mark.parametrize("nb", [n for n in NOTEBOOKS if n.stem in NARROW_CODE],
+                         ids=lambda p: p.stem)
+def test_code_cells_fit_88_columns_and_chapter_states_objectives(nb):
+    code = [c for c in cells(nb) if c["cell_type"] == "code"]
+    for cell in code[1:]:  # the first is the hidden Colab install cell (shared mechanics)
+        if cell["cell_type"] == "code":
+            for line in source(cell).splitlines():
+                assert len(line) <= 88, f"{nb.name}: code line of {len(line)} columns: {line!r}"
+    first = source(cells(nb)[0])
+    assert "Learning objectives" in first, f"{nb.name}: no learning objectives at the top"
+
+
+def test_repository_url_is_copied_from_the_config_only(tmp_path):
+    nb = NOTEBOOKS[0]
+    (tmp_path / "book").mkdir()
+    copy = tmp_path / "book" / nb.name
+    copy.write_text(nb.read_text())
+    config = (ROOT / "_config.yml").read_text()
+    url = CONFIG["repository"]["url"]
+    (tmp_path / "_config.yml").write_text(config.replace(url, "https://github.com/someone/else"))
+    assert build_book.sync_repository([copy], root=tmp_path) == [copy]
+    build_book.sync_repository([copy], write=True, root=tmp_path)
+    assert build_book.sync_repository([copy], root=tmp_path) == []
+    install = source([c for c in cells(copy) if c["cell_type"] == "code"][0])
+    assert 'REPOSITORY = "https://github.com/someone/else"' in install
+    others = [source(c) for c in cells(copy) if "REPOSITORY" not in source(c)]
+    assert others == [source(c) for c in cells(nb) if "REPOSITORY" not in source(c)]
+
+
+def test_readme_names_no_repository_address_but_the_config():
+    readme = (ROOT / "README.md").read_text()
+    assert CONFIG["repository"]["url"] not in readme
+    assert "repository.url" in readme and "--sync-repository" in readme
+
+
+def test_the_config_is_the_only_file_with_the_address():
+    url = CONFIG["repository"]["url"]
+    holders = [p.relative_to(ROOT).as_posix() for p in ROOT.rglob("*")
+               if p.is_file() and p.suffix in (".py", ".md", ".yml", ".toml", ".cfg", ".txt")
+               and not any(part.startswith(".") or part in ("_build", "node_modules")
+                           for part in p.relative_to(ROOT).parts)
+               and url in p.read_text(errors="replace")]
+    assert holders == ["_config.yml"], holders
