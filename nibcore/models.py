@@ -445,7 +445,8 @@ def _unsupported(clip: torch.nn.Module) -> str | None:
             return (f"its timm image tower {type(trunk).__name__} is not a plain timm "
                     f"VisionTransformer")
     else:
-        return f"its image tower {type(visual).__name__} is not a ViT (ResNet towers have no blocks)"
+        return (f"its image tower {type(visual).__name__} is not a ViT (ResNet towers have no "
+                f"blocks)")
     text = getattr(clip, "text", None)
     if text is not None and (not hasattr(text, "transformer") or
                              getattr(text, "cls_emb", None) is not None):
@@ -745,7 +746,15 @@ def load_model(name: str = MINI, pretrained: str | None = None,
     path (a state dict saved by ``torch.save`` or a ``.safetensors`` file).
     ``device``: defaults to CUDA when available, else CPU. ``cache_dir``: open_clip's download
     cache (default: the Hugging Face hub cache, ``~/.cache/clip`` for plain URLs).
+    ``name`` may also be a Hugging Face ``transformers.CLIPModel`` or a local folder saved with
+    its ``save_pretrained`` (see :mod:`nibcore.hf`; needs ``pip install nibcore[hf]``).
     """
+    from .hf import is_hf_source, load_hf  # the optional Hugging Face stack
+
+    if is_hf_source(name):
+        if pretrained is not None:
+            raise ValueError("a Hugging Face model carries its own weights: leave pretrained=None")
+        return load_hf(name, device)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if name == MINI:
         if pretrained is not None:
