@@ -193,3 +193,14 @@ def test_information_vs_sigma_tends_to_log_b_as_sigma_shrinks():
     assert wide["λ=0.5"] < 0.05 and wide["λ=0.5"] <= wide["λ=1"] + 1e-3   # noisy: ordered
     assert narrow["λ=0.5"] == pytest.approx(np.log(5), abs=1e-3)          # σ → 0: log B for
     assert narrow["λ=1"] == pytest.approx(np.log(5), abs=1e-3)            # every λ > 0
+
+
+def test_noisy_attribution_tends_to_nib_as_sigma_vanishes(tiny, picture):
+    nib = explain(tiny, picture, "a red circle", num_steps=5).raw
+    exact = theory.noisy_attribution(tiny, picture, "a red circle", 0.0, draws=2, num_steps=5)
+    np.testing.assert_allclose(exact, nib, atol=1e-6)
+    errors = [np.abs(theory.noisy_attribution(tiny, picture, "a red circle", s, draws=4,
+                                              num_steps=5) - nib).max() for s in (1.0, 1e-3)]
+    assert errors[1] < 1e-3 < errors[0]
+    again = theory.noisy_attribution(tiny, picture, "a red circle", 1.0, draws=4, num_steps=5)
+    assert np.abs(again - nib).max() == errors[0]                          # seeded
