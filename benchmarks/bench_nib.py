@@ -1,88 +1,149 @@
-"""NIB speed on CPU: pairs per second and the ratio to the floor.
+"""NIB's speed: against Captum's IntegratedGradients on the same work, and batched pairs/s.
 
-The floor is the time of the passes NIB cannot avoid for one pair: one forward of the lower
-blocks (no grad) plus ``num_steps`` forward/backward passes of the upper blocks with gradients
-for the bottleneck state only, run one step at a time, plus the other modality's feature.
+    python benchmarks/bench_nib.py                      # ViT-B-32 (random weights), CPU, 1 thread
+    python benchmarks/bench_nib.py --device cuda --batches 1 2 4 8 16 32 64 128 256
 
-    python benchmarks/bench_nib.py [--model ViT-B-32] [--threads 1] [--pairs 8] [--repeats 3]
+1. One pair per call, per side and for both sides (image + text): ``nibcore.explain`` with the
+   paper's defaults (``num_steps`` = 10) against Captum's ``IntegratedGradients`` with
+   ``method="riemann_right"``, ``n_steps`` = 10 and a zero baseline on the state entering the
+   same block of the split model (the two give the same attributions; ``tests/test_captum.py``).
+   Both are timed on the same work: the other modality's feature, the lower blocks, the path.
+   Captum is timed on the token ids as a user would pass them (the whole context) and, for a
+   like-for-like text side, on the ids cut after EOT as nibcore cuts them. Figures are medians of
+   ``--repeats`` rounds after one warm-up run, the contenders taking turns within a round; on the
+   CPU they are CPU seconds of this process (robust on a shared machine), on CUDA wall seconds.
+   ratio = Captum's time / nibcore's time.
+2. NIB pairs/s with B pairs per call (image + text), on ``--device``.
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import statistics
 import time
 
 import numpy as np
 import torch
-from PIL import Image
 
 import nibcore
 from nibcore.attribution import cosine, default_layer
+from nibcore.inputs import prepare_pairs
+
+CAPTIONS = ["a photo of a small dog on the grass", "two people riding bicycles on a street",
+            "a red circle and a blue ring", "a cat"]
 
 
-def best_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def clock(device: torch.device):
+    """Wall clock on CUDA; on the CPU the process's CPU time, which other programs on a shared
+    machine do not inflate (with one torch thread it is the computation's own time)."""
+    return time.perf_counter if device.type == "cuda" else time.process_time
+
+
+def median_times(fns: list, repeats: int, device: torch.device) -> list[float]:
+    """Median time of each of ``fns`` over ``repeats`` rounds, after one warm-up call of each;
+    the functions take turns within a round, so a slow spell hits all of them alike."""
+    now = clock(device)
+    for fn in fns:
+        fn()  # warm-up
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for fn, out in zip(fns, times):
+            sync(device)
+            start = now()
+            fn()
+            sync(device)
+            out.append(now() - start)
+    return [statistics.median(t) for t in times]
 
 
-def floor(model: nibcore.ClipModel, pixels: torch.Tensor, ids: torch.Tensor, side: str,
-          num_steps: int) -> None:
-    """The unavoidable passes for one pair, one λ step at a time."""
+def captum_ig(model: nibcore.ClipModel, pixels: torch.Tensor, ids: torch.Tensor, side: str,
+              num_steps: int) -> torch.Tensor:
+    """Integrated gradients with Captum on the split model: the other modality's feature, the
+    lower blocks, then ``IntegratedGradients`` on the bottleneck state; raw scores per token."""
+    from captum.attr import IntegratedGradients
+
     tower = model.tower(side)
     layer = default_layer(tower)
-    ids = model.trim(ids)  # no padding work on the text side, for NIB or the floor
     with torch.no_grad():
-        target = model.encode_text(ids) if side == "image" else model.encode_image(pixels)
-        z = tower.lower(pixels if side == "image" else ids, layer)
-    for i in range(1, num_steps + 1):
-        scaled = (i / num_steps * z).requires_grad_(True)
-        f = cosine(tower.upper(scaled, layer, None if side == "image" else ids), target)
-        torch.autograd.grad(f.sum(), scaled)
+        if side == "image":
+            target, z = model.encode_text(ids), tower.lower(pixels, layer)
+        else:
+            target, z = model.encode_image(pixels), tower.lower(ids, layer)
+
+    def split_model(state: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+        return cosine(tower.upper(state, layer, None if side == "image" else token_ids), target)
+
+    ig = IntegratedGradients(split_model)
+    return ig.attribute(z, baselines=torch.zeros_like(z), n_steps=num_steps,
+                        method="riemann_right", additional_forward_args=(ids,)).sum(-1)
+
+
+def images_and_texts(model: nibcore.ClipModel, n: int):
+    g = torch.Generator().manual_seed(0)
+    pixels = torch.randn(n, 3, *model.image_size, generator=g).to(model.device)
+    return pixels, [CAPTIONS[i % len(CAPTIONS)] for i in range(n)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="ViT-B-32")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--pairs", type=int, default=8, help="pairs in the batched measurement")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batches", type=int, nargs="+", default=None,
+                        help="pairs per call for the batched table (default: 1 8 on CPU, "
+                        "1 2 4 ... 256 on CUDA)")
+    parser.add_argument("--no-captum", action="store_true", help="only the batched table")
     args = parser.parse_args()
+    if args.repeats < 1 or args.threads < 1:
+        parser.error("--repeats and --threads must be >= 1")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = nibcore.load_model(args.model, device="cpu")
-    rng = np.random.RandomState(0)
-    images = [Image.fromarray((rng.rand(256, 256, 3) * 255).astype("uint8"))
-              for _ in range(args.pairs)]
-    texts = [f"a photo of a small dog number {i}" for i in range(args.pairs)]
-    pixels, ids = nibcore.inputs.prepare_pairs(model, images[:1], texts[:1])
+    model = nibcore.load_model(args.model, device=args.device)
+    device = model.device
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+        f"CPU {platform.processor() or platform.machine()}, {args.threads} thread(s)"
+    kind = "wall" if device.type == "cuda" else "CPU"
+    print(f"# NIB on {model.name} (random weights), {where}, torch {torch.__version__}, "
+          f"num_steps={args.steps}, median of {args.repeats} after a warm-up, {kind} seconds")
 
-    print(f"# NIB on {model.name} (random weights), CPU {platform.processor() or platform.machine()}"
-          f", torch {torch.__version__}, {args.threads} thread(s), num_steps={args.steps}")
-    print(f"{'side':6s} {'floor s/pair':>13s} {'NIB s/pair':>11s} {'ratio':>6s} "
-          f"{'batched s/pair':>15s} {'pairs/s (1)':>12s} {'pairs/s (batched)':>18s}")
-    totals = {"single": 0.0, "batched": 0.0}
-    for side in ("image", "text"):
-        t_floor = best_time(lambda: floor(model, pixels, ids, side, args.steps), args.repeats)
-        t_one = best_time(lambda: nibcore.explain(model, images[0], texts[0], side=side,
-                                                  num_steps=args.steps), args.repeats)
-        t_many = best_time(lambda: nibcore.explain(model, images, texts, side=side,
-                                                   num_steps=args.steps), args.repeats)
-        t_many /= args.pairs
-        totals["single"] += t_one
-        totals["batched"] += t_many
-        print(f"{side:6s} {t_floor:13.3f} {t_one:11.3f} {t_one / t_floor:6.2f} {t_many:15.3f} "
-              f"{1 / t_one:12.2f} {1 / t_many:18.2f}")
-    print(f"{'both':6s} {'':13s} {totals['single']:11.3f} {'':6s} {totals['batched']:15.3f} "
-          f"{1 / totals['single']:12.2f} {1 / totals['batched']:18.2f}")
-    print("reference: the official implementation, one pair, 1 thread on this kind of CPU: "
-          "image 1.1-1.5 s + text 0.35-0.39 s (from the issue)")
+    pixels, texts = images_and_texts(model, 1)
+    _, ids = prepare_pairs(model, pixels, texts)
+    if not args.no_captum:
+        print("\n| side | nibcore s/pair | Captum s/pair | ratio | Captum, ids cut after EOT "
+              "| ratio |")
+        print("|---|---:|---:|---:|---:|---:|")
+        totals = np.zeros(3)
+        for side in ("image", "text"):
+            ours, theirs, cut = median_times([
+                lambda: nibcore.explain(model, pixels, texts, side=side, num_steps=args.steps),
+                lambda: captum_ig(model, pixels, ids, side, args.steps),
+                lambda: captum_ig(model, pixels, model.trim(ids), side, args.steps)],
+                args.repeats, device)
+            totals += (ours, theirs, cut)
+            print(f"| {side} | {ours:.3f} | {theirs:.3f} | {theirs / ours:.2f} | {cut:.3f} "
+                  f"| {cut / ours:.2f} |", flush=True)
+        ours, theirs, cut = totals
+        print(f"| both | {ours:.3f} | {theirs:.3f} | {theirs / ours:.2f} | {cut:.3f} "
+              f"| {cut / ours:.2f} |")
+
+    batches = args.batches or ([1, 2, 4, 8, 16, 32, 64, 128, 256] if device.type == "cuda"
+                               else [1, 8])
+    print(f"\n| pairs per call | image pairs/s | text pairs/s | image + text pairs/s |")
+    print("|---:|---:|---:|---:|")
+    for b in batches:
+        pixels, texts = images_and_texts(model, b)
+        t = median_times([lambda side=side: nibcore.explain(model, pixels, texts, side=side,
+                                                             num_steps=args.steps)
+                          for side in ("image", "text")], args.repeats, device)
+        print(f"| {b} | {b / t[0]:.1f} | {b / t[1]:.1f} | {b / sum(t):.1f} |", flush=True)
 
 
 if __name__ == "__main__":
