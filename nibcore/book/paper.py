@@ -5,7 +5,8 @@ the labels and orders the book prints them in (one table of labels, one method o
   nibcore's keys (``"Grad-CAM"`` → ``"gradcam"``, ``"SM"`` → ``"saliency"``, ...), metrics to the
   paper's short names (``img_conf_drop``, ``text_conf_incr``, ``fps``, ...).
 * :data:`DISPLAY`, :data:`METRIC_LABELS`, :data:`DATASET_NAMES` — the printed names.
-* :data:`PAPER_ORDER` (Table 2's column order), :data:`BOOK_ORDER` (the book's: NIB first).
+* :data:`PAPER_ORDER` (Table 2's column order), :data:`BOOK_ORDER` (the book's: NIB first),
+  :data:`BEYOND_ORDER` (methods beyond the paper's line-up: Grad-ECLIP, LeGrad).
 
 Metric names. The paper's text metric is our ``"paper"`` text protocol: ``text_conf_drop`` ↔
 ``txt_conf_drop_paper``; the other protocols keep their names (``txt_conf_drop_clean``, ...).
@@ -31,7 +32,8 @@ PAPER_METHODS = {"NIB": "nib", "M2IB": "m2ib", "RISE": "rise", "Grad-CAM": "grad
 
 #: Display names of nibcore's method keys.
 DISPLAY = {"nib": "NIB", "m2ib": "M2IB", "rise": "RISE", "gradcam": "Grad-CAM",
-           "chefer": "Chefer et al.", "saliency": "SM", "mfaba": "MFABA", "fastig": "FastIG"}
+           "chefer": "Chefer et al.", "saliency": "SM", "mfaba": "MFABA", "fastig": "FastIG",
+           "gradeclip": "Grad-ECLIP", "legrad": "LeGrad"}
 
 
 #: The paper's table files (``data/paper_tables/<file>.csv``) by table number.
@@ -103,6 +105,10 @@ DATASET_NAMES = {"scenes": "held-out scenes", "cc": "Conceptual Captions", "imag
 
 #: nibcore's method keys in the order the book's tables list them (NIB first).
 BOOK_ORDER = ("nib", "m2ib", "rise", "gradcam", "chefer", "saliency", "mfaba", "fastig")
+
+#: Methods beyond the paper's line-up (published after it), in the order the book adds them
+#: after :data:`BOOK_ORDER`; not part of the paper's tables. LeGrad has no text side.
+BEYOND_ORDER = ("gradeclip", "legrad")
 
 
 #: The ground-truth metrics of the leaderboard (the evaluation's column names, in column order).
