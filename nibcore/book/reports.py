@@ -497,3 +497,254 @@ def passes_comparison(ours: pd.DataFrame, paper: pd.DataFrame, side: str = "imag
 
     out["agreement"] = out.apply(agreement, axis=1)
     return out
+
+
+# --- uncertainty: intervals, paired verdicts, findings ----------------------------------------
+
+#: The main metrics of the results chapters: evaluation column -> display label (arrow: which
+#: direction is better).
+MAIN_METRICS = {
+    "img_conf_drop": "Image Conf. Drop ↓", "img_conf_incr": "Image Conf. Increase ↑",
+    "img_deletion": "Image Deletion AUC ↓", "img_insertion": "Image Insertion AUC ↑",
+    "txt_conf_drop_paper": "Text Conf. Drop ↓ (paper)",
+    "txt_conf_incr_paper": "Text Conf. Increase ↑ (paper)",
+    "pointing": "Pointing game ↑", "energy": "Energy in mask ↑",
+}
+#: Column labels of the ground-truth metrics.
+GT_LABELS = {"pointing": "Pointing game ↑", "energy": "Energy in mask ↑ ([0,1] map)",
+             "energy_pos": "Energy in mask ↑ (raw, positive part)",
+             "mask_area": "Mask area (chance)", "text_gt": "Text ground truth ↑ (phrase)",
+             "text_gt_word": "Text ground truth ↑ (word)"}
+
+
+def column_side(column: str) -> str:
+    """The side whose rows hold an evaluation column: image for ``img_*`` and the mask metrics,
+    text otherwise."""
+    return "image" if column.startswith(("img_", "pointing", "energy", "mask_area")) else "text"
+
+
+def smoke_label(label: str, smoke: bool) -> str:
+    """``label`` marked as a smoke run (a tiny live sample whose numbers mean nothing)."""
+    return f"SMOKE RUN, numbers mean nothing — {label}" if smoke else label
+
+
+def cell_intervals(df: pd.DataFrame, metrics: dict[str, str] | Sequence[str],
+                   methods: Sequence[str] | None = None, by: Sequence[str] = ("method",),
+                   seed: int = 0) -> pd.DataFrame:
+    """One row per cell (``by`` values × metric column): ``value`` (the mean), its 95 % interval
+    ``low`` / ``high`` (Wilson for 0/100 columns, seeded bootstrap otherwise), ``n`` (pairs) and
+    ``degenerate`` (pairs whose map was degenerate on that side: constant or non-finite)."""
+    from ..stats import interval
+
+    cols = list(metrics)
+    rows = []
+    for col in cols:
+        side = column_side(col)
+        part = df[df["side"] == side] if "side" in df else df
+        if col not in part:
+            continue
+        for key, g in part.groupby(list(by), sort=False):
+            key = key if isinstance(key, tuple) else (key,)
+            if methods is not None and "method" in by and key[list(by).index("method")] \
+                    not in methods:
+                continue
+            vals = g[col].dropna().to_numpy(dtype=float)
+            if len(vals) == 0:
+                continue
+            iv = interval(vals, seed=seed)
+            deg = int(g["degenerate"].fillna(0).sum()) if "degenerate" in g else 0
+            rows.append({**dict(zip(by, key)), "metric": col, "side": side, "value": iv.value,
+                         "low": iv.low, "high": iv.high, "n": iv.n, "how": iv.how,
+                         "degenerate": deg, "missing": int(g[col].isna().sum())})
+    return pd.DataFrame(rows)
+
+
+def interval_table(cells: pd.DataFrame, labels: dict[str, str] | None = None,
+                   columns: str = "method", order: Sequence[str] | None = None,
+                   counts: bool = True) -> pd.DataFrame:
+    """:func:`cell_intervals` as a table of strings ``"45.3 [43.0, 47.6]"`` (rounded to what each
+    interval supports), one row per metric and one column per ``columns`` value; with
+    ``counts``, rows ``n (image)`` / ``n (text)`` and ``degenerate maps (image)`` /
+    ``(text)`` give each cell's pairs and how many of them had a degenerate map."""
+    from ..stats import fmt
+
+    labels = labels or {**MAIN_METRICS, **GT_LABELS}
+    c = cells.assign(text=[fmt(v, lo, hi) for v, lo, hi in
+                           zip(cells["value"], cells["low"], cells["high"])])
+    wide = c.pivot_table(index="metric", columns=columns, values="text", aggfunc="first",
+                         sort=False)
+    if counts:
+        for what, name in (("n", "n"), ("degenerate", "degenerate maps")):
+            per = c.groupby(["side", columns], sort=False)[what].first().unstack(columns)
+            for side in per.index:
+                wide.loc[f"{name} ({side})"] = per.loc[side].map(
+                    lambda v: "" if pd.isna(v) else str(int(v)))
+    order = [m for m in (order or BOOK_ORDER) if m in wide.columns] if columns == "method" \
+        else list(wide.columns)
+    wide = wide[order + [m for m in wide.columns if m not in order]]
+    wide = wide.rename(index=lambda v: labels.get(v, v))
+    wide = wide.rename(columns=lambda m: DISPLAY.get(m, m))
+    wide.columns.name = None
+    return wide.fillna("")
+
+
+def paired_verdicts(df: pd.DataFrame, metrics: Sequence[str], method: str = "nib",
+                    baselines: Sequence[str] | None = None, seed: int = 0) -> pd.DataFrame:
+    """``method`` against each baseline, per metric, on the pairs both have (matched by pair id
+    on the metric's side): ``diff`` = mean(method − baseline), its paired bootstrap interval
+    ``low`` / ``high``, ``n``, Wilcoxon's ``p`` and the ``verdict`` ("better", "worse",
+    "not distinguishable at 95 %"; the metric's direction decides which sign is better)."""
+    from ..metrics import lower_is_better as lower
+    from ..stats import paired
+
+    baselines = [m for m in (baselines or BOOK_ORDER) if m != method and m in set(df["method"])]
+    rows = []
+    for col in metrics:
+        side = column_side(col)
+        part = df[(df["side"] == side)] if "side" in df else df
+        if col not in part:
+            continue
+        mine = part[part["method"] == method].set_index("id")[col].dropna()
+        for b in baselines:
+            theirs = part[part["method"] == b].set_index("id")[col].dropna()
+            common = mine.index.intersection(theirs.index)
+            if len(common) < 2:
+                continue
+            r = paired(mine[common].to_numpy(float), theirs[common].to_numpy(float),
+                       lower_is_better=lower(col), seed=seed)
+            rows.append(dict(metric=col, side=side, baseline=b, n=r.n, diff=r.diff, low=r.low,
+                             high=r.high, p=r.p_wilcoxon, verdict=r.verdict))
+    return pd.DataFrame(rows)
+
+
+def verdict_table(verdicts: pd.DataFrame, labels: dict[str, str] | None = None) -> pd.DataFrame:
+    """:func:`paired_verdicts` as strings ``"better: −3.1 [−3.6, −2.6] (n=1000)"``, one row per
+    metric, one column per baseline."""
+    from ..stats import fmt
+
+    labels = labels or {**MAIN_METRICS, **GT_LABELS}
+    v = verdicts.assign(text=[f"{r.verdict}: {fmt(r.diff, r.low, r.high, r.n)}"
+                              for r in verdicts.itertuples()])
+    wide = v.pivot_table(index="metric", columns="baseline", values="text", aggfunc="first",
+                         sort=False)
+    wide = wide[[b for b in BOOK_ORDER if b in wide.columns]]
+    wide = wide.rename(index=lambda m: labels.get(m, m), columns=lambda b: DISPLAY.get(b, b))
+    wide.columns.name = "NIB − baseline"
+    return wide.fillna("")
+
+
+def verdict_sentences(verdicts: pd.DataFrame, method: str = "nib",
+                      labels: dict[str, str] | None = None) -> list[str]:
+    """One sentence per metric, from the paired tests: against which baselines ``method`` is
+    better, worse, or not distinguishable at 95 %, with the differences and intervals."""
+    from ..stats import SAME, fmt
+
+    labels = labels or {**MAIN_METRICS, **GT_LABELS}
+    name = DISPLAY.get(method, method)
+    out = []
+    for col, g in verdicts.groupby("metric", sort=False):
+        parts = []
+        for verdict, words in (("better", "better than"), ("worse", "worse than"),
+                               (SAME, "not distinguishable at 95 % from")):
+            sub = g[g["verdict"] == verdict]
+            if len(sub):
+                items = [f"{DISPLAY.get(r.baseline, r.baseline)} "
+                         f"({fmt(r.diff, r.low, r.high)}, n={r.n})" for r in sub.itertuples()]
+                parts.append(f"{words} " + ", ".join(items))
+        out.append(f"**{labels.get(col, col)}** — {name} is " + "; ".join(parts) + ".")
+    return out
+
+
+def findings_box(verdicts: pd.DataFrame, cells: pd.DataFrame, method: str = "nib",
+                 smoke: bool = False, title: str = "What we found") -> str:
+    """HTML of a "what we found" box generated from the paired verdicts and the cell intervals:
+    per metric, how many baselines ``method`` beats / loses to / cannot be told apart from at
+    95 %, its own value with interval, and the best method by mean. A smoke run says so."""
+    from ..stats import fmt
+
+    import html as _html
+
+    name = DISPLAY.get(method, method)
+    items = []
+    for col, g in verdicts.groupby("metric", sort=False):
+        counts = g["verdict"].value_counts()
+        mine = cells[(cells["metric"] == col) & (cells["method"] == method)]
+        own = (f"{fmt(mine['value'].iloc[0], mine['low'].iloc[0], mine['high'].iloc[0])} "
+               f"(n={int(mine['n'].iloc[0])})") if len(mine) else "–"
+        from ..metrics import lower_is_better as lower
+        allc = cells[cells["metric"] == col]
+        best = allc.sort_values("value", ascending=lower(col)).iloc[0] if len(allc) else None
+        best_txt = f"; best mean: {DISPLAY.get(best['method'], best['method'])}" \
+            if best is not None else ""
+        items.append(
+            f"<li><b>{_html.escape({**MAIN_METRICS, **GT_LABELS}.get(col, col))}</b>: {name} "
+            f"{_html.escape(own)} — better than {counts.get('better', 0)}, worse than "
+            f"{counts.get('worse', 0)}, not distinguishable from "
+            f"{counts.get('not distinguishable at 95 %', 0)} of {len(g)} baselines"
+            f"{_html.escape(best_txt)}.</li>")
+    note = ("<p><b>Smoke run:</b> a tiny live sample; these numbers mean nothing.</p>"
+            if smoke else "")
+    return (f'<div class="admonition note"><p class="admonition-title">{_html.escape(title)}'
+            f"</p>{note}<ul>{''.join(items)}</ul><p>Verdicts: paired bootstrap of the "
+            f"difference on the same pairs (95 %); intervals: Wilson (0/100 metrics) or "
+            f"bootstrap over pairs.</p></div>")
+
+
+def cells_long(cells: pd.DataFrame, source: str, names: dict[str, str] | None = None
+               ) -> pd.DataFrame:
+    """:func:`cell_intervals` as a long frame ``source, method, metric, value, sem, n, low,
+    high`` (metric renamed by ``names``, default the paper's names of its four columns); ``sem``
+    holds half the width of the 95 % interval, which the bar figures draw."""
+    names = names or {v: k for k, v in PAPER_METRICS.items()}
+    c = cells[cells["metric"].isin(list(names))]
+    return pd.DataFrame({"source": source, "method": c["method"].values,
+                         "metric": c["metric"].map(names).values, "value": c["value"].values,
+                         "sem": ((c["high"] - c["low"]) / 2).values, "n": c["n"].values,
+                         "low": c["low"].values, "high": c["high"].values})
+
+
+def beside_ci(paper_frame: pd.DataFrame, ours: pd.DataFrame) -> pd.DataFrame:
+    """The paper's rows (as printed, no interval: the paper gives none) beside ours as
+    ``"value [low, high]"`` strings (``ours`` from :func:`cells_long`), one row per
+    ``(metric, source)``, one column per method, display names."""
+    from ..stats import fmt
+
+    p = paper_frame.assign(value=[f"{v:.4g}" for v in paper_frame["value"]])
+    o = ours.assign(value=[fmt(v, lo, hi) for v, lo, hi in
+                           zip(ours["value"], ours["low"], ours["high"])])
+    return display_names(beside(p[["source", "method", "metric", "value"]],
+                                o[["source", "method", "metric", "value"]])).fillna("")
+
+
+def agreement_ci(df: pd.DataFrame, paper_frame: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Spearman's ρ between our ordering of the methods and the paper's, per paper metric and
+    dataset, with a bootstrap interval over our pairs (:func:`nibcore.stats.rank_agreement_ci`):
+    columns ``metric, paper, rho, low, high, methods``."""
+    from ..stats import rank_agreement_ci
+
+    rows = []
+    for metric, col in PAPER_METRICS.items():
+        part = df[df["side"] == column_side(col)]
+        if col not in part:
+            continue
+        per = {m: g[col].dropna().to_numpy(float) for m, g in part.groupby("method", sort=False)}
+        for src, g in paper_frame[paper_frame["metric"] == metric].groupby("source", sort=False):
+            ref = dict(zip(g["method"], g["value"]))
+            rho, lo, hi = rank_agreement_ci(per, ref, seed=seed)
+            rows.append(dict(metric=metric, paper=paper_dataset(src), rho=rho, low=lo, high=hi,
+                             methods=len([m for m in per if m in ref])))
+    return pd.DataFrame(rows)
+
+
+def timing_speed(timing: pd.DataFrame) -> pd.DataFrame:
+    """Stored timings (``method, side, fps, ...``, from :func:`nibcore.store.timing`) as the
+    speed frame the chapters draw: ``fps_image``, ``fps_text``, ``fps_both`` (pairs per second
+    with both maps, ``1 / (1/fps_image + 1/fps_text)``), ``pairs``, ``repeats``, ``hardware``."""
+    wide = timing.pivot_table(index="method", columns="side", values="fps", sort=False)
+    out = pd.DataFrame({"fps_image": wide.get("image"), "fps_text": wide.get("text")})
+    out["fps_both"] = 1.0 / (1.0 / out["fps_image"] + 1.0 / out["fps_text"])
+    first = timing.groupby("method", sort=False).first()
+    out["pairs"] = first["pairs"]
+    out["repeats"] = first["repeats"]
+    out["hardware"] = first["hardware"] + "; " + first["threads"].astype(str) + " torch threads"
+    return out.reindex([m for m in BOOK_ORDER if m in out.index])
