@@ -5,7 +5,11 @@
                                  [--out DIR]
 
 1. Reads ``_toc.yml``; fails if a notebook under ``book/`` is missing from it (or the toc names a
-   file that does not exist).
+   file that does not exist). Then audits the committed results store (``data/results/``):
+   ``python -m nibcore.store audit`` re-computes a seeded sample of stored rows (at least 2
+   pairs per method, side and file) and fails the build if one value differs by more than 1e-6
+   relative, or if the model hash or a method's parameters changed (full builds always;
+   with ``--only`` when ``--audit`` is given; ``--no-audit`` skips it).
 2. Executes each listed notebook with papermill (kernel ``python3``, working directory ``book/``)
    into ``_build/executed/``, which mirrors the source tree (``_config.yml``, ``_toc.yml``,
    ``references.bib``, ``book/``). ``--smoke`` injects ``SMOKE = True`` into each notebook's
@@ -29,6 +33,7 @@ import argparse
 import ast
 import html
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -294,6 +299,21 @@ def check_page(page: Path, notebook: bool) -> tuple[list[str], list[str]]:
 
 # --- main -----------------------------------------------------------------------------------
 
+def audit_store() -> str | None:
+    """Re-derive a seeded sample of the committed results store (``python -m nibcore.store
+    audit``: at least 2 pairs per method, side and file, recomputed and compared at 1e-6
+    relative; model hash and method parameters checked). Returns the failure, or None."""
+    start = time.perf_counter()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "nibcore.store", "audit"], cwd=ROOT, env=env,
+                         capture_output=True, text=True)
+    print(run.stdout.strip(), flush=True)
+    print(f"results-store audit  {time.perf_counter() - start:7.1f} s", flush=True)
+    if run.returncode != 0:
+        return "results store audit failed: " + (run.stderr.strip().splitlines() or ["?"])[-1]
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true",
@@ -308,6 +328,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, metavar="DIR",
                         help="write the executed tree, the cache and the HTML under DIR "
                              "(default: _build)")
+    parser.add_argument("--no-audit", action="store_true",
+                        help="skip the results-store audit (it runs on every full build, and "
+                             "with --only only when asked for with --audit)")
+    parser.add_argument("--audit", action="store_true",
+                        help="run the results-store audit even with --only")
     parser.add_argument("--sync-repository", action="store_true",
                         help="copy _config.yml's repository.url into every chapter's install "
                              "cell, then exit")
@@ -338,8 +363,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         params["SMOKE"] = True
 
-    prepare_tree(mathjax=not args.no_html)
     failures, warnings, times = [], [], {}
+    if (args.audit or not args.only) and not args.no_audit:
+        error = audit_store()
+        if error:
+            failures.append(error)
+    prepare_tree(mathjax=not args.no_html)
     notebooks = [f for f in files if f.suffix == ".ipynb"]
     if args.only:  # the other chapters are built from their sources, without outputs
         notebooks = [f for f in notebooks if f.stem in args.only]
