@@ -155,6 +155,7 @@ class HFClipModel(ClipModel):
                                                               std=std)
         self.tokenizer = open_clip.tokenizer.SimpleTokenizer(
             context_length=int(cfg.text_config.max_position_embeddings))
+        self.eot_id, self.pad_id = self.tokenizer.eot_token_id, 0
         self.name = name
         self.mean, self.std = tuple(mean), tuple(std)
         self.passes = PassCounter()

@@ -80,7 +80,7 @@ import torch
 import torch.nn.functional as F
 
 from .attribution import cosine, upsample_tokens
-from .models import ClipModel
+from .models import ClipModel, text_lengths
 
 #: The text-side perturbation protocols, see the module docstring.
 TEXT_PROTOCOLS = ("paper", "m2ib", "clean")
@@ -233,9 +233,10 @@ class TextPerturbation:
     scale1: torch.Tensor
 
 
-def _content(ids: torch.Tensor, scores: Sequence[float] | np.ndarray) -> tuple[int, torch.Tensor]:
+def _content(ids: torch.Tensor, scores: Sequence[float] | np.ndarray,
+             eot_id: int | None = None) -> tuple[int, torch.Tensor]:
     """Number of real tokens T and the content-token scores ``(T - 2,)`` (SOT/EOT dropped)."""
-    n = int(ClipModel.text_length(ids[None])[0])
+    n = int(text_lengths(ids[None], eot_id)[0])
     scores = torch.as_tensor(np.asarray(scores, dtype=np.float64))
     if scores.shape != (n,):
         raise ValueError(f"text map has {tuple(scores.shape)} scores but the caption has {n} "
@@ -244,18 +245,19 @@ def _content(ids: torch.Tensor, scores: Sequence[float] | np.ndarray) -> tuple[i
 
 
 def text_perturbation(ids: torch.Tensor, scores: Sequence[float] | np.ndarray,
-                      protocol: str) -> TextPerturbation:
+                      protocol: str, eot_id: int | None = None) -> TextPerturbation:
     """Build the inputs of a text protocol for one caption.
 
     ``ids`` ``(C,)`` the tokenised caption (SOT .. EOT, zero padding); ``scores`` ``(T,)`` the
-    text map over SOT..EOT (``Attribution.scores``, in [0, 1]).
+    text map over SOT..EOT (``Attribution.scores``, in [0, 1]); ``eot_id``: the tokenizer's
+    end-of-text id (``ClipModel.eot_id``; None: the last token before the zero padding).
     """
     if protocol not in TEXT_PROTOCOLS:
         raise ValueError(f"unknown text protocol {protocol!r}; "
                          f"choose one of {list(TEXT_PROTOCOLS)}")
     ids = ids.detach().cpu().long()
     c = ids.shape[0]
-    n, content = _content(ids, scores)
+    n, content = _content(ids, scores, eot_id)
     ones = torch.ones(c, dtype=torch.float64)
     if protocol == "paper":
         stripped = torch.zeros(c, dtype=torch.long)
@@ -303,7 +305,8 @@ def text_confidence(model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor,
     """
     if image_features is None:
         image_features = model.encode_image(pixels)
-    perts = [text_perturbation(ids[b], scores[b], protocol) for b in range(ids.shape[0])]
+    perts = [text_perturbation(ids[b], scores[b], protocol, model.eot_id)
+             for b in range(ids.shape[0])]
     dev = model.device
     out = {}
     for which in ("0", "1"):

@@ -5,7 +5,8 @@ for each tower (``model.image`` and ``model.text``) it offers
 
 * ``embed(inputs) -> e``  ``(B, N, D)`` the input embedding (patches + CLS + positions, before
   ``ln_pre``; token + positional embedding on the text side);
-* ``lower(inputs, layer) -> z``  ``(B, N, D)`` the hidden state *entering* block ``layer`` (0-based);
+* ``lower(inputs, layer) -> z``  ``(B, N, D)`` the hidden state *entering* block ``layer``
+  (0-based);
 * ``upper(z, layer, ids=None) -> feature``  ``(B, E)`` the projected (un-normalised) feature,
   running blocks ``layer .. L-1`` and the head on ``z``.
 
@@ -426,7 +427,48 @@ class TextTower(Tower):
                               device=ids.device)
         if self.pool_type == "first":
             return torch.zeros(ids.shape[0], dtype=torch.long, device=ids.device)
+        eos = getattr(self.module, "eos_id", getattr(self.clip, "text_eos_id", None))
+        if self.pool_type == "eos" and eos is not None:  # as open_clip: the first EOS position
+            return (ids == eos).int().argmax(dim=-1)
         return None
+
+
+def end_of_text_id(tokenizer) -> int | None:
+    """The end-of-text token id a tokenizer writes: open_clip's ``SimpleTokenizer``
+    (``eot_token_id``, 49407 for CLIP's BPE), open_clip's ``HFTokenizer`` or a ``transformers``
+    tokenizer (``eos_token_id``: 1 for SigLIP's SentencePiece), or None when it names none."""
+    for obj in (tokenizer, getattr(tokenizer, "tokenizer", None)):
+        for attr in ("eot_token_id", "eos_token_id"):
+            value = getattr(obj, attr, None)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+    return None
+
+
+def padding_id(tokenizer) -> int:
+    """The id a tokenizer pads with (``pad_token_id``; 0 for open_clip's ``SimpleTokenizer``)."""
+    for obj in (tokenizer, getattr(tokenizer, "tokenizer", None)):
+        value = getattr(obj, "pad_token_id", None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return 0
+
+
+def text_lengths(ids: torch.Tensor, eot_id: int | None = None, pad_id: int = 0) -> torch.Tensor:
+    """Number of real tokens up to and including the end-of-text token, per row ``(B,)``.
+
+    ``eot_id`` given: one past the first position holding it (CLIP: 49407; SigLIP's
+    SentencePiece: 1, which is also its padding, so "the largest id" would be wrong); a row
+    without it (truncated by a tokenizer that writes none) counts the whole context.
+    ``eot_id`` None: one past the last position whose id differs from ``pad_id`` (the token
+    before the padding). For CLIP's tokenizer both equal ``argmax + 1``.
+    """
+    n = ids.shape[-1]
+    pos = torch.arange(n, device=ids.device)
+    if eot_id is not None:
+        first = torch.where(ids == eot_id, pos, n).min(dim=-1).values
+        return (first + 1).clamp(max=n)
+    return torch.where(ids != pad_id, pos, -1).max(dim=-1).values + 1
 
 
 def _unsupported(clip: torch.nn.Module) -> str | None:
@@ -460,12 +502,14 @@ class ClipModel:
 
     Attributes: ``clip`` (the open_clip model, eval mode, parameters frozen), ``preprocess``
     (PIL image -> normalised tensor ``(3, H, W)``), ``tokenizer``, ``image`` / ``text`` towers,
-    ``passes`` (a :class:`PassCounter`).
+    ``passes`` (a :class:`PassCounter`), ``eot_id`` / ``pad_id`` (the tokenizer's end-of-text and
+    padding ids; ``eot_id`` may be given for a tokenizer that does not name it).
     """
 
     def __init__(self, clip: torch.nn.Module, preprocess: Callable, tokenizer, name: str = "custom",
                  mean: Sequence[float] = open_clip.OPENAI_DATASET_MEAN,
-                 std: Sequence[float] = open_clip.OPENAI_DATASET_STD):
+                 std: Sequence[float] = open_clip.OPENAI_DATASET_STD,
+                 eot_id: int | None = None):
         problem = _unsupported(clip)
         if problem:
             raise TypeError(
@@ -475,6 +519,8 @@ class ClipModel:
         self.clip = clip.eval().requires_grad_(False).float()
         self.preprocess = preprocess
         self.tokenizer = tokenizer
+        self.eot_id = end_of_text_id(tokenizer) if eot_id is None else int(eot_id)
+        self.pad_id = padding_id(tokenizer)
         self.name = name
         self.mean, self.std = tuple(mean), tuple(std)  # of the preprocessing's normalisation
         self.passes = PassCounter()
@@ -540,10 +586,10 @@ class ClipModel:
                 raise ValueError(problem)
         return self.tokenizer(list(texts)).to(self.device)
 
-    @staticmethod
-    def text_length(ids: torch.Tensor) -> torch.Tensor:
-        """Number of real tokens SOT..EOT per row ``(B,)`` (EOT has the largest id)."""
-        return ids.argmax(dim=-1) + 1
+    def text_length(self, ids: torch.Tensor) -> torch.Tensor:
+        """Number of real tokens up to and including EOT per row ``(B,)`` (SOT..EOT for CLIP),
+        from this model's tokenizer's end-of-text id (see :func:`text_lengths`)."""
+        return text_lengths(ids, self.eot_id, self.pad_id)
 
     def trim(self, ids: torch.Tensor) -> torch.Tensor:
         """``ids`` cut after the longest text's EOT ``(B, T_max)``.
@@ -559,6 +605,9 @@ class ClipModel:
         """The strings of the real tokens SOT..EOT of one row ``(C,)``."""
         n = int(self.text_length(ids[None])[0])
         decoder = getattr(self.tokenizer, "decoder", None)
+        hf = getattr(self.tokenizer, "tokenizer", None)  # open_clip's HFTokenizer wraps one
+        if decoder is None and hasattr(hf, "convert_ids_to_tokens"):
+            return [s.replace("\u2581", "") for s in hf.convert_ids_to_tokens(ids[:n].tolist())]
         out = []
         for i in ids[:n].tolist():
             s = decoder[i] if decoder is not None else str(i)

@@ -176,3 +176,98 @@ def test_gradeclip_text_uses_the_pooled_last_position(siglip, picture):
     b = nibcore.explain(siglip, picture, "a red circle", method="gradeclip", side="text")
     assert np.array_equal(a.raw, b.raw) and a.raw.min() >= 0
     assert a.passes == dict(forward=2, backward=1, forward_rows=2, backward_rows=1)
+
+
+# --- end-of-text from the tokenizer -----------------------------------------------------------
+
+class SentencePieceLike:
+    """A stand-in for SigLIP's SentencePiece tokenizer as open_clip's ``HFTokenizer`` wraps it: no
+    start token, end-of-text id 1, padded with the same id 1, words mapped to ids >= 2 (so the
+    largest id is a word, not EOT)."""
+
+    eos_token_id = pad_token_id = 1
+
+    def __init__(self, context_length: int = 16):
+        self.context_length = context_length
+        self.vocab = {"a": 900, "red": 40, "circle": 7, "blue": 300, "square": 12}
+
+    def encode(self, text: str) -> list[int]:
+        return [self.vocab.get(w, 2) for w in text.split()]
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        out = torch.full((len(texts), self.context_length), 1, dtype=torch.long)
+        for i, text in enumerate(texts):
+            row = (self.encode(text) + [1])[: self.context_length]
+            out[i, : len(row)] = torch.tensor(row)
+        return out
+
+
+@pytest.fixture(scope="module")
+def siglip_sp(siglip):
+    return nibcore.ClipModel(siglip.clip, siglip.preprocess, SentencePieceLike(), "tiny-siglip-sp",
+                             siglip.mean, siglip.std)
+
+
+def test_eot_comes_from_the_tokenizer(siglip_sp):
+    assert siglip_sp.eot_id == 1 and siglip_sp.pad_id == 1
+    ids = siglip_sp.tokenize(["a red circle", "blue square", "a"])
+    assert siglip_sp.text_length(ids).tolist() == [4, 3, 2]  # words + EOT, no SOT
+    assert (ids.argmax(-1) + 1).tolist() == [1, 1, 1]  # the largest-id rule would say 1
+    assert siglip_sp.token_strings(ids[0]) == ["900", "40", "7", "1"]
+    full = siglip_sp.tokenizer([" ".join(["red"] * 20)])  # truncated: no EOT written
+    assert siglip_sp.text_length(full).tolist() == [16]
+
+
+def test_text_maps_cover_the_words_and_eot(siglip_sp, picture):
+    for method in ("nib", "gradcam", "gradeclip"):
+        t = nibcore.explain(siglip_sp, picture, "a red circle", method=method, side="text")
+        assert len(t.raw) == len(t.tokens) == 4 and np.isfinite(t.raw).all()
+
+
+def test_explicit_eot_id_for_a_tokenizer_that_names_none(siglip):
+    class Bare(SentencePieceLike):
+        eos_token_id = pad_token_id = None
+
+    model = nibcore.ClipModel(siglip.clip, siglip.preprocess, Bare(), eot_id=1)
+    assert model.eot_id == 1
+    assert model.text_length(model.tokenize(["a red circle"])).tolist() == [4]
+
+
+def test_clip_text_length_is_unchanged(tiny):
+    """CLIP's BPE: EOT (49407) is the largest id, padding 0: the same lengths as before."""
+    assert tiny.eot_id == 49407 and tiny.pad_id == 0
+    ids = tiny.tokenize(["a red circle", "x", "a photo of a big blue square on the grass today"])
+    assert tiny.text_length(ids).tolist() == (ids.argmax(-1) + 1).tolist()
+    long = tiny.tokenizer([" ".join(["red"] * 30)])  # truncated by open_clip, EOT kept last
+    assert tiny.text_length(long).tolist() == (long.argmax(-1) + 1).tolist() == [16]
+    assert nibcore.models.text_lengths(ids).tolist() == tiny.text_length(ids).tolist()
+
+
+# --- Grad-CAM's classic variant without CLS ---------------------------------------------------
+
+@pytest.mark.parametrize("layer", [1, 2])
+def test_gradcam_classic_averages_every_patch_token(siglip, pair, picture, layer):
+    """No CLS: w_c = mean over all 16 tokens of ∂logit/∂z_ic (position 0 is a patch), recomputed
+    with hooks on the timm block's input."""
+    pixels, ids = pair
+    block = siglip.clip.visual.trunk.blocks[layer]
+    with torch.no_grad():
+        text = siglip.clip.encode_text(ids)
+    seen = {}
+    handle = block.register_forward_pre_hook(lambda m, a: seen.setdefault("z", a[0].detach()))
+    with torch.no_grad():
+        siglip.clip.encode_image(pixels)
+    handle.remove()
+    leaf = seen["z"].clone().requires_grad_(True)
+    handle = block.register_forward_pre_hook(lambda m, a: (leaf,))
+    value = siglip.clip.logit_scale.exp() * F.cosine_similarity(siglip.clip.encode_image(pixels),
+                                                                text)
+    handle.remove()
+    (g,) = torch.autograd.grad(value.sum(), leaf)
+    expected = (g.mean(1)[:, None] * seen["z"]).sum(-1).clamp(min=0)[0]
+    dropped_first = (g[:, 1:].mean(1)[:, None] * seen["z"]).sum(-1).clamp(min=0)[0]
+    assert not torch.allclose(expected, dropped_first, atol=1e-6)  # the test can tell them apart
+    a = nibcore.explain(siglip, picture, "a red circle", method="gradcam", variant="classic",
+                        layer=layer)
+    assert a.raw.shape == (16,)
+    np.testing.assert_allclose(a.raw, expected.numpy(), rtol=1e-4, atol=1e-6)

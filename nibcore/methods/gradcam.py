@@ -26,8 +26,9 @@ class GradCAM(Method):
         variant: ``"paper"`` (what the paper ran): per token ``ReLU(Σ_c ∂logit/∂z_ic · z_ic)`` —
             the gradient ⊙ activation summed over channels, *not* Grad-CAM's channel-averaged
             weights. ``"classic"``: the textbook Grad-CAM ``ReLU(Σ_c w_c z_ic)`` with
-            ``w_c = mean_i ∂logit/∂z_ic`` averaged over the patch tokens (image; CLS excluded) or
-            the real tokens SOT..EOT (text).
+            ``w_c = mean_i ∂logit/∂z_ic`` averaged over the patch tokens (image; the tower's
+            ``prefix_tokens`` excluded: CLS on CLIP, none on SigLIP) or the real tokens up to EOT
+            (text).
 
     Raw scores ``(B, N)`` per token, ``>= 0``. Passes per call (any batch size B, one row per
     pair): 3 forward (other modality's feature, ``lower``, ``upper``) and 1 backward.
@@ -51,8 +52,8 @@ class GradCAM(Method):
             cam = (grad * z.detach()).sum(dim=-1)
         else:
             mask = torch.ones(z.shape[:2], dtype=z.dtype, device=z.device)
-            if side == "image":
-                mask[:, 0] = 0  # average over the patch grid, not CLS
+            if side == "image":  # average over the patch grid: not CLS (none on SigLIP)
+                mask[:, : tower.prefix_tokens] = 0
             else:
                 n = model.text_length(ids)
                 mask = (torch.arange(z.shape[1], device=z.device)[None] < n[:, None]).to(z.dtype)
