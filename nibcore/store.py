@@ -92,6 +92,9 @@ SPECS: dict[str, Spec] = {
     "table2-rise-image": Spec("scenes", 200, (Run(("rise",), ("image",), warmup=False),),
                               about="Table 2: RISE, image side (6000 masks, the paper's) on "
                                     "fewer pairs"),
+    "table2-beyond": Spec("scenes", 1000, (Run(("gradeclip",)), Run(("legrad",), ("image",))),
+                          about="Table 2 beyond the paper: Grad-ECLIP (both sides) and LeGrad "
+                                "(image side only) on table2's pairs"),
     "text-gt": Spec("scenes_text", 1000, (Run(ALL_METHODS, ("text",), warmup=False),),
                     text_protocols=("paper",),
                     about="text ground truth: present vs absent phrase, every method"),
