@@ -29,9 +29,24 @@ METHODS: dict[str, type["Method"]] = {}
 
 # --- objectives ------------------------------------------------------------------------------
 
+COSINE_EPS = 1e-8
+"""Norms below this are clamped to it (as :func:`torch.nn.functional.cosine_similarity`)."""
+
+
 def cosine(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Row-wise cosine similarity ``(B,)`` of ``(B, E)`` features with ``(B, E)`` targets."""
-    return F.cosine_similarity(features, target, dim=-1)
+    """Row-wise cosine similarity ``(B,)`` of ``(B, E)`` features with ``(B, E)`` targets.
+
+    The same operations as ``F.cosine_similarity(features, target, dim=-1)`` (bit-identical
+    values and gradients while both norms exceed :data:`COSINE_EPS`), but with the clamp on the
+    autograd graph: torch clamps the norms in place without recording it, so below the epsilon
+    its gradient is not the derivative of the value it returns, and ``z · ∂f/∂z`` misses f there
+    (Euler's identity fails). NIB's completeness schedule integrates through that region on
+    models whose LayerNorm biases are zero.
+    """
+    def unit(x: torch.Tensor) -> torch.Tensor:
+        return x / torch.linalg.vector_norm(x, 2, dim=-1, keepdim=True).clamp_min(COSINE_EPS)
+
+    return (unit(features) * unit(target)).sum(dim=-1)
 
 
 def logit(model: ClipModel, features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -9,15 +9,24 @@ so that ``∫_0^1 g(λ) dλ ≈ Σ_s weights[s] · g(lambdas[s])``.
   10^-``decades`` to 1. LayerNorm makes the network almost scale-invariant in λ, so f(λ) changes
   little on [0.1, 1] and jumps to f(0) only where λ·‖z‖ meets the LayerNorm epsilon (around
   1e-3..1e-5 on trained models). Log-spaced nodes resolve that jump; the uniform grid never samples
-  it. The piece [0, 10^-decades] is left out: it is f(10^-decades) − f(0), negligible once the state
-  is far below the LayerNorm epsilon (trained models, whose LayerNorm biases are non-zero); the
-  completeness gap reported with every attribution shows whether that holds.
+  it. The piece [0, 10^-decades] is left out: it is f(10^-decades) − f(0).
+
+  How deep to go is decided per call (:func:`completeness_decades`): f is evaluated, forward only,
+  at λ = 1, 0 and 10^-d for d in :data:`DEPTHS`, and ``decades`` is the smallest d from which on
+  every deeper probe agrees with f(0) to ``TOLERANCE · |f(1) − f(0)|``, for every pair of the
+  batch. Trained models (non-zero LayerNorm biases) stop at 8 decades, today's range. On a model
+  whose LayerNorm biases are zero (randomly initialised open_clip or Hugging Face models) the
+  state that reaches the head shrinks linearly with λ once every LayerNorm works below its
+  epsilon; the cosine stays at its λ → 0⁺ limit until the feature norm meets the cosine's own
+  epsilon (1e-8), far below 10^-8, and only there falls to f(0) — so the range must extend, and
+  the probes show how far. Cost: one forward call of ``(2 + len(DEPTHS)) · B`` rows without
+  gradients, plus ``num_steps`` quadrature rows per extra decade.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -51,10 +60,45 @@ def completeness(num_steps: int, decades: int = 8) -> tuple[torch.Tensor, torch.
 #: Available schedules, name -> function(num_steps) -> (lambdas, weights).
 SCHEDULES: dict[str, Schedule] = {"paper": paper, "completeness": completeness}
 
+#: decades below λ = 1 that :func:`completeness_decades` probes (the first is the fixed range)
+DEPTHS: tuple[int, ...] = tuple(range(8, 37, 2))
+#: agreement of f(10^-d) with f(0), relative to |f(1) − f(0)|, that ends the range
+TOLERANCE = 1e-4
 
-def make_schedule(name: str, num_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Points and weights ``(S,)`` of a registered schedule, with validated arguments."""
+
+def completeness_decades(values_at: Callable[[torch.Tensor], torch.Tensor],
+                         tolerance: float = TOLERANCE,
+                         depths: Sequence[int] = DEPTHS) -> int:
+    """How many decades the completeness schedule must span for a batch.
+
+    ``values_at(lambdas)``: f(λ z) for ``lambdas`` ``(K,)`` (float64), returned as ``(K, B)``.
+    Called once with ``[1, 0, 10^-d for d in depths]``. Returns the smallest ``d`` such that
+    ``|f(10^-d') − f(0)| <= tolerance · |f(1) − f(0)|`` for ``d`` and every deeper probe ``d'``,
+    for every pair; the deepest probe when none qualifies (the reported gap then shows it).
+    """
+    lambdas = torch.tensor([1.0, 0.0] + [10.0 ** -d for d in depths], dtype=torch.float64)
+    values = values_at(lambdas).double()
+    f1, f0, probes = values[0], values[1], values[2:]
+    scale = (f1 - f0).abs()
+    agree = ((probes - f0).abs() <= tolerance * scale).all(dim=1).tolist()
+    for k, depth in enumerate(depths):
+        if all(agree[k:]):
+            return int(depth)
+    return int(depths[-1])
+
+
+def make_schedule(name: str, num_steps: int,
+                  values_at: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points and weights ``(S,)`` of a registered schedule, with validated arguments.
+
+    ``values_at``: f along the path (see :func:`completeness_decades`); given, the
+    ``"completeness"`` schedule spans as many decades as the batch needs (other schedules ignore
+    it); without it, :func:`completeness` keeps its fixed 8 decades.
+    """
     if name not in SCHEDULES:
         raise ValueError(f"unknown schedule {name!r}; choose one of {sorted(SCHEDULES)}")
     check_positive_int("num_steps", num_steps)
+    if name == "completeness" and values_at is not None:
+        return completeness(num_steps, decades=completeness_decades(values_at))
     return SCHEDULES[name](num_steps)

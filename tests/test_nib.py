@@ -229,3 +229,53 @@ def test_text_trim_is_exact(tiny, picture):
     full = (z * grad_sum).sum(-1)[0]
     assert torch.all(full[5:] == 0)  # padding gets exactly nothing
     np.testing.assert_allclose(a.raw, full[:5].numpy(), rtol=1e-4, atol=1e-6)
+
+
+# --- the completeness schedule on a model whose LayerNorm biases are zero --------------------
+
+def test_cosine_gradient_is_the_derivative_of_its_value_below_the_epsilon():
+    """Euler: the cosine is degree-0 homogeneous in x while ‖x‖ > eps and degree 1 below, so
+    x · ∂f/∂x is 0 above and f below (torch's own clamp is off the graph and breaks the second)."""
+    g = torch.Generator().manual_seed(0)
+    t = torch.randn(3, 16, generator=g)
+    for scale, degree in ((1.0, 0), (1e-12, 1)):
+        x = (scale * torch.randn(3, 16, generator=g)).requires_grad_(True)
+        f = cosine(x, t)
+        (grad,) = torch.autograd.grad(f.sum(), x)
+        euler = (grad * x).sum(-1)
+        torch.testing.assert_close(euler, degree * f.detach(), rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(f, torch.nn.functional.cosine_similarity(x, t, dim=-1))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("side", ["image", "text"])
+def test_completeness_schedule_extends_its_range_on_zero_layernorm_biases(picture, seed, side):
+    """open_clip's random initialisation (LayerNorm biases zero): f(λ) reaches f(0) only below
+    10^-8, the range extends (more than 8 decades of nodes) and the gap closes to 1e-3."""
+    from conftest import TINY_CFG
+
+    torch.manual_seed(seed)
+    model = nibcore.build_clip(TINY_CFG, name="tiny-zero-ln-bias")
+    assert all(float(m.bias.abs().max()) == 0 for m in model.clip.modules()
+               if isinstance(m, torch.nn.LayerNorm))
+    a = nibcore.explain(model, picture, "a red circle and a cat", side=side,
+                        schedule="completeness")
+    assert a.extras["nodes"] > 8 * 10
+    assert abs(a.f1 - a.f0) > 1e-2
+    assert abs(a.completeness_gap) <= 1e-3 * abs(a.f1 - a.f0)
+    fixed = nibcore.explain(model, picture, "a red circle and a cat", side=side)
+    assert fixed.extras["nodes"] == 10  # the paper schedule is untouched
+
+
+def test_completeness_decades_rule():
+    """The smallest probed depth from which every deeper probe agrees with f(0)."""
+    from nibcore.schedules import DEPTHS, completeness_decades
+
+    def curve(knee):  # f(λ) = 1 above 10^-knee, f(0) = 0 below; one pair
+        def values_at(lambdas):
+            return torch.where(lambdas >= 10.0 ** -knee, 1.0, 0.0).double()[:, None]
+        return values_at
+
+    assert completeness_decades(curve(3)) == DEPTHS[0] == 8
+    assert completeness_decades(curve(13)) == 14
+    assert completeness_decades(curve(99)) == DEPTHS[-1]  # never agrees: the deepest probe

@@ -61,6 +61,25 @@ def objective(tower: Tower, z: torch.Tensor, layer: int, ids: torch.Tensor | Non
         return cosine(tower.upper(lam * z, layer, ids), target)
 
 
+def path_values(tower: Tower, z: torch.Tensor, layer: int, ids: torch.Tensor | None,
+                target: torch.Tensor, lambdas: torch.Tensor, rows_per_call: int) -> torch.Tensor:
+    """f(λ_k z) ``(K, B)`` for ``lambdas`` ``(K,)`` and every pair, forward only, in chunks of
+    ``rows_per_call`` (λ, pair) rows (the completeness schedule's probes)."""
+    k, batch = lambdas.shape[0], z.shape[0]
+    lam = lambdas.to(z.device, z.dtype)
+    step_of_row = torch.arange(k, device=z.device).repeat_interleave(batch)
+    pair_of_row = torch.arange(batch, device=z.device).repeat(k)
+    values = torch.empty(k * batch, dtype=z.dtype, device=z.device)
+    with torch.no_grad():
+        for start in range(0, k * batch, rows_per_call):
+            s = step_of_row[start:start + rows_per_call]
+            p = pair_of_row[start:start + rows_per_call]
+            pool = None if ids is None else ids[p]
+            features = tower.upper(lam[s, None, None] * z[p], layer, pool)
+            values[start:start + rows_per_call] = cosine(features, target[p])
+    return values.view(k, batch)
+
+
 @register
 class NIB(Method):
     """Narrowing Information Bottleneck (Zhu et al., ICLR 2025,
@@ -100,11 +119,14 @@ class NIB(Method):
         target = other_features(model, pixels, ids, side)
         with torch.no_grad():
             z = tower.lower(inputs, layer)
-        lambdas, weights = make_schedule(self.params["schedule"], self.params["num_steps"])
+        def values_at(lam: torch.Tensor) -> torch.Tensor:  # probes (completeness schedule only)
+            return path_values(tower, z, layer, pool_ids, target, lam, self.rows_per_call)
+
+        lambdas, weights = make_schedule(self.schedule, self.num_steps, values_at)
         grad_sum, values = scaled_path(tower, z, layer, pool_ids, target, lambdas, weights,
                                        self.params["rows_per_call"])
         raw = (z * grad_sum).sum(dim=-1)
         f0 = objective(tower, z, layer, pool_ids, target, 0.0)
         has_one = float(lambdas[-1]) == 1.0
         f1 = values[-1] if has_one else objective(tower, z, layer, pool_ids, target, 1.0)
-        return RawResult(raw=raw, f1=f1, f0=f0, extras={"layer": layer})
+        return RawResult(raw=raw, f1=f1, f0=f0, extras={"layer": layer, "nodes": len(lambdas)})
