@@ -35,9 +35,11 @@ class Handler(BaseHTTPRequestHandler):
             server.log.append((path, self.headers.get("Range")))
             server.active += 1
             server.max_active = max(server.max_active, server.active)
+        if mode == "slow":
+            time.sleep(server.delay)
+        with server.lock:  # counted while the client waits for an answer, before any reply
+            server.active -= 1
         try:
-            if mode == "slow":
-                time.sleep(server.delay)
             file = server.root / path
             if not file.is_file():
                 self.send_error(404, "Not Found")
@@ -64,9 +66,6 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):
             pass
-        finally:
-            with server.lock:
-                server.active -= 1
 
     def log_message(self, *args):
         pass
