@@ -20,11 +20,13 @@ class Ramp(Method):
     """A trivial registered method: scores rise with the token index (deterministic)."""
 
     name = "test-ramp"
-    defaults = dict(sign=1.0)
+
+    def __init__(self, *, sign: float = 1.0) -> None:
+        self.sign = sign
 
     def attribute(self, model, pixels, ids, side):
         n = 1 + model.grid[0] * model.grid[1] if side == "image" else ids.shape[1]
-        raw = self.params["sign"] * torch.arange(n, dtype=torch.float32)
+        raw = self.sign * torch.arange(n, dtype=torch.float32)
         return RawResult(raw=raw.expand(pixels.shape[0], n).clone())
 
 
