@@ -6,10 +6,18 @@
 (``embed``/``lower``/``upper``, explicit attention, pass counting) over the Hugging Face modules,
 so every method runs unchanged — the official NIB code's stack, with nibcore's API.
 
-Text is tokenized with open_clip's CLIP BPE tokenizer, the same vocabulary as Hugging Face's
-``CLIPTokenizer`` for CLIP checkpoints (a model with another vocabulary size is refused).
-``SiglipModel`` is not supported through this path yet (a one-line error); load SigLIP through
-open_clip (``load_model("ViT-B-16-SigLIP", ...)``).
+``CLIPModel`` text is tokenized with open_clip's CLIP BPE tokenizer, the same vocabulary as
+Hugging Face's ``CLIPTokenizer`` for CLIP checkpoints (a model with another vocabulary size is
+refused).
+
+``SiglipModel`` (SigLIP; :class:`HFSiglipModel`): no CLS (image maps from all patch tokens), an
+attention-pool (MAP) head over the image tokens, a text tower without causal mask pooled at the
+last position, a sigmoid logit with a bias. Its tokenizer is the model's own (SentencePiece), read
+offline from the model's folder (``processor.save_pretrained(folder)``) or passed as
+``tokenizer=``; texts are padded to the context with ``padding="max_length"``, as SigLIP was
+trained. Images are resized to the square input without cropping, as SigLIP's image processor.
+``Siglip2Model`` (variable-resolution NaFlex patches) and SigLIP towers without the MAP head are
+refused in one line.
 """
 
 from __future__ import annotations
@@ -20,8 +28,10 @@ from typing import Any
 
 import open_clip
 import torch
+import torch.nn.functional as F
 
-from .models import AttentionRecorder, ClipModel, PassCounter, Tower, _explicit_attention
+from .models import (AttentionRecorder, ClipModel, PassCounter, Tower, _explicit_attention,
+                     end_of_text_id, padding_id)
 
 CLIP_VOCAB = 49408
 
@@ -134,15 +144,57 @@ class HFTextTower(_HFBlocks):
         return ids.argmax(dim=-1)
 
 
+def _hf_map_head(head: torch.nn.Module, x: torch.Tensor,
+                 attention: AttentionRecorder | None) -> torch.Tensor:
+    """Hugging Face SigLIP's ``SiglipMultiheadAttentionPoolingHead`` with its attention explicit
+    (recorded in ``attention.head_probs`` ``(B, heads, 1, N)``); the same function as
+    ``head(x)``."""
+    mha = head.attention
+    wq, wk, wv = mha.in_proj_weight.chunk(3)
+    bq, bk, bv = mha.in_proj_bias.chunk(3)
+    probe = head.probe.expand(x.shape[0], -1, -1)
+    q = F.linear(probe, wq, bq)
+    k, v = F.linear(x, wk, bk), F.linear(x, wv, bv)
+    attended, probs = _explicit_attention(q, k, v, mha.num_heads, None)
+    if attention is not None:
+        attention.head_probs = probs
+    y = mha.out_proj(attended)
+    y = y + head.mlp(head.layernorm(y))
+    return y[:, 0]
+
+
+class HFSiglipImageTower(_HFBlocks):
+    """SigLIP's vision transformer: patch tokens only (no CLS), no pre-norm, a final LayerNorm
+    and the MAP head (its pooled output is the image feature: there is no projection)."""
+
+    side = "image"
+    prefix_tokens = 0
+
+    @property
+    def blocks(self) -> torch.nn.ModuleList:
+        return self.clip.vision_model.encoder.layers
+
+    def embed(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.clip.vision_model.embeddings(pixels)
+
+    def head(self, x: torch.Tensor, ids: torch.Tensor | None,
+             attention: AttentionRecorder | None = None) -> torch.Tensor:
+        vm = self.clip.vision_model
+        x = vm.post_layernorm(x)
+        if attention is not None and attention.head:
+            return _hf_map_head(vm.head, x, attention)
+        return vm.head(x)
+
+    def query_index(self, ids: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        return None  # pooled by an attention head, not at a token
+
+
 class HFClipModel(ClipModel):
     """A Hugging Face ``transformers.CLIPModel`` with :class:`ClipModel`'s API."""
 
     def __init__(self, hf_model: torch.nn.Module, name: str = "hf",
                  mean=open_clip.OPENAI_DATASET_MEAN, std=open_clip.OPENAI_DATASET_STD):
         transformers = _transformers()
-        if type(hf_model).__name__ == "SiglipModel":
-            raise TypeError("Hugging Face SiglipModel is not supported yet: load SigLIP through "
-                            "open_clip, e.g. load_model('ViT-B-16-SigLIP')")
         if not isinstance(hf_model, transformers.CLIPModel):
             raise TypeError(f"expected a transformers CLIPModel, got {type(hf_model).__name__}")
         cfg = hf_model.config
@@ -174,6 +226,103 @@ class HFClipModel(ClipModel):
         return side, side
 
 
+class HFSiglipTextTower(HFTextTower):
+    """SigLIP's text transformer: no causal mask, final LayerNorm, pooled at the last position
+    (padding, with ``padding="max_length"``), then a linear head."""
+
+    pool_type = "last"
+
+    def __init__(self, clip: torch.nn.Module, passes: PassCounter):
+        Tower.__init__(self, clip, passes)
+
+    @property
+    def attn_mask(self) -> None:
+        return None
+
+    def head(self, x: torch.Tensor, ids: torch.Tensor | None,
+             attention: AttentionRecorder | None = None) -> torch.Tensor:
+        return self.module.head(self.module.final_layer_norm(x)[:, -1])
+
+    def query_index(self, ids: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        n = self.positional_embedding.shape[0] if ids is None else ids.shape[1]
+        return torch.full((batch,), n - 1, dtype=torch.long,
+                          device=self.positional_embedding.device)
+
+
+class PaddedTokenizer:
+    """A ``transformers`` tokenizer called as SigLIP is fed: ``padding="max_length"`` to the
+    context, truncated; ids ``(B, C)``. ``eos_token_id`` / ``pad_token_id`` / ``tokenizer`` are
+    what :class:`ClipModel` reads for end-of-text and token strings."""
+
+    def __init__(self, tokenizer: Any, context_length: int):
+        self.tokenizer = tokenizer
+        self.context_length = int(context_length)
+        self.eos_token_id = tokenizer.eos_token_id
+        self.pad_token_id = tokenizer.pad_token_id
+
+    def encode(self, text: str) -> list[int]:
+        """The ids of ``text`` without special tokens."""
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        return self.tokenizer(list(texts), padding="max_length", truncation=True,
+                              max_length=self.context_length, return_tensors="pt")["input_ids"]
+
+
+class HFSiglipModel(ClipModel):
+    """A Hugging Face ``transformers.SiglipModel`` with :class:`ClipModel`'s API.
+
+    ``tokenizer``: the model's ``transformers`` tokenizer (wrapped in :class:`PaddedTokenizer`),
+    or a callable returning padded ids ``(B, C)`` such as open_clip's ``HFTokenizer``.
+    """
+
+    def __init__(self, hf_model: torch.nn.Module, tokenizer: Any, name: str = "hf",
+                 mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
+        transformers = _transformers()
+        if not isinstance(hf_model, transformers.SiglipModel):
+            raise TypeError(f"expected a transformers SiglipModel, got {type(hf_model).__name__}")
+        cfg = hf_model.config
+        if not getattr(cfg.vision_config, "vision_use_head", True):
+            raise TypeError("this SiglipModel has no attention-pool head (vision_use_head=False), "
+                            "so it has no image feature to explain")
+        if tokenizer is None:
+            raise ValueError("a Hugging Face SiglipModel needs its own tokenizer (SentencePiece): "
+                             "save it in the model's folder (processor.save_pretrained) or pass "
+                             "tokenizer=AutoTokenizer.from_pretrained(...)")
+        context = int(cfg.text_config.max_position_embeddings)
+        if isinstance(tokenizer, transformers.PreTrainedTokenizerBase):
+            if len(tokenizer) > cfg.text_config.vocab_size:
+                raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the text tower's "
+                                 f"vocabulary {cfg.text_config.vocab_size}: not this model's")
+            tokenizer = PaddedTokenizer(tokenizer, context)
+        self.clip = hf_model.eval().requires_grad_(False).float()
+        size = int(cfg.vision_config.image_size)
+        self.preprocess = open_clip.transform.image_transform(
+            size, is_train=False, mean=mean, std=std, resize_mode="squash")
+        self.tokenizer = tokenizer
+        self.eot_id, self.pad_id = end_of_text_id(tokenizer), padding_id(tokenizer)
+        self.name = name
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.passes = PassCounter()
+        self.image = HFSiglipImageTower(self.clip, self.passes)
+        self.text = HFSiglipTextTower(self.clip, self.passes)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        size = int(self.clip.config.vision_config.image_size)
+        return size, size
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        cfg = self.clip.config.vision_config
+        side = int(cfg.image_size) // int(cfg.patch_size)
+        return side, side
+
+    @property
+    def context_length(self) -> int:
+        return int(self.clip.config.text_config.max_position_embeddings)
+
+
 def is_hf_source(source: Any) -> bool:
     """Whether ``load_model`` should hand ``source`` to :func:`load_hf`: a transformers model
     object, or a local folder holding a transformers ``config.json``."""
@@ -185,28 +334,43 @@ def is_hf_source(source: Any) -> bool:
     return False
 
 
-def load_hf(source: Any, device: str | torch.device | None = None) -> HFClipModel:
-    """A :class:`HFClipModel` from a ``transformers.CLIPModel`` or a local folder (offline)."""
+def load_hf(source: Any, device: str | torch.device | None = None,
+            tokenizer: Any = None) -> HFClipModel | HFSiglipModel:
+    """A :class:`HFClipModel` / :class:`HFSiglipModel` from a ``transformers`` ``CLIPModel`` /
+    ``SiglipModel`` or a local folder saved with ``save_pretrained`` (offline). ``tokenizer``:
+    SigLIP's tokenizer when it is not saved in the folder (CLIP uses CLIP's BPE)."""
     transformers = _transformers()
     name = "hf"
+    mean = std = None
     if not isinstance(source, torch.nn.Module):
         folder = Path(source)
         model_type = json.loads((folder / "config.json").read_text()).get("model_type")
-        if model_type == "siglip":
-            raise TypeError("Hugging Face SiglipModel is not supported yet: load SigLIP through "
-                            "open_clip, e.g. load_model('ViT-B-16-SigLIP')")
-        if model_type != "clip":
-            raise ValueError(f"{folder} holds a {model_type!r} model; expected a CLIP model "
-                             f"(model_type 'clip')")
-        source = transformers.CLIPModel.from_pretrained(str(folder), local_files_only=True)
+        classes = {"clip": transformers.CLIPModel, "siglip": transformers.SiglipModel}
+        if model_type not in classes:
+            raise ValueError(f"{folder} holds a {model_type!r} model; nibcore takes Hugging Face "
+                             f"CLIP ('clip') and SigLIP ('siglip') models")
+        source = classes[model_type].from_pretrained(str(folder), local_files_only=True)
         name = f"hf:{folder.name}"
-        mean, std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
         pre = folder / "preprocessor_config.json"
         if pre.is_file():
             cfg = json.loads(pre.read_text())
-            mean, std = cfg.get("image_mean", mean), cfg.get("image_std", std)
-        model = HFClipModel(source, name, mean, std)
+            mean, std = cfg.get("image_mean"), cfg.get("image_std")
+        if model_type == "siglip" and tokenizer is None and any(
+                (folder / f).is_file() for f in ("tokenizer_config.json", "tokenizer.json",
+                                                 "spiece.model")):
+            tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder),
+                                                                   local_files_only=True)
+    kind = type(source).__name__
+    if isinstance(source, transformers.SiglipModel):
+        model = HFSiglipModel(source, tokenizer, name, mean or (0.5,) * 3, std or (0.5,) * 3)
+    elif isinstance(source, transformers.CLIPModel):
+        if tokenizer is not None:
+            raise ValueError("a Hugging Face CLIPModel is tokenized with CLIP's BPE: leave "
+                             "tokenizer=None")
+        model = HFClipModel(source, name, mean or open_clip.OPENAI_DATASET_MEAN,
+                            std or open_clip.OPENAI_DATASET_STD)
     else:
-        model = HFClipModel(source, name)
+        raise TypeError(f"{kind} is not supported: nibcore takes Hugging Face CLIPModel and "
+                        f"SiglipModel (not vision- or text-only models, nor Siglip2Model)")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     return model.to(device)

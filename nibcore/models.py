@@ -785,7 +785,7 @@ def _quiet_random_init_warning(active: bool):
 
 def load_model(name: str = MINI, pretrained: str | None = None,
                device: str | torch.device | None = None,
-               cache_dir: str | Path | None = None) -> ClipModel:
+               cache_dir: str | Path | None = None, tokenizer=None) -> ClipModel:
     """Load a CLIP model as a :class:`ClipModel`.
 
     ``name``: ``"mini"`` (our bundled offline model) or any open_clip model name (e.g.
@@ -795,15 +795,20 @@ def load_model(name: str = MINI, pretrained: str | None = None,
     path (a state dict saved by ``torch.save`` or a ``.safetensors`` file).
     ``device``: defaults to CUDA when available, else CPU. ``cache_dir``: open_clip's download
     cache (default: the Hugging Face hub cache, ``~/.cache/clip`` for plain URLs).
-    ``name`` may also be a Hugging Face ``transformers.CLIPModel`` or a local folder saved with
-    its ``save_pretrained`` (see :mod:`nibcore.hf`; needs ``pip install nibcore[hf]``).
+    ``name`` may also be a Hugging Face ``transformers.CLIPModel`` / ``SiglipModel`` or a local
+    folder saved with its ``save_pretrained`` (see :mod:`nibcore.hf`; needs
+    ``pip install nibcore[hf]``); ``tokenizer``: a SigLIP model's tokenizer when its folder has
+    none (Hugging Face models only).
     """
     from .hf import is_hf_source, load_hf  # the optional Hugging Face stack
 
     if is_hf_source(name):
         if pretrained is not None:
             raise ValueError("a Hugging Face model carries its own weights: leave pretrained=None")
-        return load_hf(name, device)
+        return load_hf(name, device, tokenizer)
+    if tokenizer is not None:
+        raise ValueError("tokenizer= is for Hugging Face SigLIP models; open_clip models come with "
+                         "their own tokenizer")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if name == MINI:
         if pretrained is not None:
