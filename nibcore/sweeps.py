@@ -24,7 +24,8 @@ from .models import ClipModel
 PAPER_BLOCKS = 12
 
 
-#: nibcore modules and sub-packages that cannot change an evaluation row (left out of the fingerprint).
+#: nibcore modules and sub-packages that cannot change an evaluation row (left out of the
+#: fingerprint).
 _NOT_RESULTS = ("book", "world", "cli.py", "__main__.py", "viz.py")
 
 

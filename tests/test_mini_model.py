@@ -13,7 +13,8 @@ from nibcore.world.quality import occlusion, zero_shot
 from nibcore.world.train import load_mini, to_tensor
 
 DATA = Path(__file__).resolve().parents[1] / "data"
-# Measured on the shipped model (MINI_CLIP_CARD.md): both 1.0 on these scenes; chance is 1/30 and 1/2.
+# Measured on the shipped model (MINI_CLIP_CARD.md): both 1.0 on these scenes;
+# chance is 1/30 and 1/2.
 ZERO_SHOT_FLOOR = 0.8
 OCCLUSION_FLOOR = 0.8
 
@@ -48,7 +49,9 @@ def test_zero_shot_above_floor(mini):
 def test_occlusion_grounding_above_floor(mini):
     model, preprocess, tokenizer, _ = mini
     torch.set_num_threads(1)
-    assert occlusion(model, preprocess, tokenizer, scenes.heldout(30, n_objects=2)) >= OCCLUSION_FLOOR
+    assert (
+        occlusion(model, preprocess, tokenizer, scenes.heldout(30, n_objects=2)) >= OCCLUSION_FLOOR
+    )
 
 
 def test_load_model_mini_needs_no_network(monkeypatch):

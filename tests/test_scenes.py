@@ -20,7 +20,10 @@ def test_masks_match_object_pixels(seed):
     s = scenes.sample(seed)
     img, bg = np.array(s.image), np.array(s.background)
     k = len(s.objects)
-    assert img.shape == (scenes.IMAGE_SIZE, scenes.IMAGE_SIZE, 3) and s.masks.shape == (k, *img.shape[:2])
+    assert img.shape == (scenes.IMAGE_SIZE, scenes.IMAGE_SIZE, 3) and s.masks.shape == (
+        k,
+        *img.shape[:2],
+    )
     assert s.masks.dtype == bool and s.masks.sum(0).max() == 1  # non-empty, never overlapping
     assert all(m.any() for m in s.masks)
     differs = (img != bg).any(-1)
@@ -67,15 +70,18 @@ def test_negatives_absent_and_differ_in_one_attribute(seed):
     assert s.negative(0, "shape", 5) == s.negative(0, "shape", 5)
 
 
-@pytest.mark.parametrize("call", [
-    lambda: scenes.sample(-1),
-    lambda: scenes.sample(0, n_objects=0),
-    lambda: scenes.sample(0, n_objects=4),
-    lambda: scenes.heldout(2, n_objects=5),
-    lambda: scenes.heldout(-1),
-    lambda: scenes.sample(0).negative(0, "size", 0),
-    lambda: scenes.sample(0).caption_for([]),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: scenes.sample(-1),
+        lambda: scenes.sample(0, n_objects=0),
+        lambda: scenes.sample(0, n_objects=4),
+        lambda: scenes.heldout(2, n_objects=5),
+        lambda: scenes.heldout(-1),
+        lambda: scenes.sample(0).negative(0, "size", 0),
+        lambda: scenes.sample(0).caption_for([]),
+    ],
+)
 def test_bad_input_raises(call):
     with pytest.raises(ValueError):
         call()

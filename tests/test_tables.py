@@ -391,7 +391,8 @@ def test_sanity_sentences():
                          index=["nib", "gradcam"])
     text = pd.DataFrame({"1": [0.2, 0.3], "all": [0.2, 0.3], "other pair": [0.0, 0.0]},
                         index=["nib", "gradcam"])
-    s = reports.sanity_sentences({"image": image, "text": text}, {"image": 6, "text": 4}).split("\n")
+    s = reports.sanity_sentences({"image": image, "text": text},
+                                 {"image": 6, "text": 4}).split("\n")
     assert s[0] == ("* **image side**, all 6 blocks randomised: maps that still correlate above "
                     "0.5 with the trained model's — NIB (ρ = 0.80); the others fall to ρ ≤ 0.5 "
                     "(lowest: Grad-CAM, ρ = 0.10). NIB: ρ = 0.80.")

@@ -144,8 +144,8 @@ def test_masking_figure(image):
     maps = np.random.RandomState(1).rand(2, 8, 8)
     conf = dict(s0=np.array([0.5, 0.5]), s1=np.array([0.4, 0.6]), drop=np.array([0.2, 0.0]),
                 increase=np.array([False, True]))
-    fig = figures.masking_figure(image, maps, ["A", "B"], np.zeros((3, 8, 8)), np.zeros((2, 3, 8, 8)),
-                             conf, [0.5] * 3, [0.2] * 3)
+    fig = figures.masking_figure(image, maps, ["A", "B"], np.zeros((3, 8, 8)),
+                                 np.zeros((2, 3, 8, 8)), conf, [0.5] * 3, [0.2] * 3)
     assert len(fig.axes) == 6 and _colorbars(fig) == 0
     assert sum(len(ax.images) for ax in fig.axes) == 1 + 2 * 2 + 3   # picture, overlays, inputs
     assert "incr" in fig.axes[5].get_title()

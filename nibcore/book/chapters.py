@@ -10,8 +10,8 @@ from .paper import DISPLAY
 
 def book_datasets(model: str) -> list[str]:
     """The datasets of the main results for ``model`` (its name as passed to
-    :func:`nibcore.book.theory.book_model`): the held-out scenes for the bundled ``"mini"`` model, the
-    paper's three otherwise."""
+    :func:`nibcore.book.theory.book_model`): the held-out scenes for the bundled ``"mini"`` model,
+    the paper's three otherwise."""
     return ["scenes"] if model == "mini" else ["cc", "imagenet", "flickr8k"]
 
 

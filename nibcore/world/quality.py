@@ -29,7 +29,12 @@ from .train import CONTEXT_LENGTH, MEAN, STD, load_mini
 
 
 @torch.no_grad()
-def image_features(model: open_clip.model.CLIP, preprocess: Callable, images: Sequence[Image.Image], batch: int = 256) -> torch.Tensor:
+def image_features(
+    model: open_clip.model.CLIP,
+    preprocess: Callable,
+    images: Sequence[Image.Image],
+    batch: int = 256,
+) -> torch.Tensor:
     """(N, D) L2-normalised image embeddings."""
     out = []
     for i in range(0, len(images), batch):
@@ -39,16 +44,26 @@ def image_features(model: open_clip.model.CLIP, preprocess: Callable, images: Se
 
 
 @torch.no_grad()
-def text_features(model: open_clip.model.CLIP, tokenizer: Callable, texts: Sequence[str], batch: int = 512) -> torch.Tensor:
+def text_features(
+    model: open_clip.model.CLIP, tokenizer: Callable, texts: Sequence[str], batch: int = 512
+) -> torch.Tensor:
     """(N, D) L2-normalised text embeddings."""
-    out = [F.normalize(model.encode_text(tokenizer(list(texts[i : i + batch]))), dim=-1) for i in range(0, len(texts), batch)]
+    out = [
+        F.normalize(model.encode_text(tokenizer(list(texts[i : i + batch]))), dim=-1)
+        for i in range(0, len(texts), batch)
+    ]
     return torch.cat(out)
 
 
-def zero_shot(model: open_clip.model.CLIP, preprocess: Callable, tokenizer: Callable, sc: list[scenes.Scene]) -> dict[str, float]:
+def zero_shot(
+    model: open_clip.model.CLIP, preprocess: Callable, tokenizer: Callable, sc: list[scenes.Scene]
+) -> dict[str, float]:
     """Top-1 over all phrase captions on single-object scenes, plus per-attribute accuracy."""
     phrases = scenes.phrases()
-    sims = image_features(model, preprocess, [s.image for s in sc]) @ text_features(model, tokenizer, [f"a {p}" for p in phrases]).T
+    sims = (
+        image_features(model, preprocess, [s.image for s in sc])
+        @ text_features(model, tokenizer, [f"a {p}" for p in phrases]).T
+    )
     pred = [phrases[i].split() for i in sims.argmax(1).tolist()]
     colour = np.mean([p[0] == s.colours[0] for p, s in zip(pred, sc)])
     shape = np.mean([p[1] == s.shapes[0] for p, s in zip(pred, sc)])
@@ -57,14 +72,22 @@ def zero_shot(model: open_clip.model.CLIP, preprocess: Callable, tokenizer: Call
 
 
 def negatives(
-    model: open_clip.model.CLIP, preprocess: Callable, tokenizer: Callable, sc: list[scenes.Scene], rng: np.random.Generator
+    model: open_clip.model.CLIP,
+    preprocess: Callable,
+    tokenizer: Callable,
+    sc: list[scenes.Scene],
+    rng: np.random.Generator,
 ) -> dict[str, float]:
     """Fraction of present objects whose caption beats a shape-only / colour-only negative."""
     feats = image_features(model, preprocess, [s.image for s in sc])
     texts, owner = [], []
     for j, s in enumerate(sc):
         for k, obj in enumerate(s.objects):
-            texts += [f"a {obj}", f"a {s.negative(k, 'shape', rng)}", f"a {s.negative(k, 'colour', rng)}"]
+            texts += [
+                f"a {obj}",
+                f"a {s.negative(k, 'shape', rng)}",
+                f"a {s.negative(k, 'colour', rng)}",
+            ]
             owner.append(j)
     t = text_features(model, tokenizer, texts).view(-1, 3, feats.shape[1])
     sims = torch.einsum("nd,nkd->nk", feats[owner], t)
@@ -74,13 +97,19 @@ def negatives(
     }
 
 
-def occlusion(model: open_clip.model.CLIP, preprocess: Callable, tokenizer: Callable, sc: list[scenes.Scene]) -> float:
+def occlusion(
+    model: open_clip.model.CLIP, preprocess: Callable, tokenizer: Callable, sc: list[scenes.Scene]
+) -> float:
     """Fraction of (2-object scene, named object) pairs where occluding the named object lowers the
     caption cosine more than occluding the other object."""
     if any(len(s.objects) != 2 for s in sc):
         raise ValueError("occlusion grounding needs 2-object scenes")
-    occ = image_features(model, preprocess, [s.occluded(k) for s in sc for k in (0, 1)]).view(len(sc), 2, -1)
-    txt = text_features(model, tokenizer, [f"a {o}" for s in sc for o in s.objects]).view(len(sc), 2, -1)
+    occ = image_features(model, preprocess, [s.occluded(k) for s in sc for k in (0, 1)]).view(
+        len(sc), 2, -1
+    )
+    txt = text_features(model, tokenizer, [f"a {o}" for s in sc for o in s.objects]).view(
+        len(sc), 2, -1
+    )
     sims = torch.einsum("nkd,njd->nkj", occ, txt)  # [scene, occluded object, named object]
     hits = (sims[:, 1, 0] > sims[:, 0, 0]).float() + (sims[:, 0, 1] > sims[:, 1, 1]).float()
     return float(hits.sum() / (2 * len(sc)))
@@ -94,8 +123,11 @@ def quality_report(
     preprocess: Callable | None = None,
     tokenizer: Callable | None = None,
 ) -> dict[str, Any]:
-    """All three quality figures on ``n`` held-out scenes per setting; ``seed`` draws the negatives."""
-    preprocess = preprocess or open_clip.transform.image_transform(scenes.IMAGE_SIZE, is_train=False, mean=MEAN, std=STD)
+    """All three quality figures on ``n`` held-out scenes per setting; ``seed`` draws the
+    negatives."""
+    preprocess = preprocess or open_clip.transform.image_transform(
+        scenes.IMAGE_SIZE, is_train=False, mean=MEAN, std=STD
+    )
     tokenizer = tokenizer or open_clip.tokenizer.SimpleTokenizer(context_length=CONTEXT_LENGTH)
     model.eval()
     rng = np.random.default_rng(seed)
@@ -118,7 +150,12 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     model, preprocess, tokenizer, _ = load_mini(args.data)
-    print(json.dumps(quality_report(model, args.n, args.seed, preprocess=preprocess, tokenizer=tokenizer), indent=2))
+    print(
+        json.dumps(
+            quality_report(model, args.n, args.seed, preprocess=preprocess, tokenizer=tokenizer),
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

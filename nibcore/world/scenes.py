@@ -73,7 +73,11 @@ class Scene:
     ) -> str:
         """A "<colour> <shape>" phrase absent from the scene that differs from ``objects[index]``
         only in colour (``kind="colour"``) or only in shape (``kind="shape"``)."""
-        rng = rng_or_seed if isinstance(rng_or_seed, np.random.Generator) else np.random.default_rng(rng_or_seed)
+        rng = (
+            rng_or_seed
+            if isinstance(rng_or_seed, np.random.Generator)
+            else np.random.default_rng(rng_or_seed)
+        )
         colour, shape = self.colours[index], self.shapes[index]
         present = set(self.objects)
         if kind == "colour":
@@ -93,7 +97,8 @@ class Scene:
 
 
 def caption_of(phrases: Sequence[str]) -> str:
-    """"a red circle", "a red circle and a blue ring", "a red circle, a blue ring and a green grid"."""
+    """ "a red circle", "a red circle and a blue ring",
+    "a red circle, a blue ring and a green grid"."""
     parts = [f"a {p}" for p in phrases]
     if len(parts) == 1:
         return parts[0]
@@ -156,11 +161,14 @@ def _place(halves: list[int], rng: np.random.Generator) -> list[tuple[int, int]]
     raise RuntimeError("could not place objects")  # pragma: no cover - never hit for these sizes
 
 
-def render(seed: int, n_objects: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], list[str]]:
+def render(
+    seed: int, n_objects: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], list[str]]:
     """Fast array form of :func:`sample`.
 
     Returns ``image`` (S, S, 3) uint8, ``background`` (S, S, 3) uint8, ``masks`` (K, S, S) bool,
-    ``colours`` and ``shapes`` (K each). Objects of one scene have distinct "<colour> <shape>" pairs.
+    ``colours`` and ``shapes`` (K each). Objects of one scene have distinct "<colour> <shape>"
+    pairs.
     """
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
@@ -180,7 +188,11 @@ def render(seed: int, n_objects: int | None = None) -> tuple[np.ndarray, np.ndar
     img = bg.copy()
     masks = np.zeros((k, IMAGE_SIZE, IMAGE_SIZE), dtype=bool)
     for j, (colour, shape, h, (cy, cx)) in enumerate(zip(colours, shapes, halves, centres)):
-        rgb = np.clip(np.array(_RGB[colour]) + rng.integers(-_COLOUR_JITTER, _COLOUR_JITTER + 1, size=3), 0, 255)
+        rgb = np.clip(
+            np.array(_RGB[colour]) + rng.integers(-_COLOUR_JITTER, _COLOUR_JITTER + 1, size=3),
+            0,
+            255,
+        )
         masks[j, cy - h : cy + h + 1, cx - h : cx + h + 1] = _shape_mask(shape, h, rng)
         img[masks[j]] = rgb.astype(np.uint8)
     return img, bg, masks, colours, shapes

@@ -4,7 +4,9 @@
 
 Every step draws its batch from ``(seed, step)`` alone, and checkpoints hold the model, optimiser,
 schedule and torch RNG state, so a run resumes bit-identically from ``DIR/ckpt.pt`` (same thread
-count and ``--steps`` required). ``--export-only`` writes the latest checkpoint to ``--out`` without training.
+count and ``--steps`` required). ``--export-only`` writes the latest checkpoint to ``--out``
+without training. ``--run-dir`` (default ``runs/mini`` under the working folder) holds the
+checkpoint and ``log.txt``.
 
 Loss = symmetric InfoNCE between scene images and their captions (captions naming the same object
 set count as matches; object order shuffled) + a per-phrase loss: every image is scored against all
@@ -34,13 +36,25 @@ from . import scenes
 CONTEXT_LENGTH = 20
 MODEL_CFG: dict[str, Any] = {
     "embed_dim": 128,
-    "vision_cfg": {"image_size": scenes.IMAGE_SIZE, "patch_size": 8, "width": 128, "layers": 6, "head_width": 32},
-    "text_cfg": {"context_length": CONTEXT_LENGTH, "vocab_size": 49408, "width": 128, "heads": 2, "layers": 4},
+    "vision_cfg": {
+        "image_size": scenes.IMAGE_SIZE,
+        "patch_size": 8,
+        "width": 128,
+        "layers": 6,
+        "head_width": 32,
+    },
+    "text_cfg": {
+        "context_length": CONTEXT_LENGTH,
+        "vocab_size": 49408,
+        "width": 128,
+        "heads": 2,
+        "layers": 4,
+    },
     "quick_gelu": False,
 }
 MEAN: tuple[float, float, float] = tuple(OPENAI_DATASET_MEAN)
 STD: tuple[float, float, float] = tuple(OPENAI_DATASET_STD)
-DEFAULT_RUN_DIR = Path("/work/mini_runs/main")
+DEFAULT_RUN_DIR = Path("runs") / "mini"
 
 
 def build_model() -> open_clip.model.CLIP:
@@ -48,7 +62,9 @@ def build_model() -> open_clip.model.CLIP:
     return open_clip.model.CLIP(**MODEL_CFG)
 
 
-def load_mini(data_dir: str | Path = "data") -> tuple[open_clip.model.CLIP, Any, Any, dict[str, Any]]:
+def load_mini(
+    data_dir: str | Path = "data",
+) -> tuple[open_clip.model.CLIP, Any, Any, dict[str, Any]]:
     """The model in ``data_dir`` as ``(open_clip model in eval mode, float32; preprocess PIL ->
     (3, S, S); tokenizer; config dict)`` — loaded by :func:`nibcore.models.load_mini`."""
     cfg = json.loads((Path(data_dir) / "mini-clip.json").read_text())
@@ -64,7 +80,9 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return (x - mean) / std
 
 
-def make_batch(seed: int, step: int, batch: int) -> tuple[np.ndarray, list[str], list[frozenset[str]]]:
+def make_batch(
+    seed: int, step: int, batch: int
+) -> tuple[np.ndarray, list[str], list[frozenset[str]]]:
     """Training batch for ``step``: images (B, S, S, 3) uint8, captions, object sets."""
     rng = np.random.default_rng([seed, step])
     idx = rng.integers(0, len(scenes.TRAIN_SEEDS), size=batch)
@@ -79,7 +97,9 @@ def make_batch(seed: int, step: int, batch: int) -> tuple[np.ndarray, list[str],
     return np.stack(images), captions, sets
 
 
-def _param_groups(model: torch.nn.Module, extra: list[torch.nn.Parameter], wd: float) -> list[dict[str, Any]]:
+def _param_groups(
+    model: torch.nn.Module, extra: list[torch.nn.Parameter], wd: float
+) -> list[dict[str, Any]]:
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2] + extra
     return [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
@@ -102,7 +122,8 @@ def losses(
     phrase_tokens: torch.Tensor,
     phrase_list: list[str],
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(contrastive loss, per-phrase loss). ``phrase_head`` = [scale, bias] of the phrase sigmoid."""
+    """(contrastive loss, per-phrase loss); ``phrase_head`` = [scale, bias] of the phrase
+    sigmoid."""
     img = F.normalize(model.encode_image(images), dim=-1)
     txt = F.normalize(model.encode_text(torch.cat([caption_tokens, phrase_tokens])), dim=-1)
     cap, phr = txt[: len(sets)], txt[len(sets) :]
@@ -150,7 +171,9 @@ def train(args: argparse.Namespace) -> None:
     ckpt_path = run_dir / "ckpt.pt"
     model = build_model()
     phrase_head = torch.nn.Parameter(torch.tensor([10.0, -5.0]))
-    opt = torch.optim.AdamW(_param_groups(model, [phrase_head], args.wd), lr=args.lr, betas=(0.9, 0.98), eps=1e-6)
+    opt = torch.optim.AdamW(
+        _param_groups(model, [phrase_head], args.wd), lr=args.lr, betas=(0.9, 0.98), eps=1e-6
+    )
     step = 0
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, weights_only=False)
@@ -170,38 +193,49 @@ def train(args: argparse.Namespace) -> None:
     phrase_list = scenes.phrases()
     phrase_tokens = tokenizer([f"a {p}" for p in phrase_list])
     model.train()
-    log = open(run_dir / "log.txt", "a")
     t0 = time.time()
-    while step < args.steps:
-        lr = lr_at(step, args.steps, args.lr)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        imgs, caps, sets = make_batch(args.seed, step, args.batch)
-        con, phr = losses(model, phrase_head, to_tensor(imgs), tokenizer(caps), sets, phrase_tokens, phrase_list)
-        loss = con + args.phrase_weight * phr
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(list(model.parameters()) + [phrase_head], 1.0)
-        opt.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, math.log(100))
-        step += 1
-        if step % 10 == 0 or step == args.steps:
-            msg = f"step {step} loss {loss.item():.4f} con {con.item():.4f} phr {phr.item():.4f} lr {lr:.2e} t {time.time() - t0:.0f}s"
-            print(msg, flush=True)
-            log.write(msg + "\n")
-            log.flush()
-        if step % args.save_every == 0 or step == args.steps:
-            ck = {
-                "model": model.state_dict(),
-                "phrase_head": phrase_head.detach().clone(),
-                "opt": opt.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "step": step,
-                "args": vars(args),
-            }
-            torch.save(ck, run_dir / "ckpt.tmp")
-            (run_dir / "ckpt.tmp").replace(ckpt_path)
+    with open(run_dir / "log.txt", "a") as log:
+        while step < args.steps:
+            lr = lr_at(step, args.steps, args.lr)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            imgs, caps, sets = make_batch(args.seed, step, args.batch)
+            con, phr = losses(
+                model,
+                phrase_head,
+                to_tensor(imgs),
+                tokenizer(caps),
+                sets,
+                phrase_tokens,
+                phrase_list,
+            )
+            loss = con + args.phrase_weight * phr
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(list(model.parameters()) + [phrase_head], 1.0)
+            opt.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, math.log(100))
+            step += 1
+            if step % 10 == 0 or step == args.steps:
+                msg = (
+                    f"step {step} loss {loss.item():.4f} con {con.item():.4f} "
+                    f"phr {phr.item():.4f} lr {lr:.2e} t {time.time() - t0:.0f}s"
+                )
+                print(msg, flush=True)
+                log.write(msg + "\n")
+                log.flush()
+            if step % args.save_every == 0 or step == args.steps:
+                ck = {
+                    "model": model.state_dict(),
+                    "phrase_head": phrase_head.detach().clone(),
+                    "opt": opt.state_dict(),
+                    "torch_rng": torch.get_rng_state(),
+                    "step": step,
+                    "args": vars(args),
+                }
+                torch.save(ck, run_dir / "ckpt.tmp")
+                (run_dir / "ckpt.tmp").replace(ckpt_path)
     model.eval()
     sha = export(model, Path(args.out), step, args.seed, args.threads)
     print(f"exported step {step} sha256 {sha}", flush=True)
