@@ -57,6 +57,9 @@ TREE_FILES = ("_config.yml", "_toc.yml", "references.bib")
 #: the executed tree (``_config.yml`` names it in ``html_static_path``; it is not called
 #: ``_static`` because jupyter-book would then load every .js file under it on every page).
 MATHJAX_STATIC = "_mathjax_static"
+#: the book's own static files (static/ in the repository: the stylesheet), copied into this
+#: folder of the executed tree and named in ``_config.yml`` like MathJax's
+BOOK_STATIC = "_book_static"
 MATHJAX_ENTRY = "tex-mml-chtml.js"
 KERNEL = "python3"
 #: words that mark a rendered output block as an error
@@ -208,6 +211,7 @@ def prepare_tree(mathjax: bool = True) -> None:
     (EXECUTED / "book").mkdir(parents=True)
     for name in TREE_FILES:
         shutil.copy2(ROOT / name, EXECUTED / name)
+    shutil.copytree(ROOT / "static", EXECUTED / BOOK_STATIC)
     if mathjax:
         copy_mathjax(install_mathjax(), EXECUTED / MATHJAX_STATIC / "mathjax")
     for path in BOOK.rglob("*"):

@@ -95,7 +95,8 @@ def test_mathjax_is_pinned_and_served_by_the_book(tmp_path):
     config = CONFIG["sphinx"]["config"]
     assert not config["mathjax_path"].startswith(("http:", "https:", "//"))
     assert config["mathjax_path"] == f"mathjax/{build_book.MATHJAX_ENTRY}"
-    assert config["html_static_path"] == [build_book.MATHJAX_STATIC]
+    assert config["html_static_path"] == [build_book.BOOK_STATIC, build_book.MATHJAX_STATIC]
+    assert config["html_css_files"] == ["book.css"] and (ROOT / "static" / "book.css").is_file()
     # the HTML check refuses a page whose maths would come from a CDN
     page = tmp_path / "page.html"
     page.write_text('<span class="math notranslate">x</span>'
