@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .checks import check_choice
 from .inputs import prepare_pairs
 from .models import ClipModel, Tower
 
@@ -275,19 +276,6 @@ def register(cls: type[Method]) -> type[Method]:
     """Class decorator adding a method to :data:`METHODS` under ``cls.name``."""
     METHODS[cls.name] = cls
     return cls
-
-
-def check_positive_int(name: str, value: Any, minimum: int = 1) -> None:
-    """A ``ValueError`` naming ``name`` unless ``value`` is an int ``>= minimum``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-
-
-def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; choose one of {list(choices)}")
 
 
 # --- explain ---------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .attribution import check_positive_int
+from .checks import check_positive_int
 
 Schedule = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
 

@@ -24,7 +24,7 @@ the default parameters.
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 
@@ -85,40 +85,6 @@ def objective(model: ClipModel, name: str, features: torch.Tensor,
               target: torch.Tensor) -> torch.Tensor:
     """``"cosine"`` or ``"logit"`` (logit-scaled cosine) of features with targets, ``(B,)``."""
     return cosine(features, target) if name == "cosine" else logit(model, features, target)
-
-
-# --- parameter checks ------------------------------------------------------------------------
-
-def check_layer_param(value: Any) -> None:
-    """``None`` (the method's default) or a non-negative int; the range is checked against the
-    tower at call time (``tower.check_layer``)."""
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"layer must be None or an int, got {value!r}")
-    if value < 0:
-        raise ValueError(f"layer must be >= 0 (a block index), got {value}")
-
-
-def check_number(name: str, value: Any, low: float | None = None, high: float | None = None,
-                 low_open: bool = False, high_open: bool = False) -> None:
-    """A ``TypeError`` unless ``value`` is a real number, a ``ValueError`` unless it is finite and
-    within the (open / closed) bounds."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if low is not None and (value < low or (low_open and value == low)):
-        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
-    if high is not None and (value > high or (high_open and value == high)):
-        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value}")
-
-
-def check_seed(value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"seed must be an int, got {value!r}")
-    if value < 0:
-        raise ValueError(f"seed must be >= 0, got {value}")
 
 
 def generator(device: torch.device, seed: int) -> torch.Generator:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from ..attribution import Method, RawResult, check_choice, register
+from ..attribution import Method, RawResult, register
+from ..checks import check_choice, check_layer_param
 from ..models import ClipModel
-from .common import check_layer_param, objective, split_state
+from .common import objective, split_state
 
 VARIANTS = ("paper", "classic")
 

@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from ..attribution import Method, RawResult, register
+from ..checks import check_layer_param
 from ..models import ClipModel, Tower
-from .common import attention_pass, check_layer_param, check_query_token, grad_of, tower_inputs
+from .common import attention_pass, check_query_token, grad_of, tower_inputs
 
 
 def default_gradeclip_layer(tower: Tower) -> int:

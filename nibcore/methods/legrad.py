@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from ..attribution import Method, RawResult, cosine, other_features, register
+from ..checks import check_layer_param
 from ..models import AttentionRecorder, ClipModel, Tower
-from .common import check_layer_param
 
 
 def default_legrad_layer(tower: Tower) -> int:

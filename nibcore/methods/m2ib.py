@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from ..attribution import Method, RawResult, check_positive_int, cosine, register
+from ..attribution import Method, RawResult, cosine, register
+from ..checks import check_layer_param, check_number, check_positive_int, check_seed
 from ..models import ClipModel
-from .common import check_layer_param, check_number, check_seed, generator, split_state
+from .common import generator, split_state
 
 
 def gaussian_capacity(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

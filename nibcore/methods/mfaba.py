@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from ..attribution import (Method, RawResult, check_choice, check_positive_int, other_features,
-                           register)
+from ..attribution import Method, RawResult, other_features, register
+from ..checks import check_choice, check_number, check_positive_int
 from ..models import ClipModel
-from .common import OBJECTIVES, check_number, objective, tower_inputs
+from .common import OBJECTIVES, objective, tower_inputs
 
 
 @register

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from ..attribution import (Method, RawResult, check_positive_int, cosine, default_layer,
-                           other_features, register)
+from ..attribution import Method, RawResult, cosine, default_layer, other_features, register
+from ..checks import check_positive_int
 from ..models import ClipModel, Tower
 from ..schedules import make_schedule
 

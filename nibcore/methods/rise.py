@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from ..attribution import Method, RawResult, check_positive_int, cosine, other_features, register
+from ..attribution import Method, RawResult, cosine, other_features, register
+from ..checks import check_number, check_positive_int, check_seed
 from ..models import ClipModel
-from .common import check_number, check_seed, generator, rise_grids, rise_masks
+from .common import generator, rise_grids, rise_masks
 
 
 @register

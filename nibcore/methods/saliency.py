@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..attribution import Method, RawResult, check_choice, register
+from ..attribution import Method, RawResult, register
+from ..checks import check_choice
 from ..models import ClipModel
 from .common import attention_pass, grad_of, query_row
 
