@@ -86,5 +86,18 @@ def test_timing_speed_and_smoke_label():
                           seconds=[0.5, 0.25], fps=[2.0, 4.0], hardware="cpu", threads=1))
     sp = reports.timing_speed(t)
     assert sp.loc["nib", "fps_both"] == pytest.approx(1 / (0.5 + 0.25))
-    assert reports.smoke_label("ours", True).startswith("SMOKE")
+    assert reports.smoke_label("ours (x)", True) == "ours (x) — SMOKE RUN, numbers mean nothing"
     assert reports.smoke_label("ours", False) == "ours"
+
+
+def test_sweep_ci():
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame([dict(id=f"p{i}", side="image", num_steps=k,
+                            img_conf_drop=rng.normal(k, 1)) for k in (5, 10) for i in range(50)])
+    long = reports.sweep_ci(df, "num_steps", "ours")
+    assert set(long.num_steps) == {5, 10} and (long.n == 50).all()
+    assert (long.low < long.value).all() and (long.value < long.high).all()
+    paper = pd.DataFrame(dict(source="paper (X)", num_steps=[5, 10], metric="img_conf_drop",
+                              value=[1.0, 2.0]))
+    wide = reports.beside_ci(paper, long, columns="num_steps")
+    assert list(wide.columns) == [5, 10] and "[" in wide.iloc[1, 0]

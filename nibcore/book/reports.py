@@ -524,8 +524,9 @@ def column_side(column: str) -> str:
 
 
 def smoke_label(label: str, smoke: bool) -> str:
-    """``label`` marked as a smoke run (a tiny live sample whose numbers mean nothing)."""
-    return f"SMOKE RUN, numbers mean nothing — {label}" if smoke else label
+    """``label`` marked as a smoke run (a tiny live sample whose numbers mean nothing); the
+    mark is appended, so a label still starts with ``ours``."""
+    return f"{label} — SMOKE RUN, numbers mean nothing" if smoke else label
 
 
 def cell_intervals(df: pd.DataFrame, metrics: dict[str, str] | Sequence[str],
@@ -703,17 +704,36 @@ def cells_long(cells: pd.DataFrame, source: str, names: dict[str, str] | None = 
                          "low": c["low"].values, "high": c["high"].values})
 
 
-def beside_ci(paper_frame: pd.DataFrame, ours: pd.DataFrame) -> pd.DataFrame:
+def beside_ci(paper_frame: pd.DataFrame, ours: pd.DataFrame, columns: str = "method"
+              ) -> pd.DataFrame:
     """The paper's rows (as printed, no interval: the paper gives none) beside ours as
-    ``"value [low, high]"`` strings (``ours`` from :func:`cells_long`), one row per
-    ``(metric, source)``, one column per method, display names."""
+    ``"value [low, high]"`` strings (``ours`` from :func:`cells_long` or :func:`sweep_ci`), one
+    row per ``(metric, source)``, one column per ``columns`` value, display names."""
     from ..stats import fmt
 
+    keep = ["source", columns, "metric", "value"]
     p = paper_frame.assign(value=[f"{v:.4g}" for v in paper_frame["value"]])
     o = ours.assign(value=[fmt(v, lo, hi) for v, lo, hi in
                            zip(ours["value"], ours["low"], ours["high"])])
-    return display_names(beside(p[["source", "method", "metric", "value"]],
-                                o[["source", "method", "metric", "value"]])).fillna("")
+    wide = beside(p[keep], o[keep], columns=columns)
+    if columns != "method":
+        wide = wide[sorted(wide.columns)]
+    return display_names(wide).fillna("")
+
+
+def sweep_ci(df: pd.DataFrame, param: str, source: str, seed: int = 0,
+             names: dict[str, str] | None = None) -> pd.DataFrame:
+    """A sweep's rows as a long frame with intervals: per value of ``param`` and metric (the
+    paper's names by default), ``value``, ``low``, ``high``, ``n`` and ``sem`` (half the
+    interval's width, for the figures)."""
+    names = names or {v: k for k, v in PAPER_METRICS.items()}
+    cells = cell_intervals(df, list(names), by=(param,), seed=seed)
+    return pd.DataFrame({"source": source, param: cells[param].values,
+                         "metric": cells["metric"].map(names).values,
+                         "value": cells["value"].values,
+                         "sem": ((cells["high"] - cells["low"]) / 2).values,
+                         "n": cells["n"].values, "low": cells["low"].values,
+                         "high": cells["high"].values})
 
 
 def agreement_ci(df: pd.DataFrame, paper_frame: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
