@@ -218,6 +218,18 @@ class Method:
                   side: str) -> RawResult:
         raise NotImplementedError
 
+    def attribute_both(self, model: ClipModel, pixels: torch.Tensor,
+                       ids: torch.Tensor) -> dict[str, RawResult]:
+        """Both sides, ``{side: RawResult}`` (``explain(..., side="both")``). By default each
+        side on its own; a method that can share work between the sides (NIB) overrides this,
+        with the same results as :meth:`attribute` on each side."""
+        return {side: self.attribute(model, pixels, ids, side) for side in SIDES}
+
+    @classmethod
+    def shares_sides(cls) -> bool:
+        """Whether :meth:`attribute_both` saves work over one call per side."""
+        return cls.attribute_both is not Method.attribute_both
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
         return f"{type(self).__name__}({args})"
@@ -313,7 +325,8 @@ def _to_attributions(model: ClipModel, method: Method, side: str, texts: list[st
 
 
 def explain(model: ClipModel, image, text: str | Sequence[str], method: str = "nib",
-            side: str = "image", **params: Any) -> Attribution | list[Attribution]:
+            side: str = "image", **params: Any
+            ) -> Attribution | list[Attribution] | tuple[Any, Any]:
     """Explain why ``model`` matches ``image`` with ``text``.
 
     ``image``: a PIL image, a normalised tensor ``(3, H, W)`` / ``(B, 3, H, W)``, or a list;
@@ -321,10 +334,15 @@ def explain(model: ClipModel, image, text: str | Sequence[str], method: str = "n
     ``method``: a name in :data:`METHODS`; ``side``: ``"image"`` (a heatmap) or ``"text"``
     (a score per token); ``params``: the method's parameters (e.g. NIB's ``layer``,
     ``num_steps``, ``schedule``). Returns one :class:`Attribution`, or a list for list input.
+
+    ``side="both"``: both sides of every pair in one call, returned as ``(image, text)`` (each an
+    :class:`Attribution`, or a list for list input), the same maps as two calls with
+    ``side="image"`` and ``side="text"``; NIB shares the work of the towers between the sides
+    (:meth:`Method.attribute_both`). ``passes`` are then those of the whole call.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; available: {sorted(METHODS)}")
-    check_choice("side", side, SIDES)
+    check_choice("side", side, (*SIDES, "both"))
     runner = METHODS[method](**params)
     texts = [text] if isinstance(text, str) else list(text)
     # gradients on for explain's own computation, whatever the caller's grad mode (it is
@@ -333,7 +351,10 @@ def explain(model: ClipModel, image, text: str | Sequence[str], method: str = "n
         pixels, ids = prepare_pairs(model, image, text)
         before = model.passes.snapshot()
         try:
-            result = runner.attribute(model, pixels, ids, side)
+            if side == "both":
+                results = runner.attribute_both(model, pixels, ids)
+            else:
+                results = {side: runner.attribute(model, pixels, ids, side)}
         except RuntimeError as err:
             if "Inference tensors" not in str(err):
                 raise
@@ -341,7 +362,10 @@ def explain(model: ClipModel, image, text: str | Sequence[str], method: str = "n
                 "the model's weights were created inside torch.inference_mode() and cannot be "
                 "differentiated: load the model outside inference mode (explain itself may be "
                 "called inside it)") from None
-        attributions = _to_attributions(model, runner, side, texts, ids, result,
-                                        model.passes.since(before))
+        passes = model.passes.since(before)
+        attributions = {s: _to_attributions(model, runner, s, texts, ids, r, passes)
+                        for s, r in results.items()}
     single = isinstance(text, str)
-    return attributions[0] if single else attributions
+    if side == "both":
+        return tuple(attributions[s][0] if single else attributions[s] for s in SIDES)
+    return attributions[side][0] if single else attributions[side]

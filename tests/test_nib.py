@@ -199,8 +199,8 @@ def test_unknown_parameter(tiny, picture):
 
 
 def test_unknown_side(tiny, picture):
-    with pytest.raises(ValueError, match="unknown side 'both'"):
-        nibcore.explain(tiny, picture, "a red circle", side="both")
+    with pytest.raises(ValueError, match="unknown side 'left'"):
+        nibcore.explain(tiny, picture, "a red circle", side="left")
 
 
 def test_mismatched_numbers_of_images_and_texts(tiny, picture):
@@ -265,17 +265,3 @@ def test_completeness_schedule_extends_its_range_on_zero_layernorm_biases(pictur
     assert abs(a.completeness_gap) <= 1e-3 * abs(a.f1 - a.f0)
     fixed = nibcore.explain(model, picture, "a red circle and a cat", side=side)
     assert fixed.extras["nodes"] == 10  # the paper schedule is untouched
-
-
-def test_completeness_decades_rule():
-    """The smallest probed depth from which every deeper probe agrees with f(0)."""
-    from nibcore.schedules import DEPTHS, completeness_decades
-
-    def curve(knee):  # f(λ) = 1 above 10^-knee, f(0) = 0 below; one pair
-        def values_at(lambdas):
-            return torch.where(lambdas >= 10.0 ** -knee, 1.0, 0.0).double()[:, None]
-        return values_at
-
-    assert completeness_decades(curve(3)) == DEPTHS[0] == 8
-    assert completeness_decades(curve(13)) == 14
-    assert completeness_decades(curve(99)) == DEPTHS[-1]  # never agrees: the deepest probe

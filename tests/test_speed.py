@@ -108,3 +108,71 @@ def test_fewer_backward_rows_than_the_reference(tiny, pairs):
     nibcore.explain(tiny, pixels, TEXTS, side="image", num_steps=4, schedule="completeness")
     n_nodes = len(make_schedule("completeness", 4)[0])
     assert tiny.passes.since(before)["backward_rows"] == n_nodes * len(TEXTS)
+
+
+def _same(a, b):
+    assert np.array_equal(a.raw, b.raw), np.abs(a.raw - b.raw).max()
+    assert np.array_equal(a.scores, b.scores)
+    assert (a.f1, a.f0, a.side, a.tokens) == (b.f1, b.f0, b.side, b.tokens)
+
+
+@pytest.mark.parametrize("kw", [{}, {"rows_per_call": 7}, {"layer": 1},
+                                {"schedule": "completeness", "num_steps": 3}])
+def test_both_sides_in_one_call_are_bit_identical_to_each_side_alone(tiny, pairs, kw):
+    pixels, _ = pairs
+    image, text = nibcore.explain(tiny, pixels, TEXTS, side="both", **kw)
+    for side, got in (("image", image), ("text", text)):
+        for a, b in zip(got, nibcore.explain(tiny, pixels, TEXTS, side=side, **kw)):
+            _same(a, b)
+    one = nibcore.explain(tiny, pixels[2], TEXTS[2], side="both", **kw)
+    assert isinstance(one, tuple) and [a.side for a in one] == ["image", "text"]
+    _same(one[1], nibcore.explain(tiny, pixels[2], TEXTS[2], side="text", **kw))
+
+
+def test_both_sides_run_each_tower_once_below_the_bottleneck(tiny, pairs):
+    """Per side, the other tower runs whole for the target feature; in one call for both sides
+    each tower's lower blocks run once: B rows fewer through each of the lower blocks of both
+    towers, the same number of back-propagated rows."""
+    pixels, _ = pairs
+    rows = {"image": 0, "text": 0}
+    towers = {s: tiny.tower(s) for s in rows}
+
+    def counter(side):
+        def hook(module, args, out):
+            rows[side] += args[0].shape[0]
+        return hook
+
+    handles = [b.register_forward_hook(counter(s)) for s, t in towers.items() for b in t.blocks]
+    counts, block_rows = {}, {}
+    try:
+        for side in ("image", "text", "both"):
+            before, rows_before = tiny.passes.snapshot(), dict(rows)
+            nibcore.explain(tiny, pixels, TEXTS, side=side, num_steps=4)
+            counts[side] = tiny.passes.since(before)
+            block_rows[side] = {s: rows[s] - rows_before[s] for s in rows}
+    finally:
+        for h in handles:
+            h.remove()
+    batch = len(TEXTS)
+    for s, t in towers.items():
+        lower = default_layer(t) * batch
+        assert block_rows["both"][s] == block_rows["image"][s] + block_rows["text"][s] - lower
+    assert counts["both"]["backward_rows"] == (counts["image"]["backward_rows"]
+                                               + counts["text"]["backward_rows"])
+
+
+def test_both_sides_for_a_method_without_sharing_match_each_side(tiny, pairs):
+    pixels, _ = pairs
+    image, text = nibcore.explain(tiny, pixels[:2], TEXTS[:2], method="saliency", side="both")
+    for side, got in (("image", image), ("text", text)):
+        for a, b in zip(got, nibcore.explain(tiny, pixels[:2], TEXTS[:2], method="saliency",
+                                             side=side)):
+            _same(a, b)
+    assert nibcore.METHODS["nib"].shares_sides() and not nibcore.METHODS["saliency"].shares_sides()
+
+
+def test_unknown_side_is_one_line(tiny, pairs):
+    pixels, _ = pairs
+    with pytest.raises(ValueError, match="side") as err:
+        nibcore.explain(tiny, pixels[0], TEXTS[0], side="both sides")
+    assert "\n" not in str(err.value)

@@ -62,22 +62,32 @@ def objective(tower: Tower, z: torch.Tensor, layer: int, ids: torch.Tensor | Non
 
 
 def path_values(tower: Tower, z: torch.Tensor, layer: int, ids: torch.Tensor | None,
-                target: torch.Tensor, lambdas: torch.Tensor, rows_per_call: int) -> torch.Tensor:
-    """f(λ_k z) ``(K, B)`` for ``lambdas`` ``(K,)`` and every pair, forward only, in chunks of
-    ``rows_per_call`` (λ, pair) rows (the completeness schedule's probes)."""
+                target: torch.Tensor, lambdas: torch.Tensor, rows_per_call: int,
+                pairs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """f(λ_k z) and the feature norm ‖upper(λ_k z)‖, forward only, in chunks of ``rows_per_call``
+    (λ, pair) rows (the completeness schedule's probes, :data:`nibcore.schedules.PathProbe`):
+    two ``(K, B)`` for ``lambdas`` ``(K,)`` and every pair; with ``pairs`` ``(K,)``, row k is
+    pair ``pairs[k]`` at ``lambdas[k]``: two ``(K,)``."""
     k, batch = lambdas.shape[0], z.shape[0]
     lam = lambdas.to(z.device, z.dtype)
-    step_of_row = torch.arange(k, device=z.device).repeat_interleave(batch)
-    pair_of_row = torch.arange(batch, device=z.device).repeat(k)
-    values = torch.empty(k * batch, dtype=z.dtype, device=z.device)
+    if pairs is None:
+        step_of_row = torch.arange(k, device=z.device).repeat_interleave(batch)
+        pair_of_row = torch.arange(batch, device=z.device).repeat(k)
+    else:
+        step_of_row, pair_of_row = torch.arange(k, device=z.device), pairs.to(z.device)
+    values = torch.empty(len(step_of_row), dtype=z.dtype, device=z.device)
+    norms = torch.empty_like(values)
     with torch.no_grad():
-        for start in range(0, k * batch, rows_per_call):
+        for start in range(0, len(step_of_row), rows_per_call):
             s = step_of_row[start:start + rows_per_call]
             p = pair_of_row[start:start + rows_per_call]
             pool = None if ids is None else ids[p]
             features = tower.upper(lam[s, None, None] * z[p], layer, pool)
             values[start:start + rows_per_call] = cosine(features, target[p])
-    return values.view(k, batch)
+            norms[start:start + rows_per_call] = torch.linalg.vector_norm(features, 2, dim=-1)
+    if pairs is None:
+        return values.view(k, batch), norms.view(k, batch)
+    return values, norms
 
 
 @register
@@ -108,21 +118,47 @@ class NIB(Method):
         self.layer, self.num_steps = layer, num_steps
         self.schedule, self.rows_per_call = schedule, rows_per_call
 
+    def _layer(self, tower: Tower) -> int:
+        layer = self.params["layer"]
+        return default_layer(tower) if layer is None else tower.check_layer(layer)
+
     def attribute(self, model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor,
                   side: str) -> RawResult:
         tower = model.tower(side)
-        layer = self.params["layer"]
-        layer = default_layer(tower) if layer is None else tower.check_layer(layer)
+        layer = self._layer(tower)
         if side == "text":  # exact speed-up: the causal text tower never looks past EOT
             ids = model.trim(ids)
         inputs, pool_ids = (pixels, None) if side == "image" else (ids, ids)
         target = other_features(model, pixels, ids, side)
         with torch.no_grad():
             z = tower.lower(inputs, layer)
-        def values_at(lam: torch.Tensor) -> torch.Tensor:  # probes (completeness schedule only)
-            return path_values(tower, z, layer, pool_ids, target, lam, self.rows_per_call)
+        return self._path(tower, z, layer, pool_ids, target)
 
-        lambdas, weights = make_schedule(self.schedule, self.num_steps, values_at)
+    def attribute_both(self, model: ClipModel, pixels: torch.Tensor,
+                       ids: torch.Tensor) -> dict[str, RawResult]:
+        """Both sides of every pair, each tower's lower blocks run once: the state entering the
+        bottleneck of one tower, continued through its upper blocks at λ = 1, is the target
+        feature of the other side (the same operations on the same batch as
+        :func:`~nibcore.attribution.other_features`, so the same bits), instead of the full
+        other tower again. Same results as :meth:`attribute` on each side."""
+        ids = model.trim(ids)
+        image, text = model.tower("image"), model.tower("text")
+        image_layer, text_layer = self._layer(image), self._layer(text)
+        with torch.no_grad():
+            z_image, z_text = image.lower(pixels, image_layer), text.lower(ids, text_layer)
+            image_feature = image.upper(z_image, image_layer)
+            text_feature = text.upper(z_text, text_layer, ids)
+        return {"image": self._path(image, z_image, image_layer, None, text_feature),
+                "text": self._path(text, z_text, text_layer, ids, image_feature)}
+
+    def _path(self, tower: Tower, z: torch.Tensor, layer: int, pool_ids: torch.Tensor | None,
+              target: torch.Tensor) -> RawResult:
+        """The schedule, the path's gradients, f(0) and f(1) from the bottleneck state ``z``."""
+        def path_at(lam: torch.Tensor, pairs: torch.Tensor | None = None,
+                    ) -> tuple[torch.Tensor, torch.Tensor]:  # probes (completeness schedule)
+            return path_values(tower, z, layer, pool_ids, target, lam, self.rows_per_call, pairs)
+
+        lambdas, weights = make_schedule(self.schedule, self.num_steps, path_at)
         grad_sum, values = scaled_path(tower, z, layer, pool_ids, target, lambdas, weights,
                                        self.params["rows_per_call"])
         raw = (z * grad_sum).sum(dim=-1)
