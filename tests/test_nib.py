@@ -199,8 +199,8 @@ def test_unknown_parameter(tiny, picture):
 
 
 def test_unknown_side(tiny, picture):
-    with pytest.raises(ValueError, match="unknown side 'both'"):
-        nibcore.explain(tiny, picture, "a red circle", side="both")
+    with pytest.raises(ValueError, match="unknown side 'left'"):
+        nibcore.explain(tiny, picture, "a red circle", side="left")
 
 
 def test_mismatched_numbers_of_images_and_texts(tiny, picture):

@@ -118,17 +118,42 @@ class NIB(Method):
         self.layer, self.num_steps = layer, num_steps
         self.schedule, self.rows_per_call = schedule, rows_per_call
 
+    def _layer(self, tower: Tower) -> int:
+        layer = self.params["layer"]
+        return default_layer(tower) if layer is None else tower.check_layer(layer)
+
     def attribute(self, model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor,
                   side: str) -> RawResult:
         tower = model.tower(side)
-        layer = self.params["layer"]
-        layer = default_layer(tower) if layer is None else tower.check_layer(layer)
+        layer = self._layer(tower)
         if side == "text":  # exact speed-up: the causal text tower never looks past EOT
             ids = model.trim(ids)
         inputs, pool_ids = (pixels, None) if side == "image" else (ids, ids)
         target = other_features(model, pixels, ids, side)
         with torch.no_grad():
             z = tower.lower(inputs, layer)
+        return self._path(tower, z, layer, pool_ids, target)
+
+    def attribute_both(self, model: ClipModel, pixels: torch.Tensor,
+                       ids: torch.Tensor) -> dict[str, RawResult]:
+        """Both sides of every pair, each tower's lower blocks run once: the state entering the
+        bottleneck of one tower, continued through its upper blocks at λ = 1, is the target
+        feature of the other side (the same operations on the same batch as
+        :func:`~nibcore.attribution.other_features`, so the same bits), instead of the full
+        other tower again. Same results as :meth:`attribute` on each side."""
+        ids = model.trim(ids)
+        image, text = model.tower("image"), model.tower("text")
+        image_layer, text_layer = self._layer(image), self._layer(text)
+        with torch.no_grad():
+            z_image, z_text = image.lower(pixels, image_layer), text.lower(ids, text_layer)
+            image_feature = image.upper(z_image, image_layer)
+            text_feature = text.upper(z_text, text_layer, ids)
+        return {"image": self._path(image, z_image, image_layer, None, text_feature),
+                "text": self._path(text, z_text, text_layer, ids, image_feature)}
+
+    def _path(self, tower: Tower, z: torch.Tensor, layer: int, pool_ids: torch.Tensor | None,
+              target: torch.Tensor) -> RawResult:
+        """The schedule, the path's gradients, f(0) and f(1) from the bottleneck state ``z``."""
         def path_at(lam: torch.Tensor, pairs: torch.Tensor | None = None,
                     ) -> tuple[torch.Tensor, torch.Tensor]:  # probes (completeness schedule)
             return path_values(tower, z, layer, pool_ids, target, lam, self.rows_per_call, pairs)
