@@ -167,3 +167,23 @@ def test_zero_bias_model_gap_closes_only_with_the_split(picture, side, monkeypat
     plain = nibcore.explain(model, picture, TEXT, side=side, schedule="completeness")
     assert plain.extras["nodes"] == split.extras["nodes"] - 10
     assert relative_gap(plain) > max(1e-2, 10 * relative_gap(split))
+
+
+def test_zero_bias_batch_shares_the_breaks_of_every_pair(picture, monkeypatch):
+    """Each pair's kink splits the shared schedule: every pair's gap closes in one batched call,
+    and the nodes are the plain range's plus ``num_steps`` per pair (each norm crosses once)."""
+    model = zero_bias_model(1)
+    pictures = [picture, picture.transpose(0), picture.rotate(90, expand=True)]
+    texts = [TEXT, "a blue square", "two cats"]
+
+    def run():
+        return nibcore.explain(model, pictures, texts, side="text", schedule="completeness",
+                               num_steps=6)
+
+    split = run()
+    monkeypatch.setattr(schedules, "locate_kinks", lambda path_at, brackets: [])
+    plain = run()
+    assert split[0].extras["nodes"] == plain[0].extras["nodes"] + 6 * len(texts)
+    for a, b in zip(split, plain):
+        assert relative_gap(a) <= 1e-3
+        assert relative_gap(b) > 10 * relative_gap(a)
