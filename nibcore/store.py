@@ -499,8 +499,9 @@ def audit(path: str | Path, model: ClipModel | None = None, pairs: int = 2, seed
                              f"{pair.id} {pair.text!r}, stored {r['id']} {r['text']!r}")
         pixels = prepare_images(model, [pair.image])
         ids = model.tokenize([pair.text])
-        new = _run(model, r["method"], r["side"], json.loads(r["params"]), [pair], pixels, ids,
-                   protocols, warm=False)[0]
+        res = _run(model, r["method"], r["side"], json.loads(r["params"]), [pair], pixels, ids,
+                   protocols, warm=False)
+        new = res[r["side"]][0] if isinstance(res, dict) else res[0]  # {side: rows} or rows
         for col, value in r.items():
             if col not in new or col in UNAUDITED:
                 continue
