@@ -26,7 +26,9 @@ except the ``*_s0`` / ``*_s1`` cosines and the ``*_margin`` score differences):
 * cost: ``batch`` (pairs explained in the same call), ``seconds`` (that call's wall time / batch,
   after warm-up, excluding data loading and scoring), ``fwd``, ``bwd``, ``fwd_rows``,
   ``bwd_rows`` (passes counted during that call — of the whole call, divide by ``batch`` per
-  pair), ``hardware``;
+  pair), ``hardware``; with ``share_sides=True``, rows of a call that explained both sides
+  carry ``sides`` = 2: ``seconds`` is then that call's wall time / batch / 2 (the two rows of a
+  pair add up to the call's time) and the counted passes are those of the whole call;
 * image side: ``img_s0``, ``img_s1``, ``img_conf_drop``, ``img_conf_incr``, ``img_insertion``,
   ``img_deletion`` (AUC × 100, :func:`nibcore.metrics.insertion_deletion`), ``degenerate`` (0/1:
   the map is constant or non-finite); with a ground-truth mask (``meta["mask"]``): ``pointing``
@@ -254,7 +256,7 @@ def evaluate(model: ClipModel, dataset, methods: str | Sequence[str],
              text_protocols: Sequence[str] = TEXT_PROTOCOLS, out: str | Path | None = None,
              progress: bool = True, batch_size: int = 8, warmup: bool = True,
              dataset_kw: dict[str, Any] | None = None,
-             distributed: bool | None = None) -> pd.DataFrame:
+             distributed: bool | None = None, share_sides: bool = False) -> pd.DataFrame:
     """Attribute ``n`` pairs of ``dataset`` with each of ``methods`` on each of ``sides`` and score
     every map (see the module docstring for the columns).
 
@@ -269,6 +271,10 @@ def evaluate(model: ClipModel, dataset, methods: str | Sequence[str],
     ``distributed``: ``None`` shards the batches over the ranks when ``torch.distributed`` is
     initialised (see the module docstring; call it on every rank), ``False`` never shards,
     ``True`` requires an initialised process group.
+    ``share_sides``: when both sides of a batch are to be computed with a method that shares work
+    between them (:meth:`nibcore.attribution.Method.shares_sides`: NIB), explain them in one
+    ``explain(..., side="both")`` call (the same maps and metrics; fewer passes; see the ``sides``
+    column). Off by default: timings then stay one side per call.
     """
     if isinstance(dataset, str):
         kw = dict(dataset_kw or {})
@@ -360,28 +366,34 @@ def evaluate(model: ClipModel, dataset, methods: str | Sequence[str],
             idx = [chunk[j] for j in keep]
             pixels = prepare_images(model, [p.image for p in pairs])
             ids = model.tokenize([p.text for p in pairs])
-            for m, s in todo:
+            shared = {m for m in methods if share_sides and METHODS[m].shares_sides()
+                      and all((m, s) in todo for s in SIDES)}
+            runs = [(m, s) for m, s in todo if m not in shared] + [(m, "both") for m in shared]
+            runs.sort(key=lambda ms: methods.index(ms[0]))  # stable: sides keep their order
+            for m, s in runs:
                 if (m, s) in unsupported:
                     continue
-                need = [j for j, p in enumerate(pairs) if key(p.id, m, s) not in done]
-                if not need:
+                run_sides = list(SIDES) if s == "both" else [s]
+                need = {r: [j for j, p in enumerate(pairs) if key(p.id, m, r) not in done]
+                        for r in run_sides}
+                if not any(need.values()):
                     continue
                 try:
-                    rows = _run(model, m, s, params.get(m, {}), pairs, pixels, ids, protocols,
-                                warm=warmup and (m, s) not in warmed)
+                    results = _run(model, m, s, params.get(m, {}), pairs, pixels, ids,
+                                   protocols, warm=warmup and (m, s) not in warmed)
                 except NotImplementedError as err:
                     warnings.warn(f"{m} does not support the {s} side ({err}); skipped")
                     unsupported.add((m, s))
                     continue
                 warmed.add((m, s))
                 new = []
-                for j in need:
+                for r, j in ((r, j) for r in run_sides for j in need[r]):
                     pair = pairs[j]
                     row = dict(dataset=ds_name, model=model.name, id=pair.id, index=idx[j],
-                               method=m, side=s, params=pjson[m], text=pair.text,
-                               **_scalar_meta(pair.meta), hardware=hw, **rows[j])
+                               method=m, side=r, params=pjson[m], text=pair.text,
+                               **_scalar_meta(pair.meta), hardware=hw, **results[r][j])
                     row = json.loads(json.dumps({k: _jsonable(v) for k, v in row.items()}))
-                    done[key(pair.id, m, s)] = row
+                    done[key(pair.id, m, r)] = row
                     new.append(row)
                 if write_to is not None:
                     _append_rows(write_to, new)
@@ -437,32 +449,39 @@ def _explain(model: ClipModel, method: str, side: str, kw: dict[str, Any], pixel
 
 def _run(model: ClipModel, method: str, side: str, kw: dict[str, Any], pairs: list[Pair],
          pixels: torch.Tensor, ids: torch.Tensor, protocols: Sequence[str],
-         warm: bool) -> list[dict[str, Any]]:
-    """Explain ``pairs`` (batched if the method allows), time it, score it; one dict per pair."""
+         warm: bool) -> dict[str, list[dict[str, Any]]]:
+    """Explain ``pairs`` (batched if the method allows) on ``side`` (``"both"``: both sides in
+    one call), time it, score it: ``{side: one dict per pair}``."""
     texts = [p.text for p in pairs]
     batchable = getattr(METHODS[method], "batchable", True)
     groups = [list(range(len(pairs)))] if batchable else [[j] for j in range(len(pairs))]
+    run_sides = list(SIDES) if side == "both" else [side]
     if warm:
         _explain(model, method, side, kw, pixels[:1], texts[:1])
-    atts: list = [None] * len(pairs)
-    cost: list[dict[str, Any]] = [{} for _ in pairs]
+    atts: dict[str, list] = {s: [None] * len(pairs) for s in run_sides}
+    cost: dict[str, list[dict[str, Any]]] = {s: [{} for _ in pairs] for s in run_sides}
     for g in groups:
         _sync(model)
         t0 = time.perf_counter()
         result = _explain(model, method, side, kw, pixels[g], [texts[j] for j in g])
         _sync(model)
         elapsed = time.perf_counter() - t0
-        for j, att in zip(g, result):
-            atts[j] = att
-            cost[j] = dict(batch=len(g), seconds=elapsed / len(g),
-                           fwd=att.passes.get("forward"), bwd=att.passes.get("backward"),
-                           fwd_rows=att.passes.get("forward_rows"),
-                           bwd_rows=att.passes.get("backward_rows"))
-    if side == "image":
-        scores = _image_metrics(model, pixels, ids, atts, pairs)
-    else:
-        scores = _text_metrics(model, pixels, ids, atts, pairs, protocols)
-    return [{**c, **s} for c, s in zip(cost, scores)]
+        for s, part in zip(run_sides, result if side == "both" else [result]):
+            for j, att in zip(g, part):
+                atts[s][j] = att
+                cost[s][j] = dict(batch=len(g), seconds=elapsed / len(g) / len(run_sides),
+                                  fwd=att.passes.get("forward"), bwd=att.passes.get("backward"),
+                                  fwd_rows=att.passes.get("forward_rows"),
+                                  bwd_rows=att.passes.get("backward_rows"),
+                                  **({"sides": 2} if side == "both" else {}))
+    out = {}
+    for s in run_sides:
+        if s == "image":
+            scores = _image_metrics(model, pixels, ids, atts[s], pairs)
+        else:
+            scores = _text_metrics(model, pixels, ids, atts[s], pairs, protocols)
+        out[s] = [{**c, **m} for c, m in zip(cost[s], scores)]
+    return out
 
 
 # --- tables ----------------------------------------------------------------------------------
