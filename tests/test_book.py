@@ -103,7 +103,7 @@ def test_mathjax_is_pinned_and_served_by_the_book(tmp_path):
                     '<script defer src="https://cdn.example/mathjax@3/es5/tex-mml-chtml.js">')
     problems, _ = build_book.check_page(page, notebook=False)
     assert any("does not load _static/mathjax" in p for p in problems)
-    assert any("from the network" in p for p in problems)
+    assert any("MathJax from the network" in p for p in problems)
     page.write_text('<span class="math notranslate">x</span>'
                     f'<script defer src="../_static/mathjax/{build_book.MATHJAX_ENTRY}?v=1">')
     assert build_book.check_page(page, notebook=False)[0] == []
