@@ -10,6 +10,9 @@ BOOK_FLAGS ?=
 # small copies of Conceptual Captions, Tiny-ImageNet and Flickr8k in their real layouts.
 ONLINE := $(CURDIR)/_build/online
 ONLINE_MODEL ?= ViT-B-32-quickgelu
+# chapters run one at a time: let the results chapters use both CI cores (their timings mean
+# nothing on random weights)
+ONLINE_THREADS ?= 2
 
 .PHONY: setup test unit book book-smoke online bench clean
 
@@ -34,7 +37,8 @@ online: setup
 	$(PY) scripts/make_fixtures.py $(ONLINE)/data --checkpoint $(ONLINE)/$(ONLINE_MODEL)-random.pt \
 		--model $(ONLINE_MODEL)
 	NIB_DATA=$(ONLINE)/data $(PY) scripts/build_book.py --smoke --no-html --out $(ONLINE) \
-		--param MODEL=$(ONLINE_MODEL) --param PRETRAINED=$(ONLINE)/$(ONLINE_MODEL)-random.pt
+		--param MODEL=$(ONLINE_MODEL) --param PRETRAINED=$(ONLINE)/$(ONLINE_MODEL)-random.pt \
+		--param THREADS=$(ONLINE_THREADS)
 
 book: setup
 	$(PY) scripts/build_book.py $(BOOK_FLAGS)
