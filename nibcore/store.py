@@ -322,6 +322,14 @@ def generate(name: str, model: ClipModel | str = "mini", n: int | None = None,
     sessions = list(old.get("sessions", [])) if old else []
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
+    import signal
+    import threading
+
+    def _stop(signum, frame):  # a terminated run still writes its sidecar (finally below)
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _stop) if main_thread else None
     try:
         for run in spec.runs:
             evaluate(model, spec.dataset, list(run.methods), sides=list(run.sides), n=spec.n,
@@ -337,6 +345,8 @@ def generate(name: str, model: ClipModel | str = "mini", n: int | None = None,
                     wall_seconds=round(sum(s["wall_seconds"] for s in sessions), 1),
                     finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         meta.write_text(json.dumps(prov, indent=1, ensure_ascii=False) + "\n")
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return path
 
 
