@@ -352,7 +352,8 @@ def change_curves(long: pd.DataFrame, x: str, metrics: Sequence[str], xlabel: st
 def beta_curves(spread: pd.DataFrame, paper: pd.DataFrame, metrics: Sequence[str],
                 suptitle: str | None = None) -> plt.Figure:
     """One panel per metric against β (log x): ours as mean ± sd over seeds (crimson error bars,
-    ``spread`` from :func:`nibcore.book.reports.seed_spread`, left axis) and each of the paper's sources
+    ``spread`` from :func:`nibcore.book.reports.seed_spread`, left axis) and each of the paper's
+    sources
     (``paper`` long frame with ``beta``) in grey on a twin right axis, with one joint legend."""
 
     fig, axes = panels(len(metrics), COLUMN_IN / 2, 3.0)
@@ -489,7 +490,8 @@ def passes_bars(ax: plt.Axes, table: pd.DataFrame) -> None:
 def ground_truth_bars(board: pd.DataFrame, gt: pd.DataFrame,
                       specs: Sequence[tuple[str, float, str]]) -> plt.Figure:
     """One :func:`method_bars` panel per ``(metric, chance, title)`` of ``specs``: the methods in
-    ``board``'s row order (from :func:`nibcore.book.reports.gt_leaderboard`), error bars the ``sem`` of
+    ``board``'s row order (from :func:`nibcore.book.reports.gt_leaderboard`), error bars the
+    ``sem`` of
     the long frame ``gt``, a dashed line at the ``chance`` level (in %)."""
     fig, axes = panels(len(specs), COLUMN_IN / 2, 3.0)
     order = list(board.index)

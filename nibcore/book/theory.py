@@ -126,7 +126,8 @@ def mutual_information_grid(states: np.ndarray | torch.Tensor, lambdas: Sequence
 
 
 def bottleneck(model: ClipModel, image, text: str, side: str = "image",
-               layer: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int]:
+               layer: int | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int]:
     """``(z, target, ids, layer)``: the state ``z`` ``(1, N, D)`` entering block ``layer`` of the
     ``side`` tower, the other modality's feature ``(1, E)``, the ids for pooling (text side)."""
     tower = model.tower(side)
@@ -305,7 +306,8 @@ def spread(maps: Sequence[np.ndarray]) -> dict[str, Any]:
     over all pairs and elements.
     """
     stack = np.stack([np.asarray(m, dtype=np.float64) for m in maps])
-    diffs = [np.abs(stack[i] - stack[j]) for i in range(len(stack)) for j in range(i + 1, len(stack))]
+    diffs = [np.abs(stack[i] - stack[j])
+             for i in range(len(stack)) for j in range(i + 1, len(stack))]
     return dict(std=stack.std(axis=0),
                 max_pairwise=float(max(d.max() for d in diffs)) if diffs else 0.0,
                 mean_pairwise=float(np.mean([d.mean() for d in diffs])) if diffs else 0.0)
@@ -476,7 +478,7 @@ def schedule_agreement(model: ClipModel, scene_list: Sequence, paper_steps: int 
     return pd.DataFrame(rows)
 
 
-# --- Theorem 2: what the limit does -----------------------------------------------------------------
+# --- Theorem 2: what the limit does ---------------------------------------------------------
 
 
 def typical_distance(states: np.ndarray | torch.Tensor) -> float:
