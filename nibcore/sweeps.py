@@ -10,6 +10,7 @@ swept over one method parameter (``num_steps``, ``layer``, β, ...) on the same 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from pathlib import Path
 from typing import Any, Sequence
@@ -162,10 +163,26 @@ def layer_sweep(model: ClipModel, dataset, layers: Sequence[int], *, n: int, see
     frames = []
     for side in sides:
         blocks = model.tower(side).n_blocks
-        mapping = {l: paper_layer(l, blocks) for l in layers}
-        distinct = list(dict.fromkeys(mapping.values()))
-        df = sweep(model, dataset, method, "layer", distinct, n=n, seed=seed, sides=[side],
-                   base=base, out=out, **kw)
-        for l, b in mapping.items():
-            frames.append(df[df["layer"] == b].assign(paper_layer=l))
+        distinct = list(dict.fromkeys(paper_layer(l, blocks) for l in layers))
+        frames.append(sweep(model, dataset, method, "layer", distinct, n=n, seed=seed,
+                            sides=[side], base=base, out=out, **kw))
+    return by_paper_layer(pd.concat(frames, ignore_index=True), model, layers)
+
+
+def by_paper_layer(df: pd.DataFrame, model: ClipModel, layers: Sequence[int]) -> pd.DataFrame:
+    """Rows of a ``layer`` sweep (a ``layer`` and a ``side`` column) relabelled by the paper's
+    ``layers``: for each side, the rows of the block at the same relative depth
+    (:func:`paper_layer`) with a ``paper_layer`` column — one copy per paper layer, so several
+    paper layers can share a block."""
+    frames = []
+    for side, part in df.groupby("side", sort=False):
+        blocks = model.tower(side).n_blocks
+        for l in layers:
+            frames.append(part[part["layer"] == paper_layer(l, blocks)].assign(paper_layer=l))
     return pd.concat(frames, ignore_index=True)
+
+
+def with_param(df: pd.DataFrame, param: str) -> pd.DataFrame:
+    """Stored evaluation rows with one method parameter (read from their ``params`` JSON) as a
+    column of its own, as :func:`sweep` returns them."""
+    return df.assign(**{param: [json.loads(p)[param] for p in df["params"]]})
