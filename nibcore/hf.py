@@ -189,7 +189,22 @@ class HFSiglipImageTower(_HFBlocks):
         return None  # pooled by an attention head, not at a token
 
 
-class HFClipModel(ClipModel):
+class _HFClipBase(ClipModel):
+    """What both Hugging Face models read off their vision config: input size and patch grid."""
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        size = int(self.clip.config.vision_config.image_size)
+        return size, size
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        cfg = self.clip.config.vision_config
+        side = int(cfg.image_size) // int(cfg.patch_size)
+        return side, side
+
+
+class HFClipModel(_HFClipBase):
     """A Hugging Face ``transformers.CLIPModel`` with :class:`ClipModel`'s API."""
 
     def __init__(self, hf_model: torch.nn.Module, name: str = "hf",
@@ -213,17 +228,6 @@ class HFClipModel(ClipModel):
         self.passes = PassCounter()
         self.image = HFImageTower(self.clip, self.passes)
         self.text = HFTextTower(self.clip, self.passes)
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        size = int(self.clip.config.vision_config.image_size)
-        return size, size
-
-    @property
-    def grid(self) -> tuple[int, int]:
-        cfg = self.clip.config.vision_config
-        side = int(cfg.image_size) // int(cfg.patch_size)
-        return side, side
 
 
 class HFSiglipTextTower(HFTextTower):
@@ -269,7 +273,7 @@ class PaddedTokenizer:
                               max_length=self.context_length, return_tensors="pt")["input_ids"]
 
 
-class HFSiglipModel(ClipModel):
+class HFSiglipModel(_HFClipBase):
     """A Hugging Face ``transformers.SiglipModel`` with :class:`ClipModel`'s API.
 
     ``tokenizer``: the model's ``transformers`` tokenizer (wrapped in :class:`PaddedTokenizer`),
@@ -307,16 +311,6 @@ class HFSiglipModel(ClipModel):
         self.image = HFSiglipImageTower(self.clip, self.passes)
         self.text = HFSiglipTextTower(self.clip, self.passes)
 
-    @property
-    def image_size(self) -> tuple[int, int]:
-        size = int(self.clip.config.vision_config.image_size)
-        return size, size
-
-    @property
-    def grid(self) -> tuple[int, int]:
-        cfg = self.clip.config.vision_config
-        side = int(cfg.image_size) // int(cfg.patch_size)
-        return side, side
 
     @property
     def context_length(self) -> int:
