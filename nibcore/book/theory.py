@@ -29,8 +29,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..attribution import METHODS, Attribution, cosine, default_layer, explain, other_features
+from ..attribution import METHODS, Attribution, cosine, default_layer, explain
 from ..inputs import prepare_pairs
+from ..methods.common import split_state
 from ..models import MINI, ClipModel, bundled_file, build_clip, load_model
 
 # --- models -----------------------------------------------------------------------------------
@@ -133,10 +134,8 @@ def bottleneck(model: ClipModel, image, text: str, side: str = "image",
     tower = model.tower(side)
     layer = default_layer(tower) if layer is None else tower.check_layer(layer)
     pixels, ids = prepare_pairs(model, image, text)
-    target = other_features(model, pixels, ids, side)
-    with torch.no_grad():
-        z = tower.lower(pixels if side == "image" else ids, layer)
-    return z, target, (ids if side == "text" else None), layer
+    _, layer, z, pool_ids, target = split_state(model, pixels, ids, side, layer)
+    return z, target, pool_ids, layer
 
 
 def bottleneck_states(model: ClipModel, pairs: Iterable, side: str = "image",
@@ -277,14 +276,9 @@ def full_context_attribution(model: ClipModel, image, text: str, layer: int | No
     from ..methods.nib import scaled_path
     from ..schedules import make_schedule
 
-    pixels, ids = prepare_pairs(model, image, text)
-    tower = model.text
-    layer = default_layer(tower) if layer is None else tower.check_layer(layer)
-    target = other_features(model, pixels, ids, "text")
-    with torch.no_grad():
-        z = tower.lower(ids, layer)
+    z, target, ids, layer = bottleneck(model, image, text, "text", layer)
     lambdas, weights = make_schedule(schedule, num_steps)
-    grad_sum, _ = scaled_path(tower, z, layer, ids, target, lambdas, weights, 128)
+    grad_sum, _ = scaled_path(model.text, z, layer, ids, target, lambdas, weights, 128)
     return (z * grad_sum).sum(dim=-1)[0].detach().cpu().numpy()
 
 

@@ -69,11 +69,12 @@ class SplitState(NamedTuple):
 
 
 def split_state(model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor, side: str,
-                layer: int | None) -> SplitState:
-    """Run the lower blocks once for methods that work on the *output* of a block (see
-    :func:`block_output_layer`): two forward calls (the other modality, the lower blocks)."""
+                layer: int) -> SplitState:
+    """The tower split every split method shares (NIB, M2IB, Grad-CAM, the theory helpers): the
+    other modality's feature (the target) and the state entering block ``layer`` (a resolved
+    index: each method applies its own default rule, :func:`default_layer` or
+    :func:`block_output_layer`), run without gradients — two forward calls."""
     tower = model.tower(side)
-    layer = block_output_layer(tower, layer)
     inputs, pool_ids = tower_inputs(side, pixels, ids)
     target = other_features(model, pixels, ids, side)
     with torch.no_grad():

@@ -7,7 +7,7 @@ import torch
 from ..attribution import Method, RawResult, register
 from ..checks import check_choice, check_layer_param
 from ..models import ClipModel
-from .common import objective, split_state
+from .common import block_output_layer, objective, split_state
 
 VARIANTS = ("paper", "classic")
 
@@ -44,7 +44,8 @@ class GradCAM(Method):
 
     def attribute(self, model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor,
                   side: str) -> RawResult:
-        tower, layer, z, pool_ids, target = split_state(model, pixels, ids, side, self.layer)
+        tower, layer, z, pool_ids, target = split_state(
+            model, pixels, ids, side, block_output_layer(model.tower(side), self.layer))
         with torch.enable_grad():
             z = z.detach().requires_grad_(True)
             value = objective(model, "logit", tower.upper(z, layer, pool_ids), target)

@@ -7,7 +7,7 @@ import torch
 from ..attribution import Method, RawResult, cosine, register
 from ..checks import check_layer_param, check_number, check_positive_int, check_seed
 from ..models import ClipModel
-from .common import generator, split_state
+from .common import block_output_layer, generator, split_state
 
 
 def gaussian_capacity(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -63,7 +63,8 @@ class M2IB(Method):
 
     def attribute(self, model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor,
                   side: str) -> RawResult:
-        tower, layer, z, pool_ids, target = split_state(model, pixels, ids, side, self.layer)
+        tower, layer, z, pool_ids, target = split_state(
+            model, pixels, ids, side, block_output_layer(model.tower(side), self.layer))
         b, k = z.shape[0], self.n_samples
         gen = generator(z.device, self.seed)
         alpha = torch.full_like(z, 5.0, requires_grad=True)

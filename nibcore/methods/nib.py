@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import torch
 
-from ..attribution import Method, RawResult, cosine, default_layer, other_features, register
+from ..attribution import Method, RawResult, cosine, default_layer, register
 from ..checks import check_positive_int
 from ..models import ClipModel, Tower
 from ..schedules import make_schedule
+from .common import split_state
 
 
 def scaled_path(tower: Tower, z: torch.Tensor, layer: int, ids: torch.Tensor | None,
@@ -124,14 +125,10 @@ class NIB(Method):
 
     def attribute(self, model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor,
                   side: str) -> RawResult:
-        tower = model.tower(side)
-        layer = self._layer(tower)
         if side == "text":  # exact speed-up: the causal text tower never looks past EOT
             ids = model.trim(ids)
-        inputs, pool_ids = (pixels, None) if side == "image" else (ids, ids)
-        target = other_features(model, pixels, ids, side)
-        with torch.no_grad():
-            z = tower.lower(inputs, layer)
+        tower, layer, z, pool_ids, target = split_state(model, pixels, ids, side,
+                                                        self._layer(model.tower(side)))
         return self._path(tower, z, layer, pool_ids, target)
 
     def attribute_both(self, model: ClipModel, pixels: torch.Tensor,
