@@ -19,6 +19,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from ..evaluation import fps
 from ..metrics import text_perturbation
 from ..models import ClipModel
 from ..sweeps import PAPER_BLOCKS
@@ -246,26 +247,21 @@ def winners(long: pd.DataFrame) -> pd.DataFrame:
 
 
 def speed(df: pd.DataFrame) -> pd.DataFrame:
-    """Frames per second per method from :func:`nibcore.evaluate` rows: ``fps_image`` /
-    ``fps_text`` (attributed pairs per second on that side, after warm-up, data loading and
-    scoring excluded), ``fps_both`` = pairs per second when each pair gets both maps
+    """Frames per second per method from :func:`nibcore.evaluate` rows, wide: ``fps_image`` /
+    ``fps_text`` (from :func:`nibcore.evaluation.fps`, the one per-side speed table),
+    ``fps_both`` = pairs per second when each pair gets both maps
     (``1 / (1/fps_image + 1/fps_text)``), ``pairs``, ``batch`` (pairs per timed call) and the
-    ``hardware`` the timings were taken on."""
-    rows = []
-    for method, part in df.groupby("method", sort=False):
-        row: dict[str, Any] = dict(method=method)
-        seconds = 0.0
-        for side in ("image", "text"):
-            s = part[part["side"] == side]
-            t = float(s["seconds"].sum())
-            row[f"fps_{side}"] = len(s) / t if t > 0 else np.nan
-            seconds += t / len(s) if len(s) else np.nan
-        row["fps_both"] = 1.0 / seconds if seconds > 0 else np.nan
-        row["pairs"] = int(part["id"].nunique())
-        row["batch"] = float(part["batch"].mean())
-        row["hardware"] = "; ".join(sorted(set(part["hardware"].astype(str))))
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("method")
+    ``hardware`` the timings were taken on. The book's published speeds come from a separate
+    timed subset instead (:func:`timing_speed`)."""
+    per = fps(df).reset_index()
+    wide = per.pivot_table(index="method", columns="side", values="fps", sort=False)
+    out = pd.DataFrame({"fps_image": wide.get("image"), "fps_text": wide.get("text")})
+    out["fps_both"] = 1.0 / (1.0 / out["fps_image"] + 1.0 / out["fps_text"])
+    g = per.groupby("method", sort=False)
+    out["pairs"] = g["pairs"].max()
+    out["batch"] = g["batch"].mean()
+    out["hardware"] = g["hardware"].first()
+    return out
 
 
 def sweep_summary(df: pd.DataFrame, param: str, source: str,
