@@ -281,65 +281,22 @@ def evaluate(model: ClipModel, dataset, methods: str | Sequence[str],
         if dataset in ("flickr8k", "flickr"):
             kw.setdefault("model", model)
         dataset = load_dataset(dataset, **kw)
-    methods = [methods] if isinstance(methods, str) else list(methods)
-    params = dict(params or {})
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; available: {sorted(METHODS)}")
-    stray = set(params) - set(methods)
-    if stray:
-        raise ValueError(f"params given for method(s) {sorted(stray)} not in methods={methods}")
-    for m in methods:
-        METHODS[m](**params.get(m, {}))  # validate the kwargs now, not after an hour
-    sides = [sides] if isinstance(sides, str) else list(sides)
-    for s in sides:
-        if s not in SIDES:
-            raise ValueError(f"unknown side {s!r}; choose from {list(SIDES)}")
-    protocols = list(text_protocols)
-    for p in protocols:
-        if p not in TEXT_PROTOCOLS:
-            raise ValueError(f"unknown text protocol {p!r}; choose from {list(TEXT_PROTOCOLS)}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-
+    methods, params, sides, protocols = _check_args(methods, params, sides, text_protocols,
+                                                    batch_size)
     ds_name = getattr(dataset, "name", type(dataset).__name__)
     rank, world = _rank_world(distributed)
     hw = hardware(model.device)
-    pjson = {m: _params_json(params.get(m, {})) for m in methods}
     indices = _subset(len(dataset), n, seed)
     chunks = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
     mine = list(range(rank, len(chunks), world))  # this rank's shard: batches r, r + K, ...
     path = Path(out) if out is not None else None
     write_to = None if path is None else path if world == 1 else _part_file(path, rank, world)
-
-    done: dict[tuple, dict[str, Any]] = {}
-    if path is not None:  # the merged file and the part files of any earlier (sharded) run
-        for source in [path, *part_files(path)]:
-            for row in _read_rows(source):
-                if row.get("side") == "text" and any(f"txt_conf_drop_{p}" not in row
-                                                     for p in protocols):
-                    continue  # computed without a protocol asked for now: redo
-                done[tuple(row.get(k) for k in KEY)] = row
-    ids_of: dict[int, str] = {}  # dataset index -> pair id, learnt when a pair is loaded
-    text_of: dict[str, str] = {}  # pair id -> caption
-    if path is not None:  # pairs already in the file need not be loaded again
-        for row in done.values():
-            if row.get("dataset") == ds_name and row.get("model") == model.name:
-                ids_of.setdefault(int(row["index"]), row["id"])
-                text_of.setdefault(row["id"], row["text"])
-
-    def key(pid: str, m: str, s: str) -> tuple:
-        return (ds_name, model.name, pid, text_of[pid], m, s, pjson[m])
-
-    def missing(chunk: list[int]) -> list[tuple[str, str]]:
-        if any(i not in ids_of for i in chunk):
-            return [(m, s) for m in methods for s in sides]
-        return [(m, s) for m in methods for s in sides
-                if any(key(ids_of[i], m, s) not in done for i in chunk)]
+    book = _Ledger(ds_name, model.name, {m: _params_json(params.get(m, {})) for m in methods},
+                   path, protocols)
 
     total = sum(len(chunks[c]) for c in mine) * len(methods) * len(sides)
     already = sum(1 for c in mine for i in chunks[c] for m in methods for s in sides
-                  if i in ids_of and key(ids_of[i], m, s) in done)
+                  if book.has(i, m, s))
     warmed: set[tuple[str, str]] = set()
     skipped: list[str] = []
     unsupported: set[tuple[str, str]] = set()
@@ -349,21 +306,18 @@ def evaluate(model: ClipModel, dataset, methods: str | Sequence[str],
                unit="row")
     try:
         for chunk in (chunks[c] for c in mine):
-            todo = missing(chunk)
-            if not todo:
+            if not book.missing(chunk, methods, sides):
                 continue
             pairs = [dataset[i] for i in chunk]  # data loading: outside the timed calls
             for i, pair in zip(chunk, pairs):
-                ids_of[i], text_of[pair.id] = pair.id, pair.text
+                book.learn(i, pair)
             keep = [j for j, p in enumerate(pairs) if model.text_problem(p.text) is None]
             skipped += [pairs[j].id for j in range(len(pairs)) if j not in keep]
-            bar.update(sum(1 for j in range(len(pairs)) if j not in keep
-                           for _ in methods for _ in sides))
-            todo = missing(chunk)
+            bar.update((len(pairs) - len(keep)) * len(methods) * len(sides))
+            todo = book.missing(chunk, methods, sides)
             if not keep:
                 continue
-            pairs = [pairs[j] for j in keep]
-            idx = [chunk[j] for j in keep]
+            pairs, idx = [pairs[j] for j in keep], [chunk[j] for j in keep]
             pixels = prepare_images(model, [p.image for p in pairs])
             ids = model.tokenize([p.text for p in pairs])
             shared = {m for m in methods if share_sides and METHODS[m].shares_sides()
@@ -374,7 +328,7 @@ def evaluate(model: ClipModel, dataset, methods: str | Sequence[str],
                 if (m, s) in unsupported:
                     continue
                 run_sides = list(SIDES) if s == "both" else [s]
-                need = {r: [j for j, p in enumerate(pairs) if key(p.id, m, r) not in done]
+                need = {r: [j for j, p in enumerate(pairs) if not book.has_pair(p.id, m, r)]
                         for r in run_sides}
                 if not any(need.values()):
                     continue
@@ -390,11 +344,10 @@ def evaluate(model: ClipModel, dataset, methods: str | Sequence[str],
                 for r, j in ((r, j) for r in run_sides for j in need[r]):
                     pair = pairs[j]
                     row = dict(dataset=ds_name, model=model.name, id=pair.id, index=idx[j],
-                               method=m, side=r, params=pjson[m], text=pair.text,
+                               method=m, side=r, params=book.pjson[m], text=pair.text,
                                **_scalar_meta(pair.meta), hardware=hw, **results[r][j])
-                    row = json.loads(json.dumps({k: _jsonable(v) for k, v in row.items()}))
-                    done[key(pair.id, m, r)] = row
-                    new.append(row)
+                    new.append(book.add(json.loads(json.dumps(
+                        {k: _jsonable(v) for k, v in row.items()}))))
                 if write_to is not None:
                     _append_rows(write_to, new)
                 bar.update(len(new))
@@ -403,9 +356,105 @@ def evaluate(model: ClipModel, dataset, methods: str | Sequence[str],
     if skipped:
         warnings.warn(f"{len(skipped)} pair(s) skipped: caption longer than the model's context "
                       f"({model.context_length - 2} tokens): {skipped[:5]}")
-    # this rank's rows in the order a single-process run writes them: batch, method, side, pair
-    ordered = [(c, done[key(ids_of[i], m, s)]) for c in mine for m in methods for s in sides
-               for i in chunks[c] if i in ids_of and key(ids_of[i], m, s) in done]
+    rows = _gather(book, chunks, mine, methods, sides, rank, world, path)
+    return book.frame(rows, indices, methods, sides)
+
+
+def _check_args(methods: str | Sequence[str], params: dict[str, dict[str, Any]] | None,
+                sides: str | Sequence[str], text_protocols: Sequence[str], batch_size: int
+                ) -> tuple[list[str], dict[str, dict[str, Any]], list[str], list[str]]:
+    """:func:`evaluate`'s arguments checked (each method's kwargs validated now, not after an
+    hour) and normalised to lists: ``(methods, params, sides, protocols)``."""
+    methods = [methods] if isinstance(methods, str) else list(methods)
+    params = dict(params or {})
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; available: {sorted(METHODS)}")
+    stray = set(params) - set(methods)
+    if stray:
+        raise ValueError(f"params given for method(s) {sorted(stray)} not in methods={methods}")
+    for m in methods:
+        METHODS[m](**params.get(m, {}))
+    sides = [sides] if isinstance(sides, str) else list(sides)
+    for s in sides:
+        if s not in SIDES:
+            raise ValueError(f"unknown side {s!r}; choose from {list(SIDES)}")
+    protocols = list(text_protocols)
+    for p in protocols:
+        if p not in TEXT_PROTOCOLS:
+            raise ValueError(f"unknown text protocol {p!r}; choose from {list(TEXT_PROTOCOLS)}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    return methods, params, sides, protocols
+
+
+class _Ledger:
+    """The rows an :func:`evaluate` run knows, keyed by :data:`KEY`: those already in ``path``
+    and its part files (a resumed run) and those computed now; and which dataset index holds
+    which pair, so pairs already scored need not be loaded again."""
+
+    def __init__(self, ds_name: str, model_name: str, pjson: dict[str, str],
+                 path: Path | None, protocols: Sequence[str]):
+        self.ds_name, self.model_name, self.pjson = ds_name, model_name, pjson
+        self.done: dict[tuple, dict[str, Any]] = {}
+        self.ids_of: dict[int, str] = {}  # dataset index -> pair id
+        self.text_of: dict[str, str] = {}  # pair id -> caption
+        if path is None:
+            return
+        for source in [path, *part_files(path)]:
+            for row in _read_rows(source):
+                if row.get("side") == "text" and any(f"txt_conf_drop_{p}" not in row
+                                                     for p in protocols):
+                    continue  # computed without a protocol asked for now: redo
+                self.done[tuple(row.get(k) for k in KEY)] = row
+        for row in self.done.values():
+            if row.get("dataset") == ds_name and row.get("model") == model_name:
+                self.ids_of.setdefault(int(row["index"]), row["id"])
+                self.text_of.setdefault(row["id"], row["text"])
+
+    def key(self, pid: str, method: str, side: str) -> tuple:
+        return (self.ds_name, self.model_name, pid, self.text_of[pid], method, side,
+                self.pjson[method])
+
+    def has_pair(self, pid: str, method: str, side: str) -> bool:
+        return self.key(pid, method, side) in self.done
+
+    def has(self, i: int, method: str, side: str) -> bool:
+        """Is the row of dataset index ``i`` known?"""
+        return i in self.ids_of and self.has_pair(self.ids_of[i], method, side)
+
+    def missing(self, chunk: list[int], methods: list[str], sides: list[str]
+                ) -> list[tuple[str, str]]:
+        """The (method, side) runs a batch still needs (all of them while a pair is unknown)."""
+        if any(i not in self.ids_of for i in chunk):
+            return [(m, s) for m in methods for s in sides]
+        return [(m, s) for m in methods for s in sides
+                if any(not self.has(i, m, s) for i in chunk)]
+
+    def learn(self, i: int, pair: Pair) -> None:
+        self.ids_of[i], self.text_of[pair.id] = pair.id, pair.text
+
+    def add(self, row: dict[str, Any]) -> dict[str, Any]:
+        self.done[self.key(row["id"], row["method"], row["side"])] = row
+        return row
+
+    def frame(self, rows: list[dict[str, Any]], indices: list[int], methods: list[str],
+              sides: list[str]) -> pd.DataFrame:
+        """``rows`` in the subset's order: pair, method, side."""
+        by_key = {tuple(r[k] for k in KEY): r for r in rows}
+        id_at = {int(r["index"]): r["id"] for r in rows}
+        self.text_of.update({r["id"]: r["text"] for r in rows})
+        return pd.DataFrame([by_key[self.key(id_at[i], m, s)] for i in indices if i in id_at
+                             for m in methods for s in sides
+                             if self.key(id_at[i], m, s) in by_key])
+
+
+def _gather(book: _Ledger, chunks: list[list[int]], mine: list[int], methods: list[str],
+            sides: list[str], rank: int, world: int, path: Path | None) -> list[dict[str, Any]]:
+    """Every rank's rows in the order a single-process run writes them (batch, method, side,
+    pair); rank 0 merges them into ``path`` and the part files go once the merge is complete."""
+    ordered = [(c, book.done[book.key(book.ids_of[i], m, s)]) for c in mine for m in methods
+               for s in sides for i in chunks[c] if book.has(i, m, s)]
     if world > 1:
         import torch.distributed as dist
         everyone: list = [None] * world
@@ -418,12 +467,7 @@ def evaluate(model: ClipModel, dataset, methods: str | Sequence[str],
         if world > 1:
             dist.barrier()  # the merged file is complete before any part file goes
             _part_file(path, rank, world).unlink(missing_ok=True)
-    by_key = {tuple(r[k] for k in KEY): r for r in rows}
-    id_at = {int(r["index"]): r["id"] for r in rows}
-    text_of.update({r["id"]: r["text"] for r in rows})
-    frame = [by_key[key(id_at[i], m, s)] for i in indices if i in id_at
-             for m in methods for s in sides if key(id_at[i], m, s) in by_key]
-    return pd.DataFrame(frame)
+    return rows
 
 
 def _merge(path: Path, rows: list[dict[str, Any]]) -> None:
