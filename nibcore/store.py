@@ -45,11 +45,12 @@ import numpy as np
 import torch
 
 from .attribution import METHODS
+from .methods import PAPER_LINEUP
 from .metrics import TEXT_PROTOCOLS, hardware
 from .models import ClipModel, bundled_file
 
 #: nibcore's method keys in the book's order.
-ALL_METHODS = ("nib", "m2ib", "rise", "gradcam", "chefer", "saliency", "mfaba", "fastig")
+ALL_METHODS = PAPER_LINEUP
 #: Columns the audit does not compare: timings and where they were taken, and the cost
 #: bookkeeping (pass counts, batch), which a refactor of how a method batches its rows changes
 #: without changing a map or a metric. Every metric column is compared.

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..methods import PAPER_LINEUP
 from ..models import bundled_file
 
 #: nibcore's method keys, in the paper's column order (Table 2), NIB last as printed.
@@ -104,7 +105,7 @@ DATASET_NAMES = {"scenes": "held-out scenes", "cc": "Conceptual Captions", "imag
 
 
 #: nibcore's method keys in the order the book's tables list them (NIB first).
-BOOK_ORDER = ("nib", "m2ib", "rise", "gradcam", "chefer", "saliency", "mfaba", "fastig")
+BOOK_ORDER = PAPER_LINEUP
 
 #: Methods beyond the paper's line-up (published after it), in the order the book adds them
 #: after :data:`BOOK_ORDER`; not part of the paper's tables. LeGrad has no text side.
