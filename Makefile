@@ -36,7 +36,7 @@ test: unit
 online: setup
 	$(PY) scripts/make_fixtures.py $(ONLINE)/data --checkpoint $(ONLINE)/$(ONLINE_MODEL)-random.pt \
 		--model $(ONLINE_MODEL)
-	NIB_DATA=$(ONLINE)/data $(PY) scripts/build_book.py --smoke --no-html --out $(ONLINE) \
+	NIB_DATA=$(ONLINE)/data $(PY) scripts/build_book.py --smoke --no-html --no-audit --out $(ONLINE) \
 		--param MODEL=$(ONLINE_MODEL) --param PRETRAINED=$(ONLINE)/$(ONLINE_MODEL)-random.pt \
 		--param THREADS=$(ONLINE_THREADS)
 
