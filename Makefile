@@ -1,7 +1,8 @@
 # Two commands do everything on a fresh machine (each sets itself up first):
 #   make book   – execute every chapter with papermill on the bundled offline model, build the book
-#   make test   – run the unit tests, then build and check the executed book, then execute every
-#                 chapter once more the way a Colab reader runs it (what CI runs; see `online`)
+#   make test   – run the unit tests, then build and check the executed book and, beside it,
+#                 execute every chapter once more the way a Colab reader runs it (what CI runs;
+#                 see `online`)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -10,8 +11,7 @@ BOOK_FLAGS ?=
 # small copies of Conceptual Captions, Tiny-ImageNet and Flickr8k in their real layouts.
 ONLINE := $(CURDIR)/_build/online
 ONLINE_MODEL ?= ViT-B-32-quickgelu
-# chapters run one at a time: let the results chapters use both CI cores (their timings mean
-# nothing on random weights)
+# torch threads of the online chapters (`make test` runs them beside the book build, one core each)
 ONLINE_THREADS ?= 2
 
 .PHONY: setup test unit book book-smoke online bench clean
@@ -29,9 +29,9 @@ unit: setup
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
+# the book build and the online rehearsal side by side, one CI core each
 test: unit
-	$(PY) scripts/build_book.py $(BOOK_FLAGS)
-	$(MAKE) online
+	$(MAKE) -j2 book online ONLINE_THREADS=1
 
 online: setup
 	$(PY) scripts/make_fixtures.py $(ONLINE)/data --checkpoint $(ONLINE)/$(ONLINE_MODEL)-random.pt \
