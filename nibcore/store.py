@@ -82,6 +82,9 @@ class Spec:
     seed: int = 0
     text_protocols: tuple[str, ...] = TEXT_PROTOCOLS
     about: str = ""
+    #: what the rows are: ``"evaluate"`` (:func:`nibcore.evaluate` rows) or ``"randomisation"``
+    #: (:func:`nibcore.sanity.randomisation_report` rows of one run's methods, both towers)
+    check: str = "evaluate"
 
 
 #: The β values and M2IB noise seeds of the stored Table 5 (the chapter's live run can use the
@@ -114,6 +117,14 @@ SPECS: dict[str, Spec] = {
         Run(("m2ib",), params={"m2ib": {"beta": b, "seed": s}}, warmup=False)
         for b in TABLE5_BETAS for s in TABLE5_SEEDS),
         text_protocols=("paper",), about="Table 5: M2IB's beta, 5 noise seeds per beta"),
+    # the model-parameter randomisation check (sanity.py): RISE with 500 masks, the same masks on
+    # the trained and the randomised model
+    "randomisation": Spec("scenes", 300, (Run(ALL_METHODS, params={"rise": {"n_masks": 500}}),),
+                          text_protocols=(), check="randomisation",
+                          about="model-parameter randomisation: Spearman rho of each map on the "
+                                "trained model and on copies with the top 1, L//2, L blocks "
+                                "re-initialised; each pair's 'other pair' row uses the next pair "
+                                "of the permutation"),
     # every block of the bundled model's towers (6 image, 4 text); the chapter maps the paper's
     # layers onto them by relative depth
     "ablation-layers": Spec("scenes", 300, tuple(
@@ -214,7 +225,7 @@ def provenance(model: ClipModel, spec: Spec) -> dict[str, Any]:
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty_nibcore": bool(dirty) if dirty is not None else None,
         "model": model.name, **model_hashes(model),
-        "dataset": spec.dataset, "n": spec.n, "seed": spec.seed,
+        "check": spec.check, "dataset": spec.dataset, "n": spec.n, "seed": spec.seed,
         "text_protocols": list(spec.text_protocols), "about": spec.about,
         "params": spec_params(spec),
         "torch": torch.__version__, "python": platform.python_version(),
@@ -245,14 +256,20 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def compact(path: str | Path) -> int:
+#: What identifies a row of a randomisation file (:func:`nibcore.evaluation.KEY` for the others).
+RANDOMISATION_KEY = ("id", "method", "side", "params", "kind", "top")
+
+
+def compact(path: str | Path, key: Sequence[str] | None = None) -> int:
     """Rewrite a store file with floats rounded to :data:`DIGITS` significant digits and one copy
-    of each row (the last), in first-seen order; returns the number of rows."""
+    of each row (the last, by ``key``: default :data:`nibcore.evaluation.KEY`), in first-seen
+    order; returns the number of rows."""
     from .evaluation import KEY
 
+    key = tuple(key or KEY)
     rows: dict[tuple, dict[str, Any]] = {}
     for row in read_rows(path):  # the hardware is in the sidecar (and timings are not audited)
-        rows[tuple(row.get(k) for k in KEY)] = {k: round_sig(v) for k, v in row.items()
+        rows[tuple(row.get(k) for k in key)] = {k: round_sig(v) for k, v in row.items()
                                                 if k != "hardware"}
     tmp = Path(str(path) + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
@@ -318,10 +335,12 @@ def generate(name: str, model: ClipModel | str = "mini", n: int | None = None,
     if spec is None:
         raise ValueError(f"unknown store file {name!r}; known: {sorted(SPECS)}")
     if n is not None:
-        spec = Spec(spec.dataset, int(n), spec.runs, spec.seed, spec.text_protocols, spec.about)
+        spec = Spec(spec.dataset, int(n), spec.runs, spec.seed, spec.text_protocols, spec.about,
+                    spec.check)
     if isinstance(model, str):
         model = load_model(model)
     path = store_file(name, model.name, root)
+    path.parent.mkdir(parents=True, exist_ok=True)
     prov = provenance(model, spec)
     meta = meta_file(path)
     old = json.loads(meta.read_text()) if meta.is_file() else None
@@ -342,13 +361,16 @@ def generate(name: str, model: ClipModel | str = "mini", n: int | None = None,
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _stop) if main_thread else None
     try:
-        for run in spec.runs:
+        if spec.check == "randomisation":
+            _generate_randomisation(model, spec, path, progress)
+        for run in spec.runs if spec.check == "evaluate" else ():
             evaluate(model, spec.dataset, list(run.methods), sides=list(run.sides), n=spec.n,
                      seed=spec.seed, params=run.params, text_protocols=spec.text_protocols,
                      out=path, progress=progress, batch_size=1, warmup=run.warmup)
     finally:
         wall = time.perf_counter() - t0
-        rows = compact(path) if path.is_file() else 0
+        key = RANDOMISATION_KEY if spec.check == "randomisation" else None
+        rows = compact(path, key) if path.is_file() else 0
         sessions.append({"started": started, "wall_seconds": round(wall, 1), "rows": rows,
                          "command": prov["command"], "git_commit": prov["git_commit"],
                          "hardware": prov["hardware"], "threads": prov["threads"]})
@@ -359,6 +381,103 @@ def generate(name: str, model: ClipModel | str = "mini", n: int | None = None,
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
     return path
+
+
+#: Pairs per appended chunk of a randomisation file (what an interruption can lose).
+RANDOMISATION_CHUNK = 10
+
+
+def _randomisation_rows(model: ClipModel, run: Run, seed: int, pairs: Sequence, indices:
+                        Sequence[int], partners: Sequence, partner_indices: Sequence[int]
+                        ) -> list[dict[str, Any]]:
+    """The stored rows of the randomisation check for ``pairs`` (at dataset ``indices``), each
+    compared with its partner for the "other pair" reference."""
+    from .evaluation import _params_json
+    from .sanity import randomisation_report
+
+    rows, _ = randomisation_report(model, pairs, run.methods, seed=seed, params=run.params,
+                                   partners=partners)
+    index = {p.id: i for p, i in zip(pairs, indices)}
+    index.update({p.id: i for p, i in zip(partners, partner_indices)})
+    out = []
+    for r in rows.to_dict("records"):
+        partner = r["partner"] if isinstance(r["partner"], str) else None  # NaN in the frame
+        r.update(index=index[r["id"]], params=_params_json(run.params.get(r["method"], {})),
+                 partner=partner, partner_index=index[partner] if partner else None)
+        out.append(r)
+    return out
+
+
+def _generate_randomisation(model: ClipModel, spec: Spec, path: Path, progress: bool) -> None:
+    """Append the randomisation rows of the pairs of ``spec`` not in ``path`` yet, a chunk of
+    :data:`RANDOMISATION_CHUNK` pairs at a time. Pair ``k`` of the seeded permutation is compared
+    with pair ``k + 1`` for the reference (so a row never depends on ``n``)."""
+    from tqdm.auto import tqdm
+
+    from .datasets import load_dataset
+    from .evaluation import _append_rows, _read_rows, _subset
+
+    (run,) = spec.runs
+    dataset = load_dataset(spec.dataset)
+    order = _subset(len(dataset), None, spec.seed)
+    if spec.n >= len(order):
+        raise ValueError(f"{spec.dataset} has {len(order)} pairs; the randomisation check "
+                         f"needs n + 1 (each pair's partner), got n = {spec.n}")
+    done = {r["id"] for r in _read_rows(path)} if path.is_file() else set()
+    todo = [k for k in range(spec.n) if dataset[order[k]].id not in done]
+    bar = tqdm(total=spec.n, initial=spec.n - len(todo), disable=not progress,
+               desc="randomisation", unit="pair")
+    for start in range(0, len(todo), RANDOMISATION_CHUNK):
+        chunk = todo[start:start + RANDOMISATION_CHUNK]
+        rows = _randomisation_rows(
+            model, run, spec.seed, [dataset[order[k]] for k in chunk], [order[k] for k in chunk],
+            [dataset[order[k + 1]] for k in chunk], [order[k + 1] for k in chunk])
+        _append_rows(path, rows)
+        bar.update(len(chunk))
+    bar.close()
+
+
+def _audit_randomisation(path: Path, model: ClipModel, meta: dict[str, Any],
+                         rows: list[dict[str, Any]], pairs: int, seed: int, log) -> int:
+    """Recompute every row of ``pairs`` seeded pairs of a randomisation file (all methods and
+    sides of each); raise :class:`AuditError` on the first mismatch."""
+    from .datasets import load_dataset
+
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    params = {m: json.loads(r["params"]) for r in rows for m in [r["method"]] if r["params"]}
+    run = Run(tuple(methods), params={m: kw for m, kw in params.items() if kw})
+    ids = sorted({r["id"] for r in rows})
+    chosen = np.random.default_rng(seed).choice(len(ids), size=min(pairs, len(ids)),
+                                                replace=False)
+    dataset = load_dataset(meta["dataset"])
+    checked = 0
+    for pid in sorted(ids[int(k)] for k in chosen):
+        mine = {(r["method"], r["side"], r["kind"], r["top"]): (i, r)
+                for i, r in enumerate(rows) if r["id"] == pid}
+        ref = next(r for _, r in mine.values() if r["kind"] == "other pair")
+        pair, partner = dataset[int(ref["index"])], dataset[int(ref["partner_index"])]
+        if pair.id != pid or partner.id != ref["partner"]:
+            raise AuditError(f"{path.name}: dataset indices {ref['index']}, "
+                             f"{ref['partner_index']} are now {pair.id}, {partner.id}; stored "
+                             f"{pid}, {ref['partner']}")
+        new = _randomisation_rows(model, run, meta["seed"], [pair], [ref["index"]], [partner],
+                                  [ref["partner_index"]])
+        if len(new) != len(mine):
+            raise AuditError(f"{path.name}: {pid} has {len(mine)} stored rows but "
+                             f"{len(new)} recomputed")
+        for r in new:
+            k = (r["method"], r["side"], r["kind"], r["top"])
+            if k not in mine:
+                raise AuditError(f"{path.name}: {pid}: row {k} is computed now but not stored")
+            i, old = mine[k]
+            if _differs(old["spearman"], r["spearman"]):
+                raise AuditError(f"{path.name}: line {i + 1} ({pid}, {k[0]}, {k[1]}, {k[2]}, "
+                                 f"top {k[3]}): spearman = {old['spearman']} stored but "
+                                 f"{round_sig(float(r['spearman']))} recomputed")
+            checked += 1
+    log(f"audit {path.name}: {checked} of {len(rows)} rows recomputed ({len(chosen)} pairs, "
+        f"every method and side), all within {RTOL:g} relative")
+    return checked
 
 
 def timing(model: ClipModel, methods: Sequence[str] = ALL_METHODS,
@@ -509,6 +628,8 @@ def audit(path: str | Path, model: ClipModel | None = None, pairs: int = 2, seed
                     if stored.get(k) != now.get(k)}
             raise AuditError(f"{path.name}: {r['method']} parameters changed since the rows were "
                              f"computed (stored, now): {diff}")
+    if meta.get("check", "evaluate") == "randomisation":
+        return _audit_randomisation(path, model, meta, rows, pairs, seed, log)
     sample = audit_sample(rows, pairs, seed)
     dataset = load_dataset(meta["dataset"])
     protocols = meta["text_protocols"]

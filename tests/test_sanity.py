@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from nibcore.book import sanity
+from nibcore import sanity
 from nibcore.datasets import Pair
 
 
