@@ -109,3 +109,31 @@ def test_describe_and_load_many(small, monkeypatch):
     assert len(store.load_many(["unit"])) == 8
     with pytest.raises(FileNotFoundError, match="python -m nibcore.store generate"):
         store.load("table2-rise-image", model="nomodel")
+
+
+def test_randomisation_file_resumes_and_audits(monkeypatch, tmp_path, mini):
+    spec = Spec("scenes", 3, (Run(("gradcam", "rise"), params={"rise": {"n_masks": 20}}),),
+                text_protocols=(), check="randomisation", about="test")
+    monkeypatch.setitem(store.SPECS, "unit-rand", spec)
+    monkeypatch.setattr(store, "RANDOMISATION_CHUNK", 2)
+    path = store.generate("unit-rand", mini, n=1, root=tmp_path, progress=False)
+    first = store.read_rows(path)
+    # 1 pair x 2 methods x (image: reference + 3 depths, text: reference + 3 depths)
+    assert len(first) == 2 * 2 * 4
+    path = store.generate("unit-rand", mini, root=tmp_path, progress=False)  # resumes to 3
+    rows = store.read_rows(path)
+    assert rows[:len(first)] == first and len({r["id"] for r in rows}) == 3
+    ref = [r for r in rows if r["kind"] == "other pair"]
+    assert all(r["partner"] != r["id"] and r["partner_index"] is not None for r in ref)
+    assert store.read_meta(path)["check"] == "randomisation"
+    assert store.audit(path, mini, pairs=1, log=lambda *_: None) == 16
+    # one changed correlation fails the audit of the pair it belongs to
+    lines = path.read_text().splitlines()
+    for k, line in enumerate(lines):
+        row = json.loads(line)
+        if row["kind"] == "randomised" and row["spearman"] == row["spearman"]:
+            row["spearman"] = row["spearman"] * (1 + 1e-5) + 1e-9
+            lines[k] = json.dumps(row)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(AuditError, match=r"spearman = .* stored but"):
+        store.audit(path, mini, pairs=1, log=lambda *_: None)

@@ -218,6 +218,12 @@ def test_sweep_with_method_seeds(tiny, pairs_ds):
     spread = reports.seed_spread(df, "beta")
     row = spread[spread.metric == "img_conf_drop"].iloc[0]
     assert row["seeds"] == 2 and np.isfinite(row["sd_seeds"])
+    per_pair = reports.seed_means(df, "beta")  # one row per pair: the seeds averaged
+    assert len(per_pair) == 2 and "method_seed" not in per_pair
+    expected = df.groupby("id")["img_conf_drop"].mean()
+    assert np.allclose(per_pair.set_index("id")["img_conf_drop"], expected.loc[per_pair["id"]])
+    ci = reports.sweep_ci(per_pair, "beta", "ours")
+    assert (ci[ci.metric == "img_conf_drop"]["n"] == 2).all()
 
 
 def test_layer_sweep_maps_each_tower(tiny, pairs_ds):
@@ -231,10 +237,13 @@ def test_layer_sweep_maps_each_tower(tiny, pairs_ds):
 
 def test_book_params_and_description():
     assert chapters.book_params() == {}
-    assert chapters.book_params(smoke=True) == {"rise": {"n_masks": 100}}
+    assert chapters.book_params(smoke=True) == chapters.SMOKE_PARAMS
+    assert chapters.book_params(smoke=True) is not chapters.SMOKE_PARAMS
     assert chapters.book_params(rise_masks=500) == {"rise": {"n_masks": 500}}
+    assert chapters.book_params(True, rise_masks=50)["rise"] == {"n_masks": 50}
     assert "paper's defaults" in chapters.describe_params({})
-    assert "RISE with n_masks=100" in chapters.describe_params(chapters.book_params(True))
+    smoke = chapters.describe_params(chapters.book_params(True))
+    assert "RISE with n_masks=16" in smoke and "M2IB with num_steps=2, n_samples=2" in smoke
 
 
 def test_evaluate_cached_one_pair_per_call_and_reuse(tiny, pairs_ds, tmp_path, monkeypatch):
@@ -339,6 +348,18 @@ def test_beta_sentences():
     assert s.endswith("In the paper: ImageNet falls steadily (ρ = -1.00).")
     still = reports.beta_sentences(spread.assign(sd_seeds=0.0), ours, paper, ["img_conf_drop"])
     assert "while the seeds agree exactly" in still
+    # with the per-pair rows: the change from the smallest to the largest β, paired
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=30)
+    per_pair = pd.DataFrame(dict(
+        beta=np.repeat([0.1, 1.0, 10.0], 30), side="image", id=np.tile(np.arange(30), 3),
+        img_conf_drop=np.concatenate([base, base + 0.5, base + 1.0 + 0.01 * rng.normal(size=30)])))
+    s = reports.beta_sentences(spread, ours, paper, ["img_conf_drop"], per_pair)
+    assert "From β = 0.1 to β = 10 the mean changes by 1.00" in s
+    assert "(paired bootstrap over n = 30 pairs): a change at 95 %." in s
+    flat = per_pair.assign(img_conf_drop=np.tile(base, 3) + 0.01 * rng.normal(size=90))
+    s = reports.beta_sentences(spread, ours, paper, ["img_conf_drop"], flat)
+    assert "not distinguishable from no change at 95 %" in s
 
 
 def test_short_source_and_rank_grid():
@@ -387,14 +408,17 @@ def test_gt_agreement_sentence():
 
 
 def test_sanity_sentences():
-    image = pd.DataFrame({"1": [0.9, 0.9], "all": [0.8, 0.1], "other pair": [0.0, 0.0]},
-                         index=["nib", "gradcam"])
-    text = pd.DataFrame({"1": [0.2, 0.3], "all": [0.2, 0.3], "other pair": [0.0, 0.0]},
-                        index=["nib", "gradcam"])
-    s = reports.sanity_sentences({"image": image, "text": text},
-                                 {"image": 6, "text": 4}).split("\n")
-    assert s[0] == ("* **image side**, all 6 blocks randomised: maps that still correlate above "
-                    "0.5 with the trained model's — NIB (ρ = 0.80); the others fall to ρ ≤ 0.5 "
-                    "(lowest: Grad-CAM, ρ = 0.10). NIB: ρ = 0.80.")
-    assert s[1].startswith("* **text side**, all 4 blocks randomised: no method's map keeps")
-    assert "all fall to ρ ≤ 0.5 (lowest: NIB, ρ = 0.20)" in s[1]
+    rows = []
+    for k in range(40):  # 40 pairs; NIB stays near 0.8, Grad-CAM falls, SM hovers at 0.5
+        for m, v in (("nib", 0.8), ("gradcam", 0.1), ("saliency", 0.5)):
+            for side, blocks in (("image", 6), ("text", 4)):
+                rho = v if side == "image" else 0.2
+                rows.append(dict(id=f"p{k}", method=m, side=side, kind="randomised", top=blocks,
+                                 spearman=rho + 0.05 * ((k % 5) - 2)))
+    s = reports.sanity_sentences(pd.DataFrame(rows), {"image": 6, "text": 4}).split("\n")
+    assert s[0].startswith("* **image side**, all 6 blocks randomised (n = 40 pairs): still "
+                           "above 0.5 — NIB (ρ = 0.800 [")
+    assert "below it — Grad-CAM (ρ = 0.100 [" in s[0]
+    assert "not distinguishable from 0.5 at 95 % — SM (ρ = 0.500 [" in s[0]
+    assert s[1].startswith("* **text side**, all 4 blocks randomised (n = 40 pairs): no method's "
+                           "map stays above 0.5; below it — ")

@@ -282,6 +282,21 @@ def seed_spread(df: pd.DataFrame, param: str, metrics: dict[str, str] | None = N
                          "seeds": g.count()}).reset_index()
 
 
+def seed_means(df: pd.DataFrame, param: str) -> pd.DataFrame:
+    """The rows of a sweep run with several method seeds (a ``method_seed`` column), averaged over
+    the seeds of each pair: one row per ``param`` value × method × side × pair — the unit an
+    interval resamples (the pairs are a random sample; the seeds are the method's own noise on
+    each pair, not further pairs). ``degenerate`` becomes 1 when any seed's map was."""
+    keys = [param, "method", "side", "id"]
+    numeric = [c for c in df.columns if c not in keys and c != "method_seed"
+               and pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]
+    out = df.groupby(keys, sort=False)[numeric].mean()
+    if "degenerate" in df:
+        out["degenerate"] = df.assign(degenerate=df["degenerate"].fillna(0).astype(float)
+                                      ).groupby(keys, sort=False)["degenerate"].max()
+    return out.reset_index()
+
+
 def trend(long: pd.DataFrame, x: str, metric: str, source: str | None = None) -> float:
     """Spearman rank correlation of ``metric`` with ``x`` within one source (+1: the metric grows
     with ``x`` monotonically, −1: shrinks); NaN with fewer than 3 points or a constant column."""
@@ -355,10 +370,15 @@ def trend_sentences(long: pd.DataFrame, x: str, what: str, metrics: Sequence[str
 
 
 def beta_sentences(spread: pd.DataFrame, ours: pd.DataFrame, paper: pd.DataFrame,
-                   metrics: Sequence[str]) -> str:
+                   metrics: Sequence[str], per_pair: pd.DataFrame | None = None,
+                   seed: int = 0) -> str:
     """A Markdown bullet per metric of a β sweep: its trend with β here (``ours``), its range
     over the grid against the median spread across seeds (``spread`` from :func:`seed_spread`),
-    and its trend in each of the paper's sources (``paper``)."""
+    and its trend in each of the paper's sources (``paper``). With ``per_pair``
+    (:func:`seed_means`), also the change from the smallest to the largest β with its paired
+    bootstrap interval over the pairs, and whether it is distinguishable from no change."""
+    from ..stats import fmt, paired
+
     lines = []
     for metric in metrics:
         s = spread[spread.metric == metric].sort_values("beta")
@@ -370,9 +390,24 @@ def beta_sentences(spread: pd.DataFrame, ours: pd.DataFrame, paper: pd.DataFrame
         noise = s["sd_seeds"].median()
         versus = (f"{total / noise:.1f} times the median spread across seeds at one β "
                   f"({noise:.3g})" if noise > 0 else "while the seeds agree exactly at most βs")
+        change = ""
+        if per_pair is not None:
+            col = PAPER_METRICS[metric]
+            part = per_pair[per_pair["side"] == column_side(col)]
+            low, high = part["beta"].min(), part["beta"].max()
+            a = part[part["beta"] == high].set_index("id")[col]
+            b = part[part["beta"] == low].set_index("id")[col]
+            common = a.index.intersection(b.index)
+            p = paired(a[common], b[common], seed=seed)
+            real = p.low > 0 or p.high < 0
+            change = (f" From β = {low:g} to β = {high:g} the mean changes by "
+                      f"{fmt(p.diff, p.low, p.high)} (paired bootstrap over n = {p.n} pairs): "
+                      + ("a change at 95 %." if real else
+                         "not distinguishable from no change at 95 %."))
         lines.append(
             f"* **{METRIC_LABELS[metric]}** — here it {describe_trend(rho)} with β; "
-            f"its range over the grid is {total:.3g}, {versus}. In the paper: {paper_words}.")
+            f"its range over the grid is {total:.3g}, {versus}.{change} "
+            f"In the paper: {paper_words}.")
     return "\n".join(lines)
 
 
@@ -409,26 +444,39 @@ def gt_agreement_sentence(conf: pd.DataFrame, board: pd.DataFrame, method: str =
         f"{ordinal(list(board.index).index(method) + 1)} of {len(board)} by mean rank.")
 
 
-def sanity_sentences(summary: dict[str, pd.DataFrame], n_blocks: dict[str, int],
-                     threshold: float = 0.5, method: str = "nib") -> str:
-    """A Markdown bullet per side of the model-randomisation test: with every block randomised
-    (the second-to-last column of ``summary[side]``, methods as rows), which maps still correlate
-    above ``threshold`` with the trained model's, which fall (the lowest named), and
-    ``method``'s ρ."""
+def sanity_sentences(checks: pd.DataFrame, n_blocks: dict[str, int], threshold: float = 0.5,
+                     method: str = "nib", seed: int = 0) -> str:
+    """A Markdown bullet per side of the model-randomisation test (``checks``: the rows of
+    :func:`nibcore.sanity.randomisation_report`), with every block of the tower randomised: which
+    methods' maps still correlate above ``threshold`` with the trained model's (the 95 % interval
+    over pairs above it), which fall below it (interval below), which the pairs cannot place, and
+    ``method``'s ρ — every ρ with its interval and n."""
+    from ..stats import interval
+
     lines = []
-    for side, s in summary.items():
-        full = s[s.columns[-2]]  # all blocks randomised
-        stuck = full[full > threshold].sort_values(ascending=False)
-        moved = full[full <= threshold].sort_values()
-        lines.append(
-            f"* **{side} side**, all {n_blocks[side]} blocks randomised: "
-            + (f"maps that still correlate above {threshold} with the trained model's — "
-               + ", ".join(f"{DISPLAY[m]} (ρ = {v:.2f})" for m, v in stuck.items())
-               if len(stuck) else f"no method's map keeps a correlation above {threshold}")
-            + "; " + (f"{'the others' if len(stuck) else 'all'} fall to ρ ≤ {threshold} "
-                      f"(lowest: {DISPLAY[moved.index[0]]}, ρ = {moved.iloc[0]:.2f})"
-                      if len(moved) else "none falls below it")
-            + f". {DISPLAY[method]}: ρ = {full[method]:.2f}.")
+    for side, blocks in n_blocks.items():
+        part = checks[(checks.side == side) & (checks.kind == "randomised")
+                      & (checks.top == blocks)]
+        cis = {m: interval(g["spearman"].dropna().to_numpy(), seed=seed)
+               for m, g in part.groupby("method", sort=False) if g["spearman"].notna().any()}
+        above = sorted((m for m, c in cis.items() if c.low > threshold),
+                       key=lambda m: -cis[m].value)
+        below = sorted((m for m, c in cis.items() if c.high < threshold),
+                       key=lambda m: cis[m].value)
+        unsure = [m for m in cis if m not in above and m not in below]
+
+        def names(ms):
+            return ", ".join(f"{DISPLAY[m]} (ρ = {cis[m]})" for m in ms)
+
+        n = int(part["id"].nunique())
+        words = [f"still above {threshold} — {names(above)}" if above
+                 else f"no method's map stays above {threshold}"]
+        words.append(f"below it — {names(below)}" if below else "none falls below it")
+        if unsure:
+            words.append(f"not distinguishable from {threshold} at 95 % — {names(unsure)}")
+        own = f" {DISPLAY[method]}: ρ = {cis[method]}." if method in cis else ""
+        lines.append(f"* **{side} side**, all {blocks} blocks randomised (n = {n} pairs): "
+                     + "; ".join(words) + "." + own)
     return "\n".join(lines)
 
 
