@@ -112,7 +112,7 @@ SPECS: dict[str, Spec] = {
     "ablation-steps": Spec("scenes", 300, tuple(
         Run(("nib",), params={"nib": {"num_steps": k}}) for k in (3, 5, 8, 10, 13, 15, 18, 20)),
         text_protocols=("paper",), about="Tables 3/6: NIB's num_steps"),
-    # a sixth of the paper's 18-value grid, spanning it (one core-hour); each β × 5 noise seeds
+    # six of the paper's 18 β values, spanning its grid (about a core-hour); each × 5 noise seeds
     "table5-beta": Spec("scenes", 300, tuple(
         Run(("m2ib",), params={"m2ib": {"beta": b, "seed": s}}, warmup=False)
         for b in TABLE5_BETAS for s in TABLE5_SEEDS),
