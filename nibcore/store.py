@@ -363,10 +363,12 @@ def generate(name: str, model: ClipModel | str = "mini", n: int | None = None,
     try:
         if spec.check == "randomisation":
             _generate_randomisation(model, spec, path, progress)
-        for run in spec.runs if spec.check == "evaluate" else ():
-            evaluate(model, spec.dataset, list(run.methods), sides=list(run.sides), n=spec.n,
-                     seed=spec.seed, params=run.params, text_protocols=spec.text_protocols,
-                     out=path, progress=progress, batch_size=1, warmup=run.warmup)
+        else:
+            for run in spec.runs:
+                evaluate(model, spec.dataset, list(run.methods), sides=list(run.sides),
+                         n=spec.n, seed=spec.seed, params=run.params,
+                         text_protocols=spec.text_protocols, out=path, progress=progress,
+                         batch_size=1, warmup=run.warmup)
     finally:
         wall = time.perf_counter() - t0
         key = RANDOMISATION_KEY if spec.check == "randomisation" else None
@@ -443,9 +445,8 @@ def _audit_randomisation(path: Path, model: ClipModel, meta: dict[str, Any],
     sides of each); raise :class:`AuditError` on the first mismatch."""
     from .datasets import load_dataset
 
-    methods = list(dict.fromkeys(r["method"] for r in rows))
-    params = {m: json.loads(r["params"]) for r in rows for m in [r["method"]] if r["params"]}
-    run = Run(tuple(methods), params={m: kw for m, kw in params.items() if kw})
+    kws = {m: json.loads(kw) for m, kw in {r["method"]: r["params"] for r in rows}.items()}
+    run = Run(tuple(kws), params={m: kw for m, kw in kws.items() if kw})  # file's method order
     ids = sorted({r["id"] for r in rows})
     chosen = np.random.default_rng(seed).choice(len(ids), size=min(pairs, len(ids)),
                                                 replace=False)

@@ -377,7 +377,7 @@ def beta_sentences(spread: pd.DataFrame, ours: pd.DataFrame, paper: pd.DataFrame
     and its trend in each of the paper's sources (``paper``). With ``per_pair``
     (:func:`seed_means`), also the change from the smallest to the largest β with its paired
     bootstrap interval over the pairs, and whether it is distinguishable from no change."""
-    from ..stats import fmt, paired
+    from ..stats import SAME, fmt, paired
 
     lines = []
     for metric in metrics:
@@ -398,12 +398,11 @@ def beta_sentences(spread: pd.DataFrame, ours: pd.DataFrame, paper: pd.DataFrame
             a = part[part["beta"] == high].set_index("id")[col]
             b = part[part["beta"] == low].set_index("id")[col]
             common = a.index.intersection(b.index)
-            p = paired(a[common], b[common], seed=seed)
-            real = p.low > 0 or p.high < 0
+            p = paired(a[common], b[common], seed=seed)  # its verdict: does 0 lie outside?
             change = (f" From β = {low:g} to β = {high:g} the mean changes by "
                       f"{fmt(p.diff, p.low, p.high)} (paired bootstrap over n = {p.n} pairs): "
-                      + ("a change at 95 %." if real else
-                         "not distinguishable from no change at 95 %."))
+                      + ("not distinguishable from no change at 95 %." if p.verdict == SAME
+                         else "a change at 95 %."))
         lines.append(
             f"* **{METRIC_LABELS[metric]}** — here it {describe_trend(rho)} with β; "
             f"its range over the grid is {total:.3g}, {versus}.{change} "
