@@ -20,7 +20,9 @@ import torch.nn.functional as F
 
 from .checks import check_choice
 from .inputs import prepare_pairs
+from .memory import check_call
 from .models import ClipModel, Tower
+from .numerics import span_is_noise
 
 SIDES = ("image", "text")
 
@@ -78,10 +80,14 @@ def default_layer(tower: Tower) -> int:
 # --- maps ------------------------------------------------------------------------------------
 
 def minmax(x: torch.Tensor, dims: Sequence[int]) -> torch.Tensor:
-    """Min-max normalise to [0, 1] over ``dims``; a constant input maps to zeros."""
-    lo = x.amin(dim=tuple(dims), keepdim=True)
-    span = x.amax(dim=tuple(dims), keepdim=True) - lo
-    return torch.where(span > 0, (x - lo) / torch.where(span > 0, span, 1), torch.zeros_like(x))
+    """Min-max normalise to [0, 1] over ``dims``. An input that is constant up to float noise
+    (:func:`nibcore.numerics.span_is_noise`: its range within 1e-5 of its largest magnitude) maps
+    to zeros: stretched to [0, 1], rounding noise would look like structure."""
+    dims = tuple(dims)
+    lo = x.amin(dim=dims, keepdim=True)
+    span = x.amax(dim=dims, keepdim=True) - lo
+    flat = span_is_noise(span, x.abs().amax(dim=dims, keepdim=True)) | ~torch.isfinite(span)
+    return torch.where(flat, torch.zeros_like(x), (x - lo) / torch.where(flat, 1, span))
 
 
 def token_grid(raw: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -343,12 +349,17 @@ def explain(model: ClipModel, image, text: str | Sequence[str], method: str = "n
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; available: {sorted(METHODS)}")
     check_choice("side", side, (*SIDES, "both"))
-    runner = METHODS[method](**params)
+    cls = METHODS[method]
     texts = [text] if isinstance(text, str) else list(text)
     # gradients on for explain's own computation, whatever the caller's grad mode (it is
     # restored on exit): explain works inside `torch.no_grad()` and `torch.inference_mode()`
     with torch.inference_mode(False), torch.enable_grad():
         pixels, ids = prepare_pairs(model, image, text)
+        # refuse a call that cannot fit before the method allocates anything (its constructor
+        # may: NIB builds its schedule there)
+        named = {cls.renamed.get(k, k): v for k, v in params.items()}
+        check_call(model, method, {**cls.defaults, **named}, pixels.shape[0], side, ids)
+        runner = cls(**params)
         before = model.passes.snapshot()
         try:
             if side == "both":

@@ -49,9 +49,10 @@ Ground truth (synthetic scenes, :mod:`nibcore.world.scenes`)
     :func:`text_ground_truth` (do the words naming a present object outscore those naming an
     absent one).
 
-Degenerate maps (:func:`degenerate_map`, :func:`degenerate_text`): a map with no spread (constant,
-e.g. a Grad-CAM whose ReLU left nothing) or with a non-finite value. Every metric has a defined
-value for them, so no pair is silently dropped from a mean:
+Degenerate maps (:func:`degenerate_map`, :func:`degenerate_text`): a map with no spread beyond
+float noise (constant up to rounding, e.g. a Grad-CAM whose ReLU left nothing, or RISE with masks
+that hide nothing; :func:`nibcore.numerics.span_is_noise`) or with a non-finite value. Every
+metric has a defined value for them, so no pair is silently dropped from a mean:
 
 * Confidence Drop / Increase: computed as for any map (the mask is the constant map itself);
 * pointing game: a miss (0); energy in mask: the mask's area share (the chance level), likewise
@@ -81,6 +82,7 @@ import torch.nn.functional as F
 
 from .attribution import cosine, upsample_tokens
 from .models import ClipModel, text_lengths
+from .numerics import span_is_noise
 
 #: The text-side perturbation protocols, see the module docstring.
 TEXT_PROTOCOLS = ("paper", "m2ib", "clean")
@@ -94,19 +96,24 @@ def lower_is_better(column: str) -> bool:
     return "drop" in column or "deletion" in column
 
 
+def _flat(values: np.ndarray) -> bool:
+    """No spread beyond float noise (:func:`nibcore.numerics.span_is_noise`)."""
+    return bool(span_is_noise(values.max() - values.min(), np.abs(values).max()))
+
+
 def degenerate_map(scores: np.ndarray) -> bool:
-    """A map the metrics cannot rank pixels by: non-finite values, or no spread (constant)."""
+    """A map the metrics cannot rank pixels by: non-finite values, or no spread beyond float
+    noise (constant up to rounding)."""
     scores = np.asarray(scores, dtype=np.float64)
-    return bool(not np.isfinite(scores).all() or scores.max() == scores.min())
+    return bool(not np.isfinite(scores).all() or _flat(scores))
 
 
 def degenerate_text(scores: np.ndarray) -> bool:
     """A text map over SOT..EOT whose content tokens (SOT/EOT dropped) cannot be told apart:
-    non-finite, or all equal (also when there is at most one content token)."""
+    non-finite, or equal up to float noise (also when there is at most one content token)."""
     scores = np.asarray(scores, dtype=np.float64)
     content = scores[1:-1]
-    return bool(not np.isfinite(scores).all() or content.size < 2
-                or content.max() == content.min())
+    return bool(not np.isfinite(scores).all() or content.size < 2 or _flat(content))
 
 
 def drop_increase(s0: torch.Tensor | np.ndarray, s1: torch.Tensor | np.ndarray
