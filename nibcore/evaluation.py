@@ -6,7 +6,10 @@ Table-2 layout (metrics × methods, means) and ``fps(df)`` the speed table.
 
 Rows are appended to ``out`` (JSON Lines) as each batch finishes; re-running with the same ``out``
 skips the rows already there, so an interrupted run loses at most the batch in flight and a
-resumed run returns the same frame as an uninterrupted one (up to the ``seconds`` column).
+resumed run returns the same frame as an uninterrupted one (up to the ``seconds`` column). The
+file's rules (:mod:`nibcore.resultfile`): a last line cut by an interrupted write is ignored, and
+set aside into ``<out>.partial`` before the next append; a malformed line anywhere else is an
+error (:class:`nibcore.resultfile.ResultFileError`) naming the file and line.
 
 Sharded runs: when ``torch.distributed`` is initialised (``torchrun --nproc_per_node=K -m nibcore
 evaluate ...``, or a caller's own ``init_process_group``), rank r of K takes the batches r, r + K,
@@ -45,9 +48,7 @@ except the ``*_s0`` / ``*_s1`` cosines and the ``*_margin`` score differences):
 
 from __future__ import annotations
 
-import glob
 import json
-import os
 import time
 import warnings
 from pathlib import Path
@@ -57,7 +58,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .attribution import METHODS, SIDES, explain
+from . import resultfile
+from .attribution import METHODS, SIDES, Attribution, explain
 from .datasets import Pair, load_dataset
 from .inputs import prepare_images
 from .metrics import (TEXT_PROTOCOLS, degenerate_map, degenerate_text, energy_in_mask,
@@ -91,47 +93,9 @@ LABELS: dict[str, str] = {
 
 # --- the output file -------------------------------------------------------------------------
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSON Lines file; a truncated last line (interrupted write) is ignored."""
-    rows = []
-    if path.is_file():
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
-    return rows
-
-
-def _append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    needs_newline = path.is_file() and path.stat().st_size > 0 and not _ends_with_newline(path)
-    with open(path, "a", encoding="utf-8") as f:
-        if needs_newline:
-            f.write("\n")
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _ends_with_newline(path: Path) -> bool:
-    with open(path, "rb") as f:
-        f.seek(-1, os.SEEK_END)
-        return f.read(1) == b"\n"
-
-
-def part_files(path: Path) -> list[Path]:
-    """The part files of a sharded run writing ``path`` (see the module docstring)."""
-    return sorted(path.parent.glob(f"{glob.escape(path.name)}.part*-of-*"))
-
-
-def _part_file(path: Path, rank: int, world: int) -> Path:
-    return path.with_name(f"{path.name}.part{rank}-of-{world}")
+#: The part files of sharded runs (the module docstring), as :mod:`nibcore.resultfile` names
+#: them; every read and write of the output file goes through that module.
+part_files = resultfile.part_files
 
 
 def _rank_world(distributed: bool | None) -> tuple[int, int]:
@@ -147,8 +111,11 @@ def _rank_world(distributed: bool | None) -> tuple[int, int]:
 
 
 def load_results(path: str | Path) -> pd.DataFrame:
-    """All rows of a results file written by :func:`evaluate` (last copy of each row wins)."""
-    rows = {tuple(r.get(k) for k in KEY): r for r in _read_rows(Path(path))}
+    """All rows of a results file written by :func:`evaluate` (last copy of each row wins; a
+    missing file has none). A cut last line (an interrupted write) is ignored with a
+    :class:`nibcore.resultfile.CutLineWarning`; any other malformed line raises
+    :class:`nibcore.resultfile.ResultFileError`."""
+    rows = {resultfile.key_of(r, KEY): r for r in resultfile.read(path, missing_ok=True)}
     return pd.DataFrame(list(rows.values()))
 
 
@@ -290,7 +257,7 @@ def evaluate(model: ClipModel, dataset, methods: str | Sequence[str],
     chunks = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
     mine = list(range(rank, len(chunks), world))  # this rank's shard: batches r, r + K, ...
     path = Path(out) if out is not None else None
-    write_to = None if path is None else path if world == 1 else _part_file(path, rank, world)
+    write_to = path if path is None or world == 1 else resultfile.part_file(path, rank, world)
     book = _Ledger(ds_name, model.name, {m: _params_json(params.get(m, {})) for m in methods},
                    path, protocols)
 
@@ -333,8 +300,8 @@ def evaluate(model: ClipModel, dataset, methods: str | Sequence[str],
                 if not any(need.values()):
                     continue
                 try:
-                    results = _run(model, m, s, params.get(m, {}), pairs, pixels, ids,
-                                   protocols, warm=warmup and (m, s) not in warmed)
+                    results, _ = score_pairs(model, m, s, params.get(m, {}), pairs, pixels,
+                                             ids, protocols, warm=warmup and (m, s) not in warmed)
                 except NotImplementedError as err:
                     warnings.warn(f"{m} does not support the {s} side ({err}); skipped")
                     unsupported.add((m, s))
@@ -349,7 +316,7 @@ def evaluate(model: ClipModel, dataset, methods: str | Sequence[str],
                     new.append(book.add(json.loads(json.dumps(
                         {k: _jsonable(v) for k, v in row.items()}))))
                 if write_to is not None:
-                    _append_rows(write_to, new)
+                    resultfile.append(write_to, new)
                 bar.update(len(new))
     finally:
         bar.close()
@@ -402,7 +369,7 @@ class _Ledger:
         if path is None:
             return
         for source in [path, *part_files(path)]:
-            for row in _read_rows(source):
+            for row in resultfile.read(source, missing_ok=True):
                 if row.get("side") == "text" and any(f"txt_conf_drop_{p}" not in row
                                                      for p in protocols):
                     continue  # computed without a protocol asked for now: redo
@@ -463,27 +430,11 @@ def _gather(book: _Ledger, chunks: list[list[int]], mine: list[int], methods: li
     rows = [r for _, r in ordered]
     if path is not None:
         if rank == 0:
-            _merge(path, rows)
+            resultfile.merge(path, rows, KEY)
         if world > 1:
             dist.barrier()  # the merged file is complete before any part file goes
-            _part_file(path, rank, world).unlink(missing_ok=True)
+            resultfile.part_file(path, rank, world).unlink(missing_ok=True)
     return rows
-
-
-def _merge(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Append to ``path`` the ``rows`` it lacks (in order), then any row it lacks from part files
-    of earlier sharded runs, and remove those part files."""
-    have = {tuple(r.get(k) for k in KEY) for r in _read_rows(path)}
-    new = []
-    for row in [*rows, *(r for p in part_files(path) for r in _read_rows(p))]:
-        k = tuple(row.get(c) for c in KEY)
-        if k not in have:
-            have.add(k)
-            new.append(row)
-    if new:
-        _append_rows(path, new)
-    for p in part_files(path):
-        p.unlink(missing_ok=True)
 
 
 def _explain(model: ClipModel, method: str, side: str, kw: dict[str, Any], pixels: torch.Tensor,
@@ -491,11 +442,23 @@ def _explain(model: ClipModel, method: str, side: str, kw: dict[str, Any], pixel
     return explain(model, pixels, texts, method=method, side=side, **kw)
 
 
-def _run(model: ClipModel, method: str, side: str, kw: dict[str, Any], pairs: list[Pair],
-         pixels: torch.Tensor, ids: torch.Tensor, protocols: Sequence[str],
-         warm: bool) -> dict[str, list[dict[str, Any]]]:
-    """Explain ``pairs`` (batched if the method allows) on ``side`` (``"both"``: both sides in
-    one call), time it, score it: ``{side: one dict per pair}``."""
+def score_pairs(model: ClipModel, method: str, side: str, kw: dict[str, Any],
+                pairs: list[Pair], pixels: torch.Tensor, ids: torch.Tensor,
+                protocols: Sequence[str], warm: bool = False
+                ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[Attribution]]]:
+    """Explain one batch of ``pairs`` (batched if the method allows) on ``side`` (``"both"``:
+    both sides in one call), time it and score it.
+
+    Args:
+        model: the model.
+        method: a key of :data:`nibcore.METHODS`; ``kw`` its parameters.
+        side: ``"image"``, ``"text"`` or ``"both"``.
+        pairs: the pairs; ``pixels`` and ``ids`` their prepared images and tokenised captions.
+        protocols: text protocols scored (:data:`nibcore.metrics.TEXT_PROTOCOLS`).
+        warm: explain the first pair once untimed first.
+
+    Returns ``({side: one row of metric values and costs per pair}, {side: the attributions})``.
+    """
     texts = [p.text for p in pairs]
     batchable = getattr(METHODS[method], "batchable", True)
     groups = [list(range(len(pairs)))] if batchable else [[j] for j in range(len(pairs))]
@@ -525,7 +488,7 @@ def _run(model: ClipModel, method: str, side: str, kw: dict[str, Any], pairs: li
         else:
             scores = _text_metrics(model, pixels, ids, atts[s], pairs, protocols)
         out[s] = [{**c, **m} for c, m in zip(cost[s], scores)]
-    return out
+    return out, atts
 
 
 # --- tables ----------------------------------------------------------------------------------

@@ -1,0 +1,216 @@
+"""Measure how far the results store's audit sample moves across numeric paths, and write the
+audit's tolerances (``data/results/tolerances.json``) and their table.
+
+Every path one machine can reach is a separate process with other environment settings: the
+ATen kernels' instruction set (``ATEN_CPU_CAPABILITY``), MKL's (``MKL_ENABLE_INSTRUCTIONS``,
+``MKL_CBWR``), oneDNN's (``ONEDNN_MAX_CPU_ISA``) and the thread count. Each process recomputes the
+audit sample of every store file (``nibcore.audit.recompute``, what the audit runs) and dumps the
+unrounded values and the maps. Then, per metric column, the **spread** is the largest difference
+between two paths on one row, relative to the value (to 1 for correlations and margins); the
+tolerance is ``spread × FACTOR``, at most ``nibcore.audit.MAX_RTOL``. The noise of a [0, 1] map
+value (the margins of the yes/no outcomes are compared with it) is the largest difference of one
+map between two paths, × FACTOR.
+
+    python scripts/measure_tolerances.py [--configs native-2t,aten-default,...] [--pairs 2]
+
+The table it prints (Markdown) is the README's "Tolerances" table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Safety margin on every measured spread: paths this machine cannot reach (other CPUs, ARM
+#: without MKL) are assumed to land within ten times the spread of those it can.
+FACTOR = 10.0
+#: The numeric paths: name → environment settings.
+CONFIGS: dict[str, dict[str, str]] = {
+    "native-2t": {"OMP_NUM_THREADS": "2"},
+    "native-1t": {"OMP_NUM_THREADS": "1"},
+    "aten-default": {"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"},
+    "aten-avx2": {"ATEN_CPU_CAPABILITY": "avx2", "OMP_NUM_THREADS": "1"},
+    "mkl-sse4_2": {"MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "OMP_NUM_THREADS": "1"},
+    "mkl-cbwr-compatible": {"MKL_CBWR": "COMPATIBLE", "OMP_NUM_THREADS": "1"},
+    "onednn-sse41": {"ONEDNN_MAX_CPU_ISA": "SSE41", "OMP_NUM_THREADS": "1"},
+    "minimal": {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
+                "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "SSE41", "OMP_NUM_THREADS": "1"},
+}
+#: Yes/no columns: counted as flips, not as spread.
+OUTCOMES = ("pointing", "text_gt", "text_gt_word", "degenerate", "degenerate_raw")
+
+
+def worker(dump: Path, pairs: int, seed: int) -> None:
+    """Recompute the audit sample of every store file in this process's numeric path."""
+    import torch
+
+    from nibcore.audit import recompute
+    from nibcore.models import load_model
+    from nibcore.store import read_meta, read_rows, store_dir
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
+    rows, maps = [], {}
+    models = {}
+    for path in sorted(Path(store_dir()).glob("*.jsonl")):
+        meta = read_meta(path)
+        if meta["model"] not in models:
+            models[meta["model"]] = load_model(meta["model"])
+        for rec in recompute(path, models[meta["model"]], meta, read_rows(path), pairs, seed):
+            key = f"{path.name}:{rec.line}"
+            new = {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool)
+                       else v) for k, v in rec.new.items()}
+            rows.append(dict(key=key, file=path.name, method=rec.stored.get("method"),
+                             side=rec.stored.get("side"), new=new))
+            if rec.att is not None:
+                maps[key + ":scores"] = np.asarray(rec.att.scores, dtype=np.float64)
+                maps[key + ":raw"] = np.asarray(rec.att.raw, dtype=np.float64)
+    np.savez_compressed(dump.with_suffix(".npz"), **maps)
+    dump.write_text(json.dumps(dict(capability=torch.backends.cpu.get_cpu_capability(),
+                                    threads=torch.get_num_threads(), rows=rows)))
+
+
+def run_configs(names: list[str], work: Path, pairs: int, seed: int) -> dict[str, dict]:
+    out = {}
+    for name in names:
+        dump = work / f"{name}.json"
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR",
+                            "ONEDNN_MAX_CPU_ISA")}
+        env.update(CONFIGS[name])
+        start = time.perf_counter()
+        subprocess.run([sys.executable, __file__, "--worker", str(dump), "--pairs", str(pairs),
+                        "--seed", str(seed)], env=env, check=True, cwd=ROOT)
+        data = json.loads(dump.read_text())
+        data["maps"] = dict(np.load(dump.with_suffix(".npz")))
+        out[name] = data
+        print(f"{name:22s} {time.perf_counter() - start:6.0f} s  ATen {data['capability']}, "
+              f"{data['threads']} thread(s), {len(data['rows'])} rows", flush=True)
+    return out
+
+
+def spreads(results: dict[str, dict]) -> dict:
+    """Per column: the largest relative difference between two paths on one row; flips of the
+    yes/no columns; the largest difference of a [0, 1] map and of a raw map (relative)."""
+    from nibcore.audit import UNIT_SCALE
+
+    names = list(results)
+    by_key = {n: {r["key"]: r for r in results[n]["rows"]} for n in names}
+    keys = list(by_key[names[0]])
+    spread: dict[str, float] = {}
+    worst: dict[str, str] = {}
+    flips: dict[str, int] = {}
+    map_spread = raw_spread = 0.0
+    for key in keys:
+        rows = [by_key[n][key]["new"] for n in names]
+        for col in rows[0]:
+            values = [r.get(col) for r in rows]
+            if not all(isinstance(v, float) for v in values):
+                continue
+            if col in OUTCOMES or "_conf_incr" in col:
+                flips[col] = flips.get(col, 0) + int(len(set(values)) > 1)
+                continue
+            v = np.asarray(values)
+            if not np.isfinite(v).all():
+                continue
+            scale = 1.0 if col in UNIT_SCALE else float(np.abs(v).max())
+            s = float(v.max() - v.min()) / scale if scale > 0 else 0.0
+            if s > spread.get(col, -1.0):
+                spread[col], worst[col] = s, key
+        if f"{key}:scores" in results[names[0]]["maps"]:
+            sc = np.stack([results[n]["maps"][f"{key}:scores"] for n in names])
+            if (sc.reshape(len(names), -1).max(axis=1) > 0).all():  # not flipped to constant
+                map_spread = max(map_spread, float((sc.max(0) - sc.min(0)).max()))
+            raw = np.stack([results[n]["maps"][f"{key}:raw"] for n in names])
+            mag = float(np.abs(raw).max())
+            if mag > 0:
+                raw_spread = max(raw_spread, float((raw.max(0) - raw.min(0)).max()) / mag)
+    return dict(spread=spread, worst=worst, flips=flips, map_spread=map_spread,
+                raw_spread=raw_spread, rows=len(keys))
+
+
+def tolerances(measured: dict, configs: list[str], factor: float) -> dict:
+    from nibcore.audit import MAX_RTOL
+
+    rtol = {c: min(s * factor, MAX_RTOL) for c, s in sorted(measured["spread"].items())}
+    over = sorted(c for c, s in measured["spread"].items() if s > MAX_RTOL)
+    return dict(
+        factor=factor, configs={n: CONFIGS[n] for n in configs},
+        machine=f"{platform.machine()} {platform.processor() or ''}".strip(),
+        cpu=_cpu_name(), rows=measured["rows"], rtol=rtol,
+        spread={c: s for c, s in sorted(measured["spread"].items())},
+        worst_row=measured["worst"], over_max=over,
+        outcome_flips=measured["flips"], map_spread=measured["map_spread"],
+        map_atol=measured["map_spread"] * factor, raw_spread=measured["raw_spread"])
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def table(tol: dict) -> str:
+    """The Markdown table of the README."""
+    from nibcore.audit import MAX_RTOL
+
+    lines = ["| column | spread (relative) | tolerance | audited |", "|---|---:|---:|---|"]
+    for col, s in tol["spread"].items():
+        how = ("through s0 and s1" if "_conf_drop" in col else
+               "through its margin" if s > MAX_RTOL else "relative")
+        lines.append(f"| `{col}` | {s:.2g} | {tol['rtol'][col]:.2g} | {how} |")
+    for col, n in sorted(tol["outcome_flips"].items()):
+        lines.append(f"| `{col}` (yes/no) | {n} flip(s) in {tol['rows']} rows | margin > noise "
+                     f"| through its margin |")
+    lines.append(f"| [0, 1] map value | {tol['map_spread']:.2g} (absolute) | "
+                 f"{tol['map_atol']:.2g} | the outcomes' margins |")
+    lines.append(f"| raw map | {tol['raw_spread']:.2g} (of its largest magnitude) | "
+                 f"{1e-5:.0g} (`FLOAT_NOISE_RTOL`) | constant-map threshold |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--pairs", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--factor", type=float, default=FACTOR)
+    parser.add_argument("--out", type=Path, default=ROOT / "data" / "results" / "tolerances.json")
+    parser.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker is not None:
+        worker(args.worker, args.pairs, args.seed)
+        return 0
+    names = [n for n in args.configs.split(",") if n]
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown or len(names) < 2:
+        parser.error(f"need two or more of {list(CONFIGS)}; unknown: {unknown}")
+    with tempfile.TemporaryDirectory() as work:
+        results = run_configs(names, Path(work), args.pairs, args.seed)
+    tol = tolerances(spreads(results), names, args.factor)
+    args.out.write_text(json.dumps(tol, indent=1) + "\n")
+    print(f"\n{args.out} written ({tol['rows']} rows, {len(names)} numeric paths, "
+          f"CPU {tol['cpu']})\n")
+    print(table(tol))
+    if tol["over_max"]:
+        print(f"\nspread above {math.floor(2e-4 * 1e4) / 1e4:g}: {tol['over_max']} "
+              f"(audited through their margins)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
