@@ -14,7 +14,7 @@ ONLINE_MODEL ?= ViT-B-32-quickgelu
 # torch threads of the online chapters (`make test` runs them beside the book build, one core each)
 ONLINE_THREADS ?= 2
 
-.PHONY: setup test unit book book-smoke online bench clean
+.PHONY: setup test unit book book-side other-path book-smoke online bench clean
 
 setup: $(VENV)/.installed
 
@@ -27,12 +27,28 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 unit: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not book"
 
-# the book build and the online rehearsal side by side, one CI core each (one thread each:
+# the book side and the online rehearsal side by side, one CI core each (one thread each:
 # more threads than cores make OpenMP spin and both builds crawl)
 test: unit
-	OMP_NUM_THREADS=1 $(MAKE) -j2 book online ONLINE_THREADS=1
+	OMP_NUM_THREADS=1 $(MAKE) -j2 book-side online ONLINE_THREADS=1
+
+# make test's book side, one after the other: the strict book build (a stored value the audit
+# cannot reproduce fails it), the tests that execute chapters or build HTML (`-m book`), then
+# the unit tests and the audit once more on a second numeric path
+book-side: setup
+	$(PY) scripts/build_book.py --strict $(BOOK_FLAGS)
+	$(PY) -m pytest -q -m book
+	$(MAKE) other-path
+
+# Another machine, rehearsed: ATen's portable kernels (no AVX2/AVX-512) and MKL's compatible
+# mode (the settings that reproduced an Intel Xeon's failures on this AMD EPYC); the tolerances
+# are data/results/tolerances.json (scripts/measure_tolerances.py)
+OTHER_PATH ?= ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE
+other-path: setup
+	env $(OTHER_PATH) $(PY) -m pytest -q -m "not book" -p no:cacheprovider
+	env $(OTHER_PATH) OMP_NUM_THREADS=1 $(PY) -m nibcore.store audit
 
 online: setup
 	$(PY) scripts/make_fixtures.py $(ONLINE)/data --checkpoint $(ONLINE)/$(ONLINE_MODEL)-random.pt \

@@ -347,7 +347,7 @@ def pointing_game(scores: np.ndarray, mask: np.ndarray) -> bool:
     """
     scores = np.asarray(scores, dtype=np.float64)
     mask = fit_mask(mask, scores.shape)
-    if not np.isfinite(scores).all() or scores.max() == scores.min():
+    if degenerate_map(scores):
         return False
     return bool(mask.flat[int(np.argmax(scores))])
 

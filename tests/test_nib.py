@@ -3,6 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
+from noise import assert_paths_close
 import nibcore
 from nibcore.attribution import cosine
 
@@ -21,7 +22,7 @@ def test_paper_schedule_misses_what_completeness_closes(tiny, picture, side):
     paper = nibcore.explain(tiny, picture, "a red circle", side=side)
     closed = nibcore.explain(tiny, picture, "a red circle", side=side, schedule="completeness")
     assert paper.params["schedule"] == "paper"
-    assert (paper.f1, paper.f0) == pytest.approx((closed.f1, closed.f0), abs=1e-6)
+    assert_paths_close((paper.f1, paper.f0), (closed.f1, closed.f0))
     assert abs(paper.completeness_gap) > 1e-3 * abs(paper.f1 - paper.f0)
     assert abs(paper.completeness_gap) > 10 * abs(closed.completeness_gap)
 
@@ -35,7 +36,7 @@ def test_f1_and_f0_are_the_objective_at_the_ends(tiny, picture):
         assert a.f1 == pytest.approx(float(cosine(tiny.encode_image(pixels), text)), abs=1e-5)
         z = tiny.image.lower(pixels, a.extras["layer"])
         f0 = cosine(tiny.image.upper(0 * z, a.extras["layer"]), text)
-    assert a.f0 == pytest.approx(float(f0), abs=1e-6)
+    assert_paths_close(a.f0, float(f0))
 
 
 def test_paper_schedule_is_the_right_riemann_sum(tiny, picture):
@@ -53,7 +54,7 @@ def test_paper_schedule_is_the_right_riemann_sum(tiny, picture):
         grads += zt.grad / n
     expected = (z * grads).sum(-1)[0].numpy()
     a = nibcore.explain(tiny, picture, "a red circle", layer=layer, num_steps=n)
-    np.testing.assert_allclose(a.raw, expected, rtol=1e-4, atol=1e-6)
+    assert_paths_close(a.raw, expected, rtol=1e-4)
 
 
 @pytest.mark.parametrize("side", ["image", "text"])
@@ -71,7 +72,7 @@ def test_batched_equals_one_by_one(tiny, side):
     batched = nibcore.explain(tiny, images, texts, side=side, rows_per_call=7)
     for image, text, a in zip(images, texts, batched):
         single = nibcore.explain(tiny, image, text, side=side)
-        np.testing.assert_allclose(a.raw, single.raw, rtol=1e-4, atol=1e-6)
+        assert_paths_close(a.raw, single.raw, rtol=1e-4)
         assert a.text == text
 
 
@@ -228,7 +229,7 @@ def test_text_trim_is_exact(tiny, picture):
     grad_sum, _ = scaled_path(tiny.text, z, 1, ids, target, lambdas, weights, max_rows=64)
     full = (z * grad_sum).sum(-1)[0]
     assert torch.all(full[5:] == 0)  # padding gets exactly nothing
-    np.testing.assert_allclose(a.raw, full[:5].numpy(), rtol=1e-4, atol=1e-6)
+    assert_paths_close(a.raw, full[:5].numpy(), rtol=1e-4)
 
 
 # --- the completeness schedule on a model whose LayerNorm biases are zero --------------------

@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from noise import assert_paths_close
 import nibcore
 from nibcore.methods.common import rise_grids, rise_masks
 
@@ -101,8 +102,8 @@ def test_nib_paper_schedule(tiny, picture, side):
     if side == "text":
         expected = expected[: n_tokens(tiny, ids)]
     a = nibcore.explain(tiny, picture, TEXT, side=side, layer=layer, num_steps=n)
-    np.testing.assert_allclose(a.raw, expected.numpy(), rtol=1e-4, atol=1e-6)
-    assert a.f1 == pytest.approx(f1, abs=1e-6) and a.f0 == pytest.approx(f0, abs=1e-6)
+    assert_paths_close(a.raw, expected.numpy(), rtol=1e-4)
+    assert_paths_close((a.f1, a.f0), (f1, f0))
 
 
 # --- M2IB ------------------------------------------------------------------------------------
@@ -168,7 +169,7 @@ def test_gradcam(tiny, picture, side, variant):
         expected = expected[:n]
     a = nibcore.explain(tiny, picture, TEXT, method="gradcam", side=side, layer=layer,
                         variant=variant)
-    np.testing.assert_allclose(a.raw, expected.numpy(), rtol=1e-4, atol=1e-6)
+    assert_paths_close(a.raw, expected.numpy(), rtol=1e-4)
     assert float(a.extras["value"]) == pytest.approx(float(value.detach()), rel=1e-5)
 
 
@@ -204,7 +205,7 @@ def test_mfaba_signed_steps(tiny, picture, side):
     expected = raw[0] if side == "image" else raw[0, : n_tokens(tiny, ids)]
     a = nibcore.explain(tiny, picture, TEXT, method="mfaba", side=side, num_steps=steps,
                         step_size=eta)
-    np.testing.assert_allclose(a.raw, expected.numpy(), rtol=1e-4, atol=1e-6)
+    assert_paths_close(a.raw, expected.numpy(), rtol=1e-4)
     np.testing.assert_allclose(a.extras["path"], path, rtol=1e-5)
 
 
@@ -242,5 +243,5 @@ def test_rise_estimator(tiny, picture, side):
         expected = ((acc / n).sum(-1) / p)[: n_tokens(tiny, ids)]
     a = nibcore.explain(tiny, picture, TEXT, method="rise", side=side, n_masks=n,
                         mask_grid=cells, p=p, seed=seed, rows_per_call=5)
-    np.testing.assert_allclose(a.raw, expected.numpy(), rtol=1e-4, atol=1e-6)
+    assert_paths_close(a.raw, expected.numpy(), rtol=1e-4)
     assert math.isclose(a.passes["forward"], 1 + math.ceil(n / 5))

@@ -17,6 +17,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
+from noise import assert_paths_close
 import nibcore
 from nibcore.models import AttentionRecorder, TimmImageTower
 
@@ -71,15 +72,15 @@ def test_split_matches_open_clip_forward(siglip, pair):
     with torch.no_grad():
         image = siglip.clip.encode_image(pixels)
         text = siglip.clip.encode_text(ids)
-        torch.testing.assert_close(siglip.encode_image(pixels), image, rtol=0, atol=1e-6)
-        torch.testing.assert_close(siglip.encode_text(ids), text, rtol=0, atol=1e-6)
+        assert_paths_close(siglip.encode_image(pixels), image)
+        assert_paths_close(siglip.encode_text(ids), text)
         for layer in range(siglip.image.n_blocks):
             z = siglip.image.lower(pixels, layer)
             assert z.shape == (1, 16, 32)  # every token is a patch: no CLS
-            torch.testing.assert_close(siglip.image.upper(z, layer), image, rtol=0, atol=1e-6)
+            assert_paths_close(siglip.image.upper(z, layer), image)
         for layer in range(siglip.text.n_blocks):
             z = siglip.text.lower(ids, layer)
-            torch.testing.assert_close(siglip.text.upper(z, layer, ids), text, rtol=0, atol=1e-6)
+            assert_paths_close(siglip.text.upper(z, layer, ids), text)
 
 
 def test_explicit_attention_is_the_same_function(siglip, pair):
@@ -102,7 +103,7 @@ def test_nib_image_map_uses_every_patch_token(siglip, picture):
     grid = torch.from_numpy(a.raw).reshape(1, 1, 4, 4)
     up = F.interpolate(grid, size=(32, 32), mode="bilinear", align_corners=False)[0, 0]
     expected = (up - up.min()) / (up.max() - up.min())
-    np.testing.assert_allclose(a.scores, expected.numpy(), atol=1e-6)
+    assert_paths_close(a.scores, expected.numpy())
     assert a.f1 is not None and math.isfinite(a.completeness_gap)
 
 
@@ -270,4 +271,4 @@ def test_gradcam_classic_averages_every_patch_token(siglip, pair, picture, layer
     a = nibcore.explain(siglip, picture, "a red circle", method="gradcam", variant="classic",
                         layer=layer)
     assert a.raw.shape == (16,)
-    np.testing.assert_allclose(a.raw, expected.numpy(), rtol=1e-4, atol=1e-6)
+    assert_paths_close(a.raw, expected.numpy(), rtol=1e-4)

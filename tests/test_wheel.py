@@ -252,6 +252,7 @@ def outputs(nb: dict) -> list[tuple[str, str]]:
     return out
 
 
+@pytest.mark.book  # executes chapters: make test runs it beside the book build
 def test_store_chapters_run_from_the_wheel(installed, tmp_path, monkeypatch):
     """Every chapter that reads the results store, with its default parameters, executed by
     papermill in a kernel that sees only the installed wheel (no site processing, so not the
