@@ -77,25 +77,53 @@ def worker(dump: Path, pairs: int, seed: int) -> None:
                 maps[key + ":raw"] = np.asarray(rec.att.raw, dtype=np.float64)
     np.savez_compressed(dump.with_suffix(".npz"), **maps)
     dump.write_text(json.dumps(dict(capability=torch.backends.cpu.get_cpu_capability(),
-                                    threads=torch.get_num_threads(), rows=rows)))
+                                    threads=torch.get_num_threads(), rows=rows,
+                                    sample=dict(pairs=pairs, seed=seed))))
 
 
-def run_configs(names: list[str], work: Path, pairs: int, seed: int) -> dict[str, dict]:
-    out = {}
-    for name in names:
-        dump = work / f"{name}.json"
+def run_configs(names: list[str], work: Path, pairs: int, seed: int, jobs: int
+                ) -> dict[str, dict]:
+    """Run a worker per numeric path (``jobs`` at a time), or reuse its dump in ``work`` when
+    one with the same sample is there (an interrupted measurement resumes)."""
+    def env_of(name: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items()
                if k not in ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR",
                             "ONEDNN_MAX_CPU_ISA")}
-        env.update(CONFIGS[name])
-        start = time.perf_counter()
-        subprocess.run([sys.executable, __file__, "--worker", str(dump), "--pairs", str(pairs),
-                        "--seed", str(seed)], env=env, check=True, cwd=ROOT)
+        return {**env, **CONFIGS[name]}
+
+    def done(name: str) -> bool:
+        dump = work / f"{name}.json"
+        if not (dump.is_file() and dump.with_suffix(".npz").is_file()):
+            return False
+        sample = json.loads(dump.read_text()).get("sample")
+        return sample == dict(pairs=pairs, seed=seed)
+
+    todo = [n for n in names if not done(n)]
+    running: list[tuple[str, subprocess.Popen, float]] = []
+    while todo or running:
+        while todo and len(running) < jobs:
+            name = todo.pop(0)
+            cmd = [sys.executable, __file__, "--worker", str(work / f"{name}.json"), "--pairs",
+                   str(pairs), "--seed", str(seed)]
+            running.append((name, subprocess.Popen(cmd, env=env_of(name), cwd=ROOT),
+                            time.perf_counter()))
+        time.sleep(2)
+        for item in list(running):
+            name, proc, start = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            if proc.returncode != 0:
+                raise SystemExit(f"the worker of {name} failed (exit {proc.returncode})")
+            print(f"{name:22s} {time.perf_counter() - start:6.0f} s", flush=True)
+    out = {}
+    for name in names:
+        dump = work / f"{name}.json"
         data = json.loads(dump.read_text())
         data["maps"] = dict(np.load(dump.with_suffix(".npz")))
         out[name] = data
-        print(f"{name:22s} {time.perf_counter() - start:6.0f} s  ATen {data['capability']}, "
-              f"{data['threads']} thread(s), {len(data['rows'])} rows", flush=True)
+        print(f"{name:22s} ATen {data['capability']}, {data['threads']} thread(s), "
+              f"{len(data['rows'])} rows", flush=True)
     return out
 
 
@@ -190,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--factor", type=float, default=FACTOR)
     parser.add_argument("--out", type=Path, default=ROOT / "data" / "results" / "tolerances.json")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="keep each path's dump here and reuse it on a re-run (default: a "
+                             "temporary folder)")
+    parser.add_argument("--jobs", type=int, default=1, help="workers at a time")
     parser.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker is not None:
@@ -199,8 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in CONFIGS]
     if unknown or len(names) < 2:
         parser.error(f"need two or more of {list(CONFIGS)}; unknown: {unknown}")
-    with tempfile.TemporaryDirectory() as work:
-        results = run_configs(names, Path(work), args.pairs, args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        results = run_configs(names, work, args.pairs, args.seed, args.jobs)
     tol = tolerances(spreads(results), names, args.factor)
     args.out.write_text(json.dumps(tol, indent=1) + "\n")
     print(f"\n{args.out} written ({tol['rows']} rows, {len(names)} numeric paths, "
