@@ -7,6 +7,11 @@
   are computed (a re-run resumes), and prints the summary. Under ``torchrun --nproc_per_node=K``
   the batches are sharded over K processes (gloo on CPU, nccl on GPUs, one GPU per process) and
   rank 0 merges the rows into ``--out``.
+
+What a user can get wrong — a missing file or a folder in its place, a file that is not what its
+name says, an output that cannot be written, sizes the memory cannot hold, a bad argument — ends
+in one line on stderr, ``error: ...``, and exit status 1 (2 for what argparse refuses), with no
+traceback; ``--traceback`` shows it. Input files and outputs are checked before the model loads.
 """
 
 from __future__ import annotations
@@ -18,14 +23,20 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from PIL import Image
-
 from . import METHODS, SCHEDULES, explain, load_model
+from .checks import check_output_file, describe, open_image, read_json_file
+
+#: Errors :func:`main` reports in one line (``error: ...``, exit status 1) instead of a traceback:
+#: the library's one-line errors about files, arguments and memory (see :mod:`nibcore.checks`,
+#: :mod:`nibcore.memory`), and what torch or the system raise for them (out of memory, I/O).
+REPORTED = (OSError, ValueError, TypeError, MemoryError, RuntimeError)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m nibcore",
                                      description="Explain a CLIP image-text match.")
+    parser.add_argument("--traceback", action="store_true",
+                        help="show the full traceback of an error instead of one line")
     sub = parser.add_subparsers(dest="command", required=True)
     ex = sub.add_parser("explain", help="attribute an (image, text) pair")
     ex.add_argument("image", type=Path, help="image file (PNG, JPEG, ...)")
@@ -63,7 +74,8 @@ def _parser() -> argparse.ArgumentParser:
                     help=f"methods, from {sorted(METHODS)} (default: nib)")
     ev.add_argument("--sides", nargs="+", default=["image", "text"], choices=["image", "text"])
     ev.add_argument("--params", default=None, metavar="JSON",
-                    help='method parameters as JSON, e.g. \'{"nib": {"num_steps": 5}}\'')
+                    help='method parameters as JSON, e.g. \'{"nib": {"num_steps": 5}}\', or '
+                    '@FILE for a JSON file')
     ev.add_argument("--protocols", nargs="+", default=None, metavar="PROTOCOL",
                     help="text-side confidence protocols (default: all)")
     ev.add_argument("--batch-size", type=int, default=8, help="pairs per call (default 8)")
@@ -77,14 +89,35 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (raises ``SystemExit`` with an
+    ``error: ...`` line on a reported error, see :data:`REPORTED`).
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+    """
     args = _parser().parse_args(argv)
-    if args.command == "evaluate":
-        return _evaluate(args)
+    try:
+        return _evaluate(args) if args.command == "evaluate" else _explain(args)
+    except REPORTED as err:
+        if args.traceback:
+            raise
+        raise SystemExit(f"error: {describe(err, limit=None)}") from None
+
+
+def _explain(args: argparse.Namespace) -> int:
     from . import viz  # matplotlib only when needed
 
-    if not args.image.is_file():
-        raise SystemExit(f"image file not found: {args.image}")
-    image = Image.open(args.image)
+    image = open_image(args.image)
+    out = None
+    if args.side != "text":
+        try:
+            out = check_output_file(
+                args.out or args.image.with_name(f"{args.image.stem}_{args.method}.png"),
+                "overlay PNG")
+        except OSError as err:
+            if args.out is not None:
+                raise
+            raise type(err)(f"{err}; pass --out to write it elsewhere") from None
     model = load_model(args.model, args.pretrained, args.device)
     params = dict(layer=args.layer, num_steps=args.num_steps, schedule=args.schedule) \
         if args.method == "nib" else {}
@@ -92,7 +125,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     for side in sides:
         a = explain(model, image, args.text, method=args.method, side=side, **params)
         if side == "image":
-            out = args.out or args.image.with_name(f"{args.image.stem}_{args.method}.png")
             viz.save_overlay(out, image, a.scores, f"{args.method}: {args.text}")
             print(f"image map written to {out}")
         else:
@@ -111,15 +143,19 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate, summarise
     from .metrics import TEXT_PROTOCOLS
 
-    try:
-        params = json.loads(args.params) if args.params else {}
-    except json.JSONDecodeError as err:
-        raise SystemExit(f"--params is not valid JSON ({err}): {args.params!r}")
+    if args.params and args.params.startswith("@"):
+        params = read_json_file(args.params[1:], "--params file")
+    else:
+        try:
+            params = json.loads(args.params) if args.params else {}
+        except json.JSONDecodeError as err:
+            raise SystemExit(f"error: --params is not valid JSON ({err}): {args.params!r}")
     if not isinstance(params, dict) or not all(isinstance(v, dict) for v in params.values()):
-        raise SystemExit('--params must map method names to keyword objects, e.g. '
+        raise SystemExit('error: --params must map method names to keyword objects, e.g. '
                          '\'{"nib": {"num_steps": 5}}\'')
     if args.n < 0 or args.batch_size < 1 or (args.threads is not None and args.threads < 1):
-        raise SystemExit("--n must be >= 0, --batch-size and --threads >= 1")
+        raise SystemExit("error: --n must be >= 0, --batch-size and --threads >= 1")
+    check_output_file(args.out, "results file")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -136,14 +172,11 @@ def _evaluate(args: argparse.Namespace) -> int:
             dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     try:
         model = load_model(args.model, args.pretrained, device)
-        try:
-            df = evaluate(model, args.dataset, args.methods, sides=args.sides,
-                          n=args.n or None, seed=args.seed, params=params,
-                          text_protocols=args.protocols or TEXT_PROTOCOLS, out=args.out,
-                          progress=not args.no_progress, batch_size=args.batch_size,
-                          dataset_kw={"root": args.root} if args.root else None)
-        except (ValueError, TypeError, FileNotFoundError) as err:
-            raise SystemExit(f"evaluate: {err}")
+        df = evaluate(model, args.dataset, args.methods, sides=args.sides,
+                      n=args.n or None, seed=args.seed, params=params,
+                      text_protocols=args.protocols or TEXT_PROTOCOLS, out=args.out,
+                      progress=not args.no_progress, batch_size=args.batch_size,
+                      dataset_kw={"root": args.root} if args.root else None)
         if world == 1 or torch.distributed.get_rank() == 0:
             print(f"{len(df)} rows in {args.out}")
             if len(df):

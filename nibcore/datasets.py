@@ -27,7 +27,6 @@ from __future__ import annotations
 import csv
 import importlib
 import io
-import json
 import os
 import zipfile
 import zlib
@@ -38,6 +37,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 from PIL import Image
 
+from .checks import (check_file, check_folder, check_output_folder, open_image, read_json_file,
+                     read_text_file)
 from .downloads import DownloadError, extract_zip, fetch, fetch_many
 
 
@@ -109,9 +110,17 @@ def _missing(what: str, path: Path, expected: str, source: str,
         f"$NIB_DATA). Public source: {source}.{hint}")
 
 
-def _open_rgb(path: Path) -> Image.Image:
-    with Image.open(path) as im:
-        return im.convert("RGB")
+def _need(what: str, path: Path, expected: str, source: str, helper: str | None,
+          folder: bool = False) -> Path:
+    """``path`` checked (:func:`~nibcore.checks.check_file` / ``check_folder``); nothing there
+    raises :func:`_missing`'s ``FileNotFoundError``, which says where to get it."""
+    if not path.exists():
+        raise _missing(what, path, expected, source, helper)
+    return check_folder(path, what) if folder else check_file(path, what)
+
+
+def _open_rgb(path: Path, what: str = "image") -> Image.Image:
+    return open_image(path, what).convert("RGB")
 
 
 # --- Conceptual Captions ---------------------------------------------------------------------
@@ -128,9 +137,8 @@ def conceptual_captions(root: str | Path | None = None, csv_file: str | None = N
     source = ("Google's Conceptual Captions (ai.google.com/research/ConceptualCaptions): the "
               "validation TSV of caption/URL pairs; fetch the images yourself")
     expected = "a csv with columns caption,file_path and the image files it names"
-    if not root.is_dir():
-        raise _missing("Conceptual Captions folder", root, expected, source,
-                       "download_conceptual_captions")
+    _need("Conceptual Captions folder", root, expected, source, "download_conceptual_captions",
+          folder=True)
     if csv_file is None:
         found = sorted(root.glob("*.csv"))
         if len(found) != 1:
@@ -139,26 +147,23 @@ def conceptual_captions(root: str | Path | None = None, csv_file: str | None = N
                            expected, source, "download_conceptual_captions")
         path = found[0]
     else:
-        path = root / csv_file
-        if not path.is_file():
-            raise _missing("Conceptual Captions csv", path, expected, source,
-                           "download_conceptual_captions")
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = {"caption", "file_path"} - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(f"{path} lacks column(s) {sorted(missing)}; "
-                             f"it has {reader.fieldnames}")
-        rows = [(r["caption"].strip(), r["file_path"].strip()) for r in reader]
+        path = _need("Conceptual Captions csv", root / csv_file, expected, source,
+                     "download_conceptual_captions")
+    reader = csv.DictReader(io.StringIO(read_text_file(path, "Conceptual Captions csv"),
+                                        newline=""))
+    missing = {"caption", "file_path"} - set(reader.fieldnames or ())
+    if missing:
+        raise ValueError(f"{path} lacks column(s) {sorted(missing)}; "
+                         f"it has {reader.fieldnames}")
+    rows = [(r["caption"].strip(), r["file_path"].strip()) for r in reader]
     if limit is not None:
         rows = rows[:limit]
 
     def make(i: int) -> Pair:
         caption, file_path = rows[i]
         image_path = Path(file_path) if Path(file_path).is_absolute() else root / file_path
-        if not image_path.is_file():
-            raise FileNotFoundError(f"image {image_path} named in row {i} of {path} not found")
-        return Pair(_open_rgb(image_path), caption, file_path, {"row": i})
+        return Pair(_open_rgb(image_path, f"image (row {i} of {path.name})"), caption,
+                    file_path, {"row": i})
 
     return PairDataset("cc", len(rows), make, root, {"csv": str(path)})
 
@@ -178,17 +183,15 @@ def tiny_imagenet(root: str | Path | None = None, per_class: int = 5,
     ann = root / "val" / "val_annotations.txt"
     words_file = root / "words.txt"
     for needed in (ann, words_file):
-        if not needed.is_file():
-            raise _missing("Tiny-ImageNet-200 file", needed,
-                           "the unzipped tiny-imagenet-200 folder (words.txt, val/images, "
-                           "val/val_annotations.txt)", TINY_IMAGENET_URL, "download_tiny_imagenet")
+        _need("Tiny-ImageNet-200 file", needed, "the unzipped tiny-imagenet-200 folder (words.txt, "
+              "val/images, val/val_annotations.txt)", TINY_IMAGENET_URL, "download_tiny_imagenet")
     words = {}
-    for line in words_file.read_text(encoding="utf-8").splitlines():
+    for line in read_text_file(words_file, "Tiny-ImageNet-200 file").splitlines():
         if "\t" in line:
             wnid, text = line.split("\t", 1)
             words[wnid.strip()] = text.strip()
     by_class: dict[str, list[str]] = {}
-    for line in ann.read_text(encoding="utf-8").splitlines():
+    for line in read_text_file(ann, "Tiny-ImageNet-200 file").splitlines():
         parts = line.split("\t")
         if len(parts) >= 2:
             by_class.setdefault(parts[1].strip(), []).append(parts[0].strip())
@@ -229,11 +232,13 @@ def flickr8k(root: str | Path | None = None, model=None, split: str = "val",
     path = root / json_file
     source = (f"Karpathy's splits ({KARPATHY_SPLITS_URL}, file dataset_flickr8k.json) and the "
               f"Flickr8k images ({FLICKR8K_IMAGES_URL})")
-    if not path.is_file():
-        raise _missing("Flickr8k split file", path, "dataset_flickr8k.json and the image folder",
-                       source, "download_flickr8k")
-    images = [im for im in json.loads(path.read_text(encoding="utf-8"))["images"]
-              if im.get("split") == split]
+    _need("Flickr8k split file", path, "dataset_flickr8k.json and the image folder", source,
+          "download_flickr8k")
+    split_file = read_json_file(path, "Flickr8k split file")
+    if not isinstance(split_file, dict) or not isinstance(split_file.get("images"), list):
+        raise ValueError(f"Flickr8k split file {path} holds no 'images' list: is it Karpathy's "
+                         f"dataset_flickr8k.json?")
+    images = [im for im in split_file["images"] if im.get("split") == split]
     folder = next((root / d for d in _FLICKR_IMAGE_DIRS
                    if images and (root / d / images[0]["filename"]).is_file()), None)
     if images and folder is None:
@@ -338,6 +343,7 @@ def download_tiny_imagenet(root: str | Path | None = None, *, base_url: str | No
     folder = _root("imagenet", root)
     if (folder / "val" / "val_annotations.txt").is_file():
         return folder
+    check_output_folder(folder.parent, "data folder")
     if folder.exists():
         raise DownloadError(f"{folder} exists but lacks val/val_annotations.txt (an incomplete "
                             f"copy?) — remove it and run again")
@@ -359,7 +365,7 @@ def download_flickr8k(root: str | Path | None = None, *, base_url: str | None = 
     ``base_url``: a mirror holding ``caption_datasets.zip`` and ``Flickr8k_Dataset.zip``. Same
     guarantees as :func:`download_tiny_imagenet`.
     """
-    folder = _root("flickr8k", root)
+    folder = check_output_folder(_root("flickr8k", root), "Flickr8k folder")
     folder.mkdir(parents=True, exist_ok=True)
     split = folder / "dataset_flickr8k.json"
     if not split.is_file():
@@ -410,8 +416,8 @@ def download_conceptual_captions(root: str | Path | None = None, n: int = 2000, 
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    folder = _root("cc", root)
-    images = folder / "images"
+    folder = check_output_folder(_root("cc", root), "Conceptual Captions folder")
+    images = check_output_folder(folder / "images", "Conceptual Captions image folder")
     images.mkdir(parents=True, exist_ok=True)
     url, name = _source(CC_VALIDATION_TSV_URL, base_url)
     url = tsv_url or url

@@ -1,8 +1,10 @@
 """Downloading files and archives: resumable, checksummed, with progress bars and clear errors.
 
 Used by the dataset helpers of :mod:`nibcore.datasets` (Colab). Every failure is a
-:class:`DownloadError` with a one-line message that names the address and what to do; nothing
-half-done is left where a loader would look:
+:class:`DownloadError` with a one-line message that names the address and what to do (a target
+that cannot be written — a read-only folder, a file where a folder should be, a folder where the
+file should be — is refused before anything is fetched, with the one-line ``OSError`` of
+:mod:`nibcore.checks`); nothing half-done is left where a loader would look:
 
 * a download is written to ``<file>.part`` and renamed only when complete (and its checksum, when
   known, matches); a run that stopped half-way resumes from the ``.part`` file (an HTTP range
@@ -30,6 +32,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from tqdm import tqdm
+
+from .checks import check_file, check_output_file, check_output_folder
 
 #: Sent with every request: some hosts refuse urllib's default agent.
 USER_AGENT = "nibcore (+https://pypi.org/project/nibcore) python-urllib"
@@ -88,12 +92,12 @@ def fetch(url: str, dest: str | Path, *, checksum: str | None = None, timeout: f
     ``"sha256:<hex>"``; ``None``: no check) before renaming the part to ``dest``; shows a progress
     bar on stderr. A file that fails its checksum is deleted. Raises :class:`DownloadError`.
     """
-    dest = Path(dest)
+    dest = Path(dest).expanduser()
     algo = parse_checksum(checksum) if checksum else None
-    if dest.is_file():
-        if algo is None or _checksum(dest, algo[0]) == algo[1]:
-            return dest
-        dest.unlink()  # a stale or damaged earlier download: fetch it again
+    if dest.is_file() and (algo is None or _checksum(dest, algo[0]) == algo[1]):
+        return dest
+    check_output_file(dest, "download target")
+    dest.unlink(missing_ok=True)  # a stale or damaged earlier download: fetch it again
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     start = part.stat().st_size if part.is_file() else 0
@@ -161,6 +165,8 @@ def extract_zip(archive: str | Path, target: str | Path, *, inner: str | None = 
     archive, target = Path(archive), Path(target)
     if target.exists():
         raise DownloadError(f"{target} already exists; remove it to extract {archive.name} again")
+    check_file(archive, "archive")
+    check_output_folder(target.parent, "extraction folder")
     tmp = target.with_name(f".{target.name}.extracting")
     if tmp.exists():
         shutil.rmtree(tmp)

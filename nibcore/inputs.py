@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Sequence, Union
 
@@ -9,9 +10,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .checks import open_image
 from .models import ClipModel
 
-ImageLike = Union[Image.Image, torch.Tensor]
+ImageLike = Union[Image.Image, torch.Tensor, str, os.PathLike]
 
 
 def as_list(x, kind: str) -> list:
@@ -49,11 +51,15 @@ def _check_tensor(model: ClipModel, pixels: torch.Tensor) -> torch.Tensor:
 def prepare_images(model: ClipModel, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
     """Normalised pixels ``(B, 3, H, W)`` on the model's device.
 
-    Accepts a PIL image (any mode: converted to RGB with a warning), a normalised float tensor
-    ``(3, H, W)`` / ``(B, 3, H, W)``, or a list of those.
+    Accepts a PIL image (any mode: converted to RGB with a warning), the path of an image file
+    (``str`` or ``os.PathLike``; a missing file, a folder or a file PIL cannot read is a one-line
+    error, see :func:`nibcore.checks.open_image`), a normalised float tensor ``(3, H, W)`` /
+    ``(B, 3, H, W)``, or a list of those.
     """
     batches = []
     for image in as_list(images, "images"):
+        if isinstance(image, (str, os.PathLike)):
+            image = open_image(image)
         if isinstance(image, Image.Image):
             batches.append(_pil_to_tensor(model, image)[None])
         elif isinstance(image, torch.Tensor):
@@ -63,8 +69,8 @@ def prepare_images(model: ClipModel, images: ImageLike | Sequence[ImageLike]) ->
                             "uint8 picture, or torch.from_numpy(array) for a normalised float "
                             "(3, H, W) tensor")
         else:
-            raise TypeError(f"image must be a PIL image or a torch tensor, "
-                            f"got {type(image).__name__}")
+            raise TypeError(f"image must be a PIL image, an image file's path or a torch "
+                            f"tensor, got {type(image).__name__}")
     pixels = torch.cat([b.float() for b in batches]).to(model.device)
     if not torch.isfinite(pixels).all():
         raise ValueError("image contains NaN or infinite values")

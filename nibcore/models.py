@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import json
 import logging
 import math
 import socket
@@ -31,6 +30,8 @@ import open_clip
 import torch
 import torch.nn.functional as F
 from open_clip.transformer import ResidualAttentionBlock, text_global_pool
+
+from .checks import check_file, check_folder, read_file, read_json_file
 
 #: The model name that loads our bundled offline CLIP (see ``data/MINI_CLIP_CARD.md``).
 MINI = "mini"
@@ -668,10 +669,12 @@ def load_mini(folder: str | Path | None = None) -> ClipModel:
     from safetensors.torch import load_file
 
     def find(name: str) -> Path:
-        return bundled_file(name) if folder is None else Path(folder) / name
+        return bundled_file(name) if folder is None else \
+            check_folder(folder, "mini model folder") / name
 
-    cfg = json.loads(find(_MINI_FILES[0]).read_text())
-    weights = load_file(str(find(_MINI_FILES[1])))
+    cfg = read_json_file(find(_MINI_FILES[0]), "mini model config")
+    weights = read_file(find(_MINI_FILES[1]), "mini model weights", lambda p: load_file(str(p)),
+                        "a .safetensors file of the mini model's tensors")
     return build_clip(cfg["model_cfg"], cfg.get("image_size"), cfg.get("mean"), cfg.get("std"),
                       name=MINI, state_dict=weights)
 
@@ -734,19 +737,16 @@ def _load_weights(clip: torch.nn.Module, path: Path, name: str) -> None:
     from open_clip.factory import load_checkpoint, load_state_dict
 
     expected = f"an open_clip state dict of {name}"
-    try:
-        state = load_state_dict(str(path))
+
+    def read(p: Path) -> dict:
+        state = load_state_dict(str(p))
         if not isinstance(state, dict) or not state or not all(
                 isinstance(v, torch.Tensor) for v in state.values()):
             raise TypeError("it holds no tensors")
-    except Exception as err:  # torch.load/safetensors raise many types for damaged files
-        if "Weights only load failed" in str(err):  # torch's long multi-line explanation
-            cause = "not a torch.save file, or damaged"
-        else:
-            lines = str(err).strip().splitlines()
-            cause = (lines[0][:120] if lines else "") or type(err).__name__
-        raise ValueError(f"checkpoint {path} cannot be read as weights ({cause}); expected "
-                         f"{expected} (saved by torch.save, or .safetensors)") from None
+        return state
+
+    state = read_file(path, "checkpoint", read,
+                      f"{expected} (saved by torch.save, or .safetensors)")
     own = clip.state_dict()
     missing = [k for k in own if k not in state]
     extra = [k for k in state if k not in own]
@@ -820,12 +820,11 @@ def load_model(name: str = MINI, pretrained: str | None = None,
         raise ValueError(f"unknown model name {name!r}; did you mean {close}? "
                          f"Use 'mini' or a name from open_clip.list_models().")
     checkpoint, options = None, {}
-    if pretrained is not None and _looks_like_path(pretrained):
-        checkpoint = Path(pretrained).expanduser()
-        if not checkpoint.is_file():
-            raise FileNotFoundError(f"checkpoint file not found: {pretrained}")
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    if pretrained is not None and (_looks_like_path(pretrained) or (
+            pretrained not in tags and Path(pretrained).expanduser().exists())):
+        checkpoint = check_file(pretrained, "checkpoint")
     elif pretrained is not None:
-        tags = open_clip.list_pretrained_tags_by_model(name)
         if pretrained not in tags:
             raise ValueError(f"unknown pretrained tag {pretrained!r} for {name}; "
                              f"known tags: {tags}, or pass a local checkpoint path")

@@ -1,13 +1,22 @@
-"""The failures users hit first: grad modes around explain, bad checkpoints, offline weights."""
+"""The failures users hit first: grad modes around explain, bad checkpoints, offline weights,
+and every file and size error in one line."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import open_clip
 import pytest
 import torch
 from conftest import TINY_CFG, make_tiny
+from PIL import Image
 
 import nibcore
-from nibcore.models import load_model
+from nibcore import datasets, downloads, memory
+from nibcore.cli import main
+from nibcore.models import load_mini, load_model
 
 # --- explain under the caller's grad mode ------------------------------------------------------
 
@@ -143,3 +152,233 @@ def test_offline_tag_without_cache_fails_clearly(offline_tag, tmp_path):
         load_model("nib-tiny", "openai", device="cpu", cache_dir=tmp_path)
     text = _one_line(err)
     assert "no network" in text and "no earlier download" in text and str(tmp_path) in text
+
+
+# --- files, outputs and sizes: every error in one line (issue 19, item 8) ---------------------
+#
+# Four classes, each met at several entry points (the library's loaders, explain, the CLI): a
+# folder where a file should be (or nothing at all), a file that is not what its name says, an
+# output that cannot be written, sizes no memory holds. The library raises one line of a clear
+# type; the CLI prints `error: ...` and exits 1, with no traceback.
+
+
+def _cli_error(argv) -> str:
+    """The one line `main(argv)` exits with (`error: ...`)."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    text = str(exit_.value.code)
+    assert text.startswith("error: ") and "\n" not in text, text
+    return text
+
+
+def _cli_stderr(*argv: str) -> str:
+    """stderr of `python -m nibcore ARGV` in a fresh process, which must fail with status 1 and
+    print one line, no traceback."""
+    run = subprocess.run([sys.executable, "-m", "nibcore", *argv], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 1, (run.returncode, run.stderr)
+    assert "Traceback" not in run.stderr, run.stderr
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), run.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def png(tmp_path, picture):
+    path = tmp_path / "pair.png"
+    picture.save(path)
+    return path
+
+
+# class 1: a folder where a file is expected, or nothing there
+
+
+def test_a_folder_or_nothing_where_a_file_is_expected(tiny_registered, tiny, tmp_path, png):
+    folder = tmp_path / "a-folder.png"
+    folder.mkdir()
+    snapshot = tmp_path / "snapshot"
+    (snapshot / "mini-clip.json").mkdir(parents=True)
+    entry_points = {
+        "checkpoint": lambda p: load_model("nib-tiny", str(p), device="cpu"),
+        "image path": lambda p: nibcore.explain(tiny, str(p), "a red circle"),
+        "csv": lambda p: datasets.conceptual_captions(p.parent, csv_file=p.name),
+    }
+    for call in entry_points.values():
+        with pytest.raises(IsADirectoryError) as err:
+            call(folder)
+        assert "is a folder, not a file" in _one_line(err) and str(folder) in _one_line(err)
+    with pytest.raises(IsADirectoryError) as err:
+        load_mini(snapshot)
+    assert "mini model config" in _one_line(err)
+    for call in (entry_points["checkpoint"], entry_points["image path"]):
+        with pytest.raises(FileNotFoundError) as err:
+            call(tmp_path / "nothing.pt")
+        assert "file not found" in _one_line(err) and "nothing.pt" in _one_line(err)
+    # a file where a folder is expected
+    with pytest.raises(NotADirectoryError) as err:
+        datasets.conceptual_captions(png)
+    assert "is a file, not a folder" in _one_line(err)
+    # the command line: a folder as the image, a missing image, a folder as the checkpoint
+    assert "is a folder, not a file" in _cli_error(["explain", str(folder), "a red circle"])
+    assert "image file not found" in _cli_error(["explain", str(tmp_path / "no.png"), "a dog"])
+    text = _cli_error(["explain", str(png), "a red circle", "--model", "nib-tiny",
+                       "--pretrained", str(folder), "--device", "cpu", "--side", "text"])
+    assert "checkpoint" in text and "is a folder" in text
+
+
+def test_the_command_line_prints_one_line_without_traceback(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    line = _cli_stderr("explain", str(folder), "a dog")
+    assert str(folder) in line and "is a folder, not a file" in line
+
+
+# class 2: a file that is not what its name says
+
+
+def test_a_file_that_is_not_what_its_name_says(tiny, tmp_path, png):
+    fake = tmp_path / "holiday.png"
+    fake.write_text("this is a text file, not a picture")
+    with pytest.raises(ValueError) as err:
+        nibcore.explain(tiny, str(fake), "a red circle")
+    assert "cannot be read" in _one_line(err) and str(fake) in _one_line(err)
+    assert "cannot be read" in _cli_error(["explain", str(fake), "a red circle"])
+    # a truncated image fails where it is opened, not later inside the model
+    half = tmp_path / "half.png"
+    half.write_bytes(png.read_bytes()[:200])
+    assert str(half) in _cli_error(["explain", str(half), "a red circle"])
+    # the mini model's files: JSON that does not parse, weights safetensors cannot read
+    bad = tmp_path / "snapshot"
+    bad.mkdir()
+    (bad / "mini-clip.json").write_text('{"model_cfg": ')
+    with pytest.raises(ValueError) as err:
+        load_mini(bad)
+    assert "is not valid JSON" in _one_line(err) and "line 1" in _one_line(err)
+    (bad / "mini-clip.json").write_text(
+        nibcore.models.bundled_file("mini-clip.json").read_text())
+    (bad / "mini-clip.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(ValueError) as err:
+        load_mini(bad)
+    assert "mini model weights" in _one_line(err) and "cannot be read" in _one_line(err)
+    # a dataset's split file that does not parse, and a text file that is not UTF-8
+    (tmp_path / "dataset_flickr8k.json").write_text("{not json")
+    with pytest.raises(ValueError) as err:
+        datasets.flickr8k(tmp_path, model=tiny)
+    assert "is not valid JSON" in _one_line(err)
+    tin = tmp_path / "tin"
+    (tin / "val").mkdir(parents=True)
+    (tin / "words.txt").write_bytes("n01\tcat\n".encode("utf-16"))
+    (tin / "val" / "val_annotations.txt").write_text("a.JPEG\tn01\n")
+    with pytest.raises(ValueError) as err:
+        datasets.tiny_imagenet(tin)
+    assert "is not UTF-8 text" in _one_line(err)
+    # --params @file with JSON that does not parse
+    (tmp_path / "params.json").write_text("{nib: 3}")
+    text = _cli_error(["evaluate", "--params", f"@{tmp_path / 'params.json'}",
+                       "--out", str(tmp_path / "run.jsonl")])
+    assert "is not valid JSON" in text
+
+
+# class 3: an output that cannot be written
+
+
+def test_an_output_that_cannot_be_written(tmp_path, png, monkeypatch):
+    blocker = tmp_path / "results"
+    blocker.write_text("a file where a folder should be")
+    # a file where a folder is expected, at three writers, before any work
+    text = _cli_error(["explain", str(png), "a dog", "--out", str(blocker / "map.png")])
+    assert "is a file, not a folder" in text and "overlay PNG" in text
+    text = _cli_error(["evaluate", "--out", str(blocker / "sub" / "run.jsonl")])
+    assert "is a file, not a folder" in text and "results file" in text
+    with pytest.raises(NotADirectoryError) as err:
+        downloads.fetch("http://example.invalid/a.zip", blocker / "a.zip",
+                        opener=lambda *a, **k: pytest.fail("nothing may be fetched"))
+    assert "is a file, not a folder" in _one_line(err)
+    # a folder where the output file should be
+    text = _cli_error(["explain", str(png), "a dog", "--out", str(tmp_path)])
+    assert "is a folder" in text
+    # a read-only folder (simulated: the tests may run as root, who writes anywhere)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = os.access
+    monkeypatch.setattr(nibcore.checks.os, "access", lambda p, mode: (
+        False if Path(p) == locked and mode & os.W_OK else real(p, mode)))
+    text = _cli_error(["explain", str(png), "a dog", "--out", str(locked / "map.png")])
+    assert "is read-only" in text
+    with pytest.raises(PermissionError) as err:
+        datasets.download_conceptual_captions(locked / "cc", base_url="http://example.invalid")
+    assert "is read-only" in _one_line(err)
+
+
+# class 4: sizes no memory can hold
+
+
+@pytest.mark.parametrize("method, params, knob", [
+    ("nib", {"num_steps": 10 ** 13}, "num_steps"),
+    ("nib", {"num_steps": 10 ** 7, "schedule": "completeness"}, "num_steps"),
+    ("m2ib", {"n_samples": 10 ** 10}, "n_samples"),
+    ("mfaba", {"num_steps": 10 ** 13}, "num_steps"),
+    ("rise", {"n_masks": 10 ** 12}, "n_masks"),
+])
+def test_sizes_no_memory_holds_are_refused_before_allocating(tiny, picture, method, params, knob,
+                                                             monkeypatch):
+    def never(*args, **kwargs):
+        pytest.fail("the method ran")
+    monkeypatch.setattr(nibcore.METHODS[method], "attribute", never)
+    with pytest.raises(memory.InsufficientMemoryError) as err:
+        nibcore.explain(tiny, picture, "a red circle", method=method, **params)
+    text = _one_line(err)
+    assert isinstance(err.value, MemoryError)
+    assert f"{knob}=" in text and "needs about" in text and "is available" in text
+    assert f"lower {knob}" in text
+
+
+def test_the_memory_check_compares_with_what_is_free(tiny, picture, monkeypatch):
+    """The same call runs or is refused by the memory the machine has, not by a fixed cap."""
+    parts = memory.estimate(tiny, "nib", dict(nibcore.METHODS["nib"].defaults, num_steps=64), 1,
+                            "image", tiny.tokenize(["a red circle"]))
+    need = sum(parts.values())
+    monkeypatch.setattr(memory, "available_bytes", lambda device: need // 2)
+    with pytest.raises(memory.InsufficientMemoryError, match="rows_per_call"):
+        nibcore.explain(tiny, picture, "a red circle", num_steps=64)
+    monkeypatch.setattr(memory, "available_bytes", lambda device: need * 2)
+    assert nibcore.explain(tiny, picture, "a red circle", num_steps=64).raw.shape
+    monkeypatch.setenv(memory.ENV_SWITCH, "0")
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 0)
+    assert nibcore.explain(tiny, picture, "a red circle", num_steps=2).raw.shape
+
+
+def test_a_chunked_method_is_sized_by_its_chunk_not_its_steps(tiny):
+    """NIB runs its (λ, pair) rows in chunks: num_steps only adds the schedule's few bytes per
+    node, rows_per_call sizes the passes."""
+    ids = tiny.tokenize(["a red circle"])
+
+    def need(**params):
+        return memory.estimate(tiny, "nib", dict(nibcore.METHODS["nib"].defaults, **params), 1,
+                               "image", ids)
+
+    few, many = need(num_steps=200, rows_per_call=8), need(num_steps=20000, rows_per_call=8)
+    assert few["rows_per_call"] == many["rows_per_call"]
+    assert many["num_steps"] - few["num_steps"] < 100 * (20000 - 200)
+    assert need(num_steps=200, rows_per_call=64)["rows_per_call"] > 4 * few["rows_per_call"]
+
+
+def test_too_large_sizes_at_the_command_line_and_in_evaluate(tiny, tmp_path):
+    text = _cli_error(["explain", "--num-steps", str(10 ** 13), str(_png(tmp_path)),
+                       "a red circle", "--side", "image", "--device", "cpu",
+                       "--out", str(tmp_path / "map.png")])
+    assert "num_steps=10000000000000" in text and "is available" in text
+    from nibcore.evaluation import evaluate
+    with pytest.raises(MemoryError) as err:
+        evaluate(tiny, "scenes", ["rise"], n=1, params={"rise": {"n_masks": 10 ** 12}},
+                 progress=False)
+    assert "n_masks" in _one_line(err)
+    line = _cli_stderr("explain", "--num-steps", str(10 ** 13), str(_png(tmp_path)), "a dog",
+                       "--side", "image", "--device", "cpu", "--out", str(tmp_path / "m.png"))
+    assert "needs about" in line
+
+
+def _png(folder) -> Path:
+    path = folder / "scene.png"
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(path)
+    return path
