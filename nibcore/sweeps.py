@@ -4,20 +4,22 @@ swept over one method parameter (``num_steps``, ``layer``, β, ...) on the same 
 * :func:`evaluate_cached` — :func:`nibcore.evaluate` one pair per call with rows cached in
   :func:`cache_file` (named after :func:`fingerprint`, so stale rows are never reused).
 * :func:`sweep`, :func:`layer_sweep` — one parameter over several values; :func:`paper_layer`
-  maps the paper's layer of 12 blocks to the same relative depth of another tower.
+  is the one rule that maps the paper's layer of 12 blocks to a block of another tower (same
+  relative depth, rounded down, kept :data:`~nibcore.attribution.MIN_BLOCKS_ABOVE` blocks below
+  the top as :func:`~nibcore.attribution.default_layer` is).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
+from .attribution import MIN_BLOCKS_ABOVE
 from .evaluation import evaluate
 from .models import ClipModel
 
@@ -91,21 +93,44 @@ def evaluate_cached(model: ClipModel, dataset: str, methods: Sequence[str], *, n
 
 
 def paper_layer(layer: int, n_blocks: int, paper_blocks: int = PAPER_BLOCKS) -> int:
-    """The block of an ``n_blocks``-block tower at the same *relative depth* as the paper's
-    ``layer`` of ``paper_blocks`` (12): ``layer / paper_blocks · n_blocks`` rounded to the nearest
-    block, ties rounded **down**, clamped to ``0 .. n_blocks − 1``.
+    """The block of an ``n_blocks``-block tower that stands for the paper's ``layer`` of
+    ``paper_blocks`` (12): the block at the same *relative depth*, rounded down,
+    ``⌊layer · n_blocks / paper_blocks⌋``, but never closer to the top than
+    :data:`~nibcore.attribution.MIN_BLOCKS_ABOVE` blocks (nor below block 0) — the clamp of
+    :func:`~nibcore.attribution.default_layer`.
 
-    Ties down so that the paper's default 9 of 12 lands where nibcore's default does on the mini
-    model (9/12 · 6 = 4.5 → 4 on the image tower, 9/12 · 4 = 3 on the text tower; see
-    :func:`nibcore.attribution.default_layer`). The identity on a 12-block tower.
+    The one rule for "the paper's layer ℓ on an L-block tower" (sweeps, ablations, the book's
+    prose). The paper's default 9 lands on :func:`~nibcore.attribution.default_layer` on every
+    tower, and no paper layer lands where a single block is left above the bottleneck (the
+    regime the last-block proposition proves degenerate). The identity on a 12-block tower up to
+    :func:`highest_layer`. On shallow towers several paper layers share one block, and a sweep
+    cannot separate them (:func:`shared_blocks`).
     """
-    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or layer < 0:
-        raise ValueError(f"layer must be a non-negative int, got {layer!r}")
+    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
+        raise ValueError(f"layer must be an int, got {layer!r}")
     if n_blocks < 1 or paper_blocks < 1:
         raise ValueError("n_blocks and paper_blocks must be positive")
-    x = layer * n_blocks / paper_blocks
-    mapped = math.ceil(x - 0.5)  # nearest integer, ties down
-    return int(min(max(mapped, 0), n_blocks - 1))
+    if not 0 <= layer < paper_blocks:
+        raise ValueError(f"the paper's layer must lie in 0 … {paper_blocks - 1}, got {layer}")
+    return int(min(layer * n_blocks // paper_blocks, highest_layer(n_blocks)))
+
+
+def highest_layer(n_blocks: int) -> int:
+    """The highest block :func:`paper_layer` maps to on an ``n_blocks``-block tower:
+    :data:`~nibcore.attribution.MIN_BLOCKS_ABOVE` blocks below the top (block 0 on towers too
+    shallow for that)."""
+    return max(0, n_blocks - MIN_BLOCKS_ABOVE)
+
+
+def shared_blocks(layers: Sequence[int], n_blocks: int, paper_blocks: int = PAPER_BLOCKS
+                  ) -> dict[int, list[int]]:
+    """The blocks of an ``n_blocks``-block tower that several of the paper's ``layers`` map to
+    (:func:`paper_layer`), each with those layers in the given order: the settings a layer sweep
+    on that tower cannot separate."""
+    blocks: dict[int, list[int]] = {}
+    for l in layers:
+        blocks.setdefault(paper_layer(l, n_blocks, paper_blocks), []).append(l)
+    return {b: ls for b, ls in blocks.items() if len(ls) > 1}
 
 
 def layer_map(model: ClipModel, layers: Sequence[int], paper_blocks: int = PAPER_BLOCKS
@@ -156,10 +181,10 @@ def layer_sweep(model: ClipModel, dataset, layers: Sequence[int], *, n: int, see
                 method: str = "nib", sides: Sequence[str] = ("image", "text"),
                 base: dict[str, Any] | None = None, out: str | Path | None = None,
                 **kw: Any) -> pd.DataFrame:
-    """:func:`sweep` over the paper's ``layers`` mapped by relative depth (:func:`paper_layer`)
-    to each tower of ``model`` separately (the towers may differ in depth). Each distinct block
-    is evaluated once; the frame has ``paper_layer`` and ``layer`` columns (one copy of the rows
-    per paper layer, so several paper layers can share a block)."""
+    """:func:`sweep` over the paper's ``layers`` mapped by :func:`paper_layer` to each tower of
+    ``model`` separately (the towers may differ in depth). Each distinct block is evaluated once;
+    the frame has ``paper_layer`` and ``layer`` columns (one copy of the rows per paper layer, so
+    several paper layers can share a block)."""
     frames = []
     for side in sides:
         blocks = model.tower(side).n_blocks
@@ -171,9 +196,9 @@ def layer_sweep(model: ClipModel, dataset, layers: Sequence[int], *, n: int, see
 
 def by_paper_layer(df: pd.DataFrame, model: ClipModel, layers: Sequence[int]) -> pd.DataFrame:
     """Rows of a ``layer`` sweep (a ``layer`` and a ``side`` column) relabelled by the paper's
-    ``layers``: for each side, the rows of the block at the same relative depth
-    (:func:`paper_layer`) with a ``paper_layer`` column — one copy per paper layer, so several
-    paper layers can share a block."""
+    ``layers``: for each side, the rows of the block :func:`paper_layer` maps each to, with a
+    ``paper_layer`` column — one copy per paper layer, so several paper layers can share a
+    block."""
     frames = []
     for side, part in df.groupby("side", sort=False):
         blocks = model.tower(side).n_blocks

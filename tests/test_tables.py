@@ -1,4 +1,5 @@
-"""nibcore.tables: the paper's tables, side-by-side frames, generated sentences, sweeps."""
+"""The paper's tables (nibcore.book.paper), the layer rule and sweeps (nibcore.sweeps), frames
+and generated sentences (nibcore.book.reports)."""
 
 import numpy as np
 import pandas as pd
@@ -55,32 +56,45 @@ def test_paper_table_missing_says_where(monkeypatch):
 
 # --- layers ----------------------------------------------------------------------------------
 
-def test_paper_layer_identity_on_twelve_blocks():
-    assert [sweeps.paper_layer(l, 12) for l in range(12)] == list(range(12))
+class _Tower:  # a stand-in tower: default_layer reads only n_blocks
+    def __init__(self, n_blocks: int) -> None:
+        self.n_blocks = n_blocks
 
 
-def test_paper_layer_relative_depth_ties_down():
-    # mini: 6-block image tower, 4-block text tower
-    assert [sweeps.paper_layer(l, 6) for l in (2, 3, 4, 5, 6, 7, 8, 9)] == [1, 1, 2, 2, 3, 3, 4, 4]
-    assert [sweeps.paper_layer(l, 4) for l in (2, 3, 4, 5, 6, 7, 8, 9)] == [1, 1, 1, 2, 2, 2, 3, 3]
-    from nibcore.attribution import default_layer
+@pytest.mark.parametrize("n_blocks", range(1, 25))
+def test_papers_nine_lands_on_default_layer_never_in_the_top_blocks(n_blocks):
+    """The one layer rule: the paper's default 9 is nibcore's default layer on every depth, and
+    no paper layer lands closer to the top than MIN_BLOCKS_ABOVE (where a tower has room)."""
+    from nibcore.attribution import MIN_BLOCKS_ABOVE, default_layer
 
-    class T:  # a stand-in tower
-        def __init__(self, n):
-            self.n_blocks = n
-
-    for n in (6, 12):  # the paper's default lands on nibcore's default
-        assert sweeps.paper_layer(9, n) == default_layer(T(n))
-    # on 4 blocks relative depth gives the last block, which the default avoids (degenerate)
-    assert sweeps.paper_layer(9, 4) == 3 and default_layer(T(4)) == 2
+    assert sweeps.paper_layer(9, n_blocks) == default_layer(_Tower(n_blocks))
+    top = max(0, n_blocks - MIN_BLOCKS_ABOVE)
+    assert sweeps.highest_layer(n_blocks) == top
+    mapped = [sweeps.paper_layer(l, n_blocks) for l in range(sweeps.PAPER_BLOCKS)]
+    assert all(0 <= b <= top for b in mapped)
+    assert mapped == sorted(mapped)  # deeper in the paper, never shallower here
 
 
-def test_paper_layer_clamps_and_validates():
-    assert sweeps.paper_layer(12, 6) == 5
+def test_paper_layer_identity_on_twelve_blocks_below_the_clamp():
+    assert [sweeps.paper_layer(l, 12) for l in range(12)] == [*range(11), 10]
+
+
+def test_paper_layer_on_the_mini_towers():
+    # mini: 6-block image tower, 4-block text tower; relative depth rounded down, then clamped
+    layers = (2, 3, 4, 5, 6, 7, 8, 9)
+    assert [sweeps.paper_layer(l, 6) for l in layers] == [1, 1, 2, 2, 3, 3, 4, 4]
+    assert [sweeps.paper_layer(l, 4) for l in layers] == [0, 1, 1, 1, 2, 2, 2, 2]
+    # the text tower cannot separate the paper's 6 … 9 (nor 3 … 5)
+    assert sweeps.shared_blocks(layers, 4) == {1: [3, 4, 5], 2: [6, 7, 8, 9]}
+    assert sweeps.shared_blocks([3, 6, 9], 12) == {}
+
+
+def test_paper_layer_validates():
     assert sweeps.paper_layer(0, 6) == 0
-    assert all(0 <= sweeps.paper_layer(l, 3) <= 2 for l in range(13))
-    with pytest.raises(ValueError):
-        sweeps.paper_layer(-1, 6)
+    assert sweeps.paper_layer(np.int64(9), 6) == 4
+    for bad in (-1, 12, 2.0, True):
+        with pytest.raises(ValueError):
+            sweeps.paper_layer(bad, 6)
     with pytest.raises(ValueError):
         sweeps.paper_layer(3, 0)
 
@@ -88,8 +102,31 @@ def test_paper_layer_clamps_and_validates():
 def test_layer_map(tiny):
     m = sweeps.layer_map(tiny, [3, 6, 9])
     assert list(m.columns) == ["paper_layer", "relative_depth", "image_layer", "text_layer"]
-    assert list(m["image_layer"]) == [1, 2, 3]  # tiny: 4 blocks per tower
+    assert list(m["image_layer"]) == [1, 2, 2]  # tiny: 4 blocks per tower, 9 kept below the top
+    assert list(m["text_layer"]) == [1, 2, 2]
     assert m.attrs["image_blocks"] == 4
+
+
+def test_layer_words_and_sentences(tiny):
+    mapping = sweeps.layer_map(tiny, [3, 6, 9])  # tiny: 4 blocks per tower
+    assert reports.layer_words(mapping, 9) == ("block 2 of 4 on the image tower and block 2 of 4 "
+                                               "on the text tower")
+    text = reports.layer_map_sentences(tiny, mapping)
+    assert "nibcore's default layer on both towers" in text
+    assert text.count("the paper's layers 6 and 9 share block 2 (the highest the rule allows") == 2
+    assert "cannot separate" in text
+    apart = reports.layer_map_sentences(tiny, sweeps.layer_map(tiny, [3, 6]))
+    assert apart.count("every paper layer of the sweep has a block of its own") == 2
+
+
+def test_results_bars_state_each_bars_n():
+    from nibcore.book import figures
+
+    long = pd.DataFrame(dict(source="ours (x)", metric="img_conf_drop", method=["nib", "rise"],
+                             value=1.0, sem=0.1, n=[1000, 200]))
+    fig = figures.results_bars(long, {"scenes": "ours (x)"}, ["img_conf_drop"], ["nib", "rise"])
+    assert fig.axes[0].get_title().endswith("scenes, n=1000 (RISE n=200)")
+    assert figures.n_words(pd.Series({"nib": 5, "rise": 5})) == "n=5"
 
 
 # --- frames, ranks, sentences ----------------------------------------------------------------
@@ -229,7 +266,8 @@ def test_sweep_with_method_seeds(tiny, pairs_ds):
 def test_layer_sweep_maps_each_tower(tiny, pairs_ds):
     df = sweeps.layer_sweep(tiny, pairs_ds, [3, 6, 9], n=1, base={"num_steps": 2})
     img = df[df.side == "image"].set_index("paper_layer")["layer"]
-    assert img.to_dict() == {3: 1, 6: 2, 9: 3}
+    assert img.to_dict() == {3: 1, 6: 2, 9: 2}  # 6 and 9 share block 2: its rows, twice
+    assert (df.groupby(["side", "paper_layer"]).size() == 1).all()
     assert set(df["side"]) == {"image", "text"}
 
 
@@ -321,12 +359,12 @@ def test_relative_to():
 
 
 def test_layer_depth():
-    mapping = pd.DataFrame(dict(paper_layer=[6, 9], image_layer=[3, 4], text_layer=[2, 3]))
+    mapping = pd.DataFrame(dict(paper_layer=[6, 9], image_layer=[3, 4], text_layer=[2, 2]))
     mapping.attrs.update(image_blocks=6, text_blocks=4)
     long = pd.DataFrame(dict(source=["ours (x)", "ours (x)", "paper (X)"],
                              metric=["img_conf_drop", "text_conf_drop", "img_conf_drop"],
                              paper_layer=[9, 9, 6], value=1.0))
-    assert reports.layer_depth(long, mapping)["depth"].tolist() == [4 / 6, 3 / 4, 6 / 12]
+    assert reports.layer_depth(long, mapping)["depth"].tolist() == [4 / 6, 2 / 4, 6 / 12]
 
 
 def test_trend_sentences():

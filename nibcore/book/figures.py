@@ -397,10 +397,25 @@ def method_bars(ax: plt.Axes, values: pd.Series, sem: pd.Series | None = None,
     ax.grid(alpha=0.3, axis="y")
 
 
+def n_words(ns: pd.Series) -> str:
+    """The pairs behind a panel's bars (``ns`` indexed by method keys): ``"n=1000"`` when every
+    bar has the same ``n``, else the most common one and the others by method, e.g.
+    ``"n=1000 (RISE n=200)"``."""
+    ns = ns.dropna().astype(int)
+    if ns.empty:
+        return "n unknown"
+    counts = ns.value_counts()
+    common = int(counts[counts == counts.max()].index.max())
+    other = ", ".join(f"{DISPLAY.get(m, m)} n={k}" for m, k in ns.items() if k != common)
+    return f"n={common}" + (f" ({other})" if other else "")
+
+
 def results_bars(long: pd.DataFrame, sources: dict[str, str], metrics: Sequence[str],
-                 methods: Sequence[str], n: int) -> plt.Figure:
+                 methods: Sequence[str], n: int | None = None) -> plt.Figure:
     """A grid of :func:`method_bars`: one row per dataset (``sources`` maps its display name to
-    its source label in ``long``), one column per metric; bars are means ± sem over ``n`` pairs."""
+    its source label in ``long``), one column per metric; bars are means ± ``sem``. Each panel's
+    title states the pairs behind its bars from ``long``'s ``n`` column (:func:`n_words`: bars
+    with a different ``n`` are named); ``n`` is only for frames without that column."""
 
     fig, flat = panels(len(sources) * len(metrics), COLUMN_IN / 2, 2.9)
     cells = iter(flat)
@@ -408,7 +423,11 @@ def results_bars(long: pd.DataFrame, sources: dict[str, str], metrics: Sequence[
         part = long[long.source == source]
         for ax, metric in zip(cells, metrics):
             m = part[part.metric == metric].set_index("method").reindex(methods)
-            method_bars(ax, m["value"], m["sem"], f"{METRIC_LABELS[metric]}\n{name}, n={n}")
+            if "n" in m:
+                words = n_words(m["n"])
+            else:
+                words = f"n={n}" if n is not None else "n unknown"
+            method_bars(ax, m["value"], m["sem"], f"{METRIC_LABELS[metric]}\n{name}, {words}")
     fig.tight_layout()
     return fig
 

@@ -22,7 +22,8 @@ import pandas as pd
 from ..evaluation import fps
 from ..metrics import text_perturbation
 from ..models import ClipModel
-from ..sweeps import PAPER_BLOCKS
+from ..attribution import default_layer
+from ..sweeps import PAPER_BLOCKS, highest_layer, layer_map
 from .paper import (BOOK_ORDER, DISPLAY, GT_METRICS, METRIC_LABELS, PAPER_METRICS, PAPER_ORDER,
                     SHORT_METRICS, lower_is_better)
 
@@ -344,6 +345,53 @@ def layer_depth(long: pd.DataFrame, mapping: pd.DataFrame,
     ours = long["source"].str.startswith("ours")
     return long.assign(depth=[depth[(side, l)] if o else l / paper_blocks
                               for side, l, o in zip(sides, long["paper_layer"], ours)])
+
+
+def layer_words(mapping: pd.DataFrame, layer: int) -> str:
+    """Where the paper's ``layer`` lands on each tower, from ``mapping``
+    (:func:`nibcore.sweeps.layer_map`, i.e. :func:`nibcore.sweeps.paper_layer`): e.g. ``"block 4
+    of 6 on the image tower and block 2 of 4 on the text tower"``."""
+    row = mapping.set_index("paper_layer").loc[layer]
+    return " and ".join(f"block {int(row[f'{side}_layer'])} of {mapping.attrs[f'{side}_blocks']} "
+                        f"on the {side} tower" for side in ("image", "text"))
+
+
+def _and(items: Sequence[Any]) -> str:
+    items = [str(i) for i in items]
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def layer_map_sentences(model: ClipModel, mapping: pd.DataFrame, paper_default: int = 9) -> str:
+    """Markdown about ``mapping`` (:func:`nibcore.sweeps.layer_map` of ``model``): where the
+    paper's default layer lands and whether that is nibcore's default layer on each tower, and,
+    per tower, the paper's layers that share a block — which a layer sweep on that tower cannot
+    separate (their rows are the same rows, shown once per paper layer)."""
+    at_default = layer_map(model, [paper_default])
+    same = [side for side in ("image", "text")
+            if at_default[f"{side}_layer"].item() == default_layer(model.tower(side))]
+    verdict = ("nibcore's default layer on both towers" if len(same) == 2 else
+               f"nibcore's default layer on the {same[0]} tower only" if same else
+               "nibcore's default layer on neither tower")
+    lines = [f"The paper's default layer {paper_default} lands on "
+             f"{layer_words(at_default, paper_default)}: {verdict} "
+             f"(`nibcore.attribution.default_layer`)."]
+    for side in ("image", "text"):
+        blocks = mapping.attrs[f"{side}_blocks"]
+        groups = mapping.groupby(f"{side}_layer", sort=True)["paper_layer"].apply(list)
+        shared = {int(b): ls for b, ls in groups.items() if len(ls) > 1}
+        if not shared:
+            lines.append(f"On the {side} tower ({blocks} blocks) every paper layer of the sweep "
+                         "has a block of its own.")
+            continue
+        parts = [f"{_and(ls)} {'share ' if i == 0 else ''}block {b}"
+                 + (f" (the highest the rule allows, {blocks - b} blocks below the top: "
+                    "`nibcore.attribution.MIN_BLOCKS_ABOVE`)" if b == highest_layer(blocks)
+                    else "")
+                 for i, (b, ls) in enumerate(shared.items())]
+        lines.append(f"On the {side} tower ({blocks} blocks) the paper's layers "
+                     f"{'; '.join(parts)}. This sweep cannot separate the paper's layers that "
+                     "share a block: they are the same rows, shown once per paper layer.")
+    return "\n".join(f"* {line}" for line in lines)
 
 
 def trend_sentences(long: pd.DataFrame, x: str, what: str, metrics: Sequence[str]) -> str:
