@@ -10,6 +10,18 @@ for each tower (``model.image`` and ``model.text``) it offers
 * ``upper(z, layer, ids=None) -> feature``  ``(B, E)`` the projected (un-normalised) feature,
   running blocks ``layer .. L-1`` and the head on ``z``.
 
+The pooled-token floor. Only the pooled token's output of a tower's *last* block reaches the
+feature (CLS on CLIP's image tower, EOT on its causal text tower, the last position on SigLIP's
+text tower), so ``upper`` runs that block's query, output projection and MLP on the pooled token
+alone; keys and values still cover every token, since every token of every earlier block feeds
+them (so only the last block qualifies). The same function in real arithmetic; in float32 the
+smaller products round differently, within :data:`nibcore.numerics.FLOAT_NOISE_RTOL` of the full
+block (``tests/test_pooled_block.py``). It applies where it is exact and nothing looks inside the
+block (see :meth:`Tower.pooled_query`): towers of open_clip ``ResidualAttentionBlock`` s pooled at
+one token, no ``attention=`` recorder and no module hook on the last block or the head. SigLIP's
+timm image tower (an attention-pool head reads every token), average-pooled towers and Hugging
+Face towers keep the full block.
+
 Every call is counted in ``model.passes`` (see :class:`PassCounter`), so pass counts are measured,
 not written down.
 """
@@ -135,7 +147,7 @@ def _block_with_attention(block: torch.nn.Module, x: torch.Tensor,
     """One residual block (open_clip's ``ResidualAttentionBlock`` or timm's ViT ``Block``) with
     its attention made explicit. Numerically the same function as the block; returns
     ``(out, parts)`` with ``parts`` as described in :class:`AttentionRecorder` plus ``probs``."""
-    if isinstance(block, ResidualAttentionBlock) and not hasattr(block, "ln_1_kv"):
+    if _is_open_clip_block(block):
         mha = block.attn
         q, k, v = F.linear(block.ln_1(x), mha.in_proj_weight, mha.in_proj_bias).chunk(3, dim=-1)
         attended, probs = _explicit_attention(q, k, v, mha.num_heads, attn_mask)
@@ -158,6 +170,70 @@ def _block_with_attention(block: torch.nn.Module, x: torch.Tensor,
     return x, dict(q=q, k=k, v=v, attended=attended, probs=probs, out=x)
 
 
+def _is_open_clip_block(block: torch.nn.Module) -> bool:
+    """An open_clip self-attention ``ResidualAttentionBlock`` (not a cross-attention one)."""
+    return isinstance(block, ResidualAttentionBlock) and not hasattr(block, "ln_1_kv")
+
+
+def _hooked(*modules: object) -> bool:
+    """Whether a forward or backward hook is registered on any of ``modules`` (``nn.Module`` s;
+    other objects are skipped) or their submodules, or globally on every module."""
+    from torch.nn.modules import module as nn_module
+
+    if any(getattr(nn_module, name, None) for name in (
+            "_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+            "_global_backward_pre_hooks")):
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+               or m._backward_pre_hooks
+               for module in modules if isinstance(module, torch.nn.Module)
+               for m in module.modules())
+
+
+def _pooled_block(block: torch.nn.Module, x: torch.Tensor, query: torch.Tensor,
+                  attn_mask: torch.Tensor | None) -> torch.Tensor:
+    """An open_clip ``ResidualAttentionBlock``'s output at one token per row, ``(B, D)``.
+
+    Args:
+        block: the block (see :func:`_poolable_block`).
+        x: its input ``(B, N, D)``.
+        query: the token ``(B,)`` of each row whose output is wanted.
+        attn_mask: the block's additive attention mask ``(N, N)``, or None.
+
+    The query, the attention's output projection and the MLP run on that token only; keys and
+    values on every token. The same function as ``block(x)[rows, query]`` up to float32 rounding
+    (products of other shapes). The projections are taken on ``(B, N, D)`` as laid out, not
+    through ``nn.MultiheadAttention``'s sequence-first view, whose strided products run as
+    one small matrix product per token (in the backward too).
+    """
+    mha = block.attn
+    b, n, d = x.shape
+    heads = mha.num_heads
+    rows = torch.arange(b, device=x.device)
+    query = query.to(x.device)
+    h = block.ln_1(x)
+    w_q, w_kv = mha.in_proj_weight.split([d, 2 * d])
+    b_q, b_kv = (None, None) if mha.in_proj_bias is None else mha.in_proj_bias.split([d, 2 * d])
+    q = F.linear(h[rows, query], w_q, b_q).view(b, heads, 1, d // heads)
+    k, v = (t.view(b, n, heads, d // heads).transpose(1, 2)
+            for t in F.linear(h, w_kv, b_kv).chunk(2, dim=-1))
+    if attn_mask is not None:  # each row's query row of the mask: (B, 1, 1, N)
+        attn_mask = attn_mask[query].to(x.dtype)[:, None, None, :]
+    attended = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask).reshape(b, d)
+    token = x[rows, query] + block.ls_1(mha.out_proj(attended))
+    return token + block.ls_2(block.mlp(block.ln_2(token)))
+
+
+def _poolable_block(block: torch.nn.Module) -> bool:
+    """An open_clip self-attention ``ResidualAttentionBlock`` whose attention
+    :func:`_pooled_block` computes as ``nn.MultiheadAttention`` does: packed q/k/v weights,
+    batch first, no added key/value bias or zero attention."""
+    mha = getattr(block, "attn", None)
+    return (_is_open_clip_block(block) and isinstance(mha, torch.nn.MultiheadAttention)
+            and mha.batch_first and mha.in_proj_weight is not None and mha.bias_k is None
+            and mha.bias_v is None and not mha.add_zero_attn)
+
+
 def _is_timm_block(block: torch.nn.Module) -> bool:
     """A timm ViT block whose attention :func:`_block_with_attention` can make explicit."""
     attn = getattr(block, "attn", None)
@@ -171,6 +247,10 @@ class Tower:
     side: str
     #: tokens before the patch tokens (CLS, registers): 1 for CLIP's ViT, 0 for SigLIP's
     prefix_tokens: int = 0
+    #: Private switch: run the last block on the pooled token alone where :meth:`pooled_query`
+    #: allows it (the default). ``False`` on a tower (or on the class) runs every token through
+    #: the last block, as nibcore did before; for tests and benchmarks only.
+    _pooled_last_block: bool = True
 
     def __init__(self, clip: torch.nn.Module, passes: PassCounter):
         self.clip = clip
@@ -204,6 +284,34 @@ class Tower:
     def query_index(self, ids: torch.Tensor | None, batch: int) -> torch.Tensor | None:
         """The position ``(B,)`` of the token the head pools (CLS, EOT, last), or None when the
         tower pools with an attention head (no single query token)."""
+        raise NotImplementedError
+
+    def pooled_query(self, ids: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        """The position ``(B,)`` of the one token whose output of the last block reaches the
+        feature, when :meth:`upper` may run that block on this token alone (then
+        :meth:`pooled_head` takes the token); None where it must run the full block.
+
+        None here, for towers that do not override it: SigLIP's timm image tower (its
+        attention-pool head reads every token) and the Hugging Face towers (their layers run
+        nibcore's own way). The open_clip towers override it and also return None for an
+        average-pooled ViT, for blocks other than open_clip's ``ResidualAttentionBlock`` and
+        while a module hook is registered on the last block or the head (so the hook sees what
+        it saw before).
+
+        Args:
+            ids: the token ids ``(B, C)`` (text side), else None.
+            batch: the number of rows ``B``.
+        """
+        return None
+
+    def pooled_head(self, token: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor:
+        """The head on the pooled token's output of the last block alone: ``(B, D) -> (B, E)``,
+        the same function as :meth:`head` on every token (towers with a :meth:`pooled_query`).
+
+        Args:
+            token: the pooled token's output of the last block ``(B, D)``.
+            ids: the token ids ``(B, C)`` (text side), else None.
+        """
         raise NotImplementedError
 
     # --- shared -----------------------------------------------------------------------------
@@ -252,12 +360,29 @@ class Tower:
               attention: AttentionRecorder | None = None) -> torch.Tensor:
         """Projected feature ``(B, E)`` from the state ``z`` ``(B, N, D)`` entering block ``layer``.
 
-        ``ids`` ``(B, C)``: the token ids (text side, for pooling at EOT).
+        The last block runs on the pooled token alone (the pooled-token floor, see the module
+        docstring) unless ``attention`` is given, a hook watches it, or the tower does not allow
+        it (:meth:`pooled_query`); the same function either way, float32 rounding aside.
+
+        Args:
+            z: the hidden state entering block ``layer`` ``(B, N, D)``.
+            layer: the first block to run; ``n_blocks`` runs only the head.
+            ids: the token ids ``(B, C)`` (text side, for pooling at EOT).
+            attention: record the attention of some blocks (every block runs every token).
         """
         if layer != self.n_blocks:  # n_blocks itself means "only the head"
             self.check_layer(layer)
         self.passes.count_forward(z.shape[0])
-        out = self.head(self.run_blocks(z, layer, self.n_blocks, attention), ids, attention)
+        query = None
+        if self._pooled_last_block and attention is None and layer < self.n_blocks:
+            query = self.pooled_query(ids, z.shape[0])
+        if query is None:
+            out = self.head(self.run_blocks(z, layer, self.n_blocks, attention), ids, attention)
+        else:
+            last = self.n_blocks - 1
+            x = self.run_blocks(z, layer, last)
+            out = self.pooled_head(
+                _pooled_block(self.blocks[last], x, query, self.mask_for(x.shape[1])), ids)
         isolated = attention is not None and attention.isolate and attention.parts
         # isolated blocks: every gradient from this pass crosses the last recorded block's output
         self.passes.watch_backward(attention.parts[-1]["out"] if isolated else out)
@@ -300,6 +425,17 @@ class ImageTower(Tower):
 
     def query_index(self, ids: torch.Tensor | None, batch: int) -> torch.Tensor | None:
         return torch.zeros(batch, dtype=torch.long, device=self.visual.class_embedding.device)
+
+    def pooled_query(self, ids: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        """CLS when the ViT pools CLS (``pool_type="tok"``, CLIP); None for average pooling."""
+        last = self.blocks[self.n_blocks - 1]
+        if (getattr(self.visual, "pool_type", "tok") != "tok" or not _poolable_block(last)
+                or _hooked(last, self.visual.ln_post)):
+            return None
+        return self.query_index(ids, batch)
+
+    def pooled_head(self, token: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor:
+        return self.head(token[:, None], ids)  # a one-token sequence: CLS alone
 
 
 def _map_head_with_attention(pool: torch.nn.Module, x: torch.Tensor,
@@ -412,11 +548,26 @@ class TextTower(Tower):
         m = self.module
         x = m.ln_final(x)
         eos = getattr(m, "eos_id", getattr(self.clip, "text_eos_id", None))
-        pooled = text_global_pool(x, ids, self.pool_type, eos_token_id=eos)
-        proj = m.text_projection
+        return self._project(text_global_pool(x, ids, self.pool_type, eos_token_id=eos))
+
+    def _project(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The text projection of the pooled, final-normed token ``(B, D) -> (B, E)``."""
+        proj = self.module.text_projection
         if proj is None:
             return pooled
         return proj(pooled) if isinstance(proj, torch.nn.Linear) else pooled @ proj
+
+    def pooled_query(self, ids: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        """EOT under CLIP's causal mask, the last position on SigLIP's text tower (the pooled
+        token's query row of the mask, if any, is applied); None without ids."""
+        m, last = self.module, self.blocks[self.n_blocks - 1]
+        if ids is None or not _poolable_block(last) or _hooked(last, m.ln_final,
+                                                                   m.text_projection):
+            return None
+        return self.query_index(ids, batch)
+
+    def pooled_head(self, token: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor:
+        return self._project(self.module.ln_final(token))
 
     def query_index(self, ids: torch.Tensor | None, batch: int) -> torch.Tensor | None:
         if ids is None:

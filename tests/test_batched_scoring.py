@@ -7,7 +7,8 @@ where a float32 matrix product of another batch shape rounds a map's value diffe
 reorders nearly tied pixels; the pointing game flips where two pixels tie for the maximum
 (Saliency, Chefer). M2IB differs outright: its noise is drawn per call, so a batch of 8 draws
 other noise than 8 calls of one. The metrics themselves, on the same maps, agree to float32
-rounding of the cosines (checked here at 1e-5 on the 0-100 scale).
+rounding of the cosines: within the float noise between numeric paths (a batch of another shape;
+``FLOAT_NOISE_RTOL`` of a cosine: 1e-5 on the cosines, 1e-3 on the 0-100 scale).
 """
 
 import numpy as np
@@ -19,6 +20,7 @@ from nibcore import evaluation as ev
 from nibcore.datasets import load_dataset
 from nibcore.inputs import prepare_images
 from nibcore.metrics import TEXT_PROTOCOLS, image_confidence, insertion_deletion, text_confidence
+from nibcore.numerics import FLOAT_NOISE_RTOL
 
 NIB = {"nib": {"num_steps": 3}}
 COST = ["seconds", "batch", "fwd", "bwd", "fwd_rows", "bwd_rows"]
@@ -51,7 +53,9 @@ def test_metrics_on_the_same_maps_agree_batched_and_one_by_one(tiny, batch):
                 tiny, pixels[b:b + 1], ids[b:b + 1], texts[b:b + 1], p).items()})
         assert set(one) == set(together)
         for k, v in one.items():
-            np.testing.assert_allclose(v[0], together[k][b], rtol=0, atol=1e-5, err_msg=k)
+            scale = 1 if k.startswith(("s0", "s1")) else 100  # cosines, else 0-100
+            np.testing.assert_allclose(v[0], together[k][b], rtol=0,
+                                       atol=scale * FLOAT_NOISE_RTOL, err_msg=k)
 
 
 def test_runner_batched_equals_one_by_one_for_nib(tiny):

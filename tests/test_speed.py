@@ -1,6 +1,10 @@
 """NIB's exact savings are exact: the results equal a straightforward re-implementation of the
 computation as it was before them (every λ row, f(0) and f(1) as zero-weight rows of the same
-back-propagated passes, each side on its own with the full other tower).
+back-propagated passes, each side on its own with the full other tower). The reference calls the
+towers' ``upper`` as the library does, so both run the last block on the pooled token alone (the
+pooled-token floor, ``nibcore.models``): the same computation, hence the bits below. Against the
+full last block (the computation before the floor) the results are another numeric path, equal
+within ``FLOAT_NOISE_RTOL`` only: ``tests/test_pooled_block.py``.
 
 With the paper schedule and the default ``rows_per_call`` the raw scores, maps and f(1) are the
 same bits. f(0) is now one forward pass of its own instead of an extra row of a larger batch, and a

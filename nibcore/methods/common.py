@@ -19,6 +19,15 @@ Pass counts (``model.passes``, instrumented): one forward per ``lower``/``upper`
 of rows is one call), one backward per gradient through an ``upper`` output. The other
 modality's constant feature always costs one forward. Each class docstring states its counts for
 the default parameters.
+
+The pooled-token floor (:mod:`nibcore.models`): ``upper`` runs a tower's last block on the pooled
+token alone where that is exact, unless attention is recorded. Methods that only read features
+(and gradients with respect to inputs or states below the last block) use it on the explained
+tower: NIB, M2IB, Grad-CAM, MFABA and RISE. Methods that read the last block's attention for
+every query token, its values or every token's output record attention (``attention=``), so
+their explained tower runs every block whole: Chefer, Saliency Map, FastIG, Grad-ECLIP and
+LeGrad. Every method's other-modality feature (:func:`~nibcore.attribution.other_features`) uses
+the floor.
 """
 
 from __future__ import annotations

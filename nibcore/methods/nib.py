@@ -9,7 +9,9 @@ through the upper blocks together, in chunks of at most ``rows_per_call`` rows.
 Only the quadrature's rows are back-propagated: f(0) is one forward of the upper blocks without
 gradients (on the image side, where no token ids enter, one row serves every pair of the batch),
 and f(1) is the λ = 1 row of the path when the schedule ends there, else one more forward without
-gradients.
+gradients. Every pass through the upper blocks runs the last block on the pooled token alone
+(``Tower.upper``'s pooled-token floor, :mod:`nibcore.models`): the same function as the full block,
+up to float32 rounding.
 """
 
 from __future__ import annotations
