@@ -335,9 +335,8 @@ def test_sizes_no_memory_holds_are_refused_before_allocating(tiny, picture, meth
 
 def test_the_memory_check_compares_with_what_is_free(tiny, picture, monkeypatch):
     """The same call runs or is refused by the memory the machine has, not by a fixed cap."""
-    parts = memory.estimate(tiny, "nib", dict(nibcore.METHODS["nib"].defaults, num_steps=64), 1,
-                            "image", tiny.tokenize(["a red circle"]))
-    need = sum(parts.values())
+    need = memory.estimate(tiny, "nib", dict(nibcore.METHODS["nib"].defaults, num_steps=64), 1,
+                           "image", tiny.tokenize(["a red circle"])).total
     monkeypatch.setattr(memory, "available_bytes", lambda device: need // 2)
     with pytest.raises(memory.InsufficientMemoryError, match="rows_per_call"):
         nibcore.explain(tiny, picture, "a red circle", num_steps=64)
@@ -355,7 +354,7 @@ def test_a_chunked_method_is_sized_by_its_chunk_not_its_steps(tiny):
 
     def need(**params):
         return memory.estimate(tiny, "nib", dict(nibcore.METHODS["nib"].defaults, **params), 1,
-                               "image", ids)
+                               "image", ids).parts
 
     few, many = need(num_steps=200, rows_per_call=8), need(num_steps=20000, rows_per_call=8)
     assert few["rows_per_call"] == many["rows_per_call"]
