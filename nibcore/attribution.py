@@ -81,7 +81,7 @@ def default_layer(tower: Tower) -> int:
 
 def minmax(x: torch.Tensor, dims: Sequence[int]) -> torch.Tensor:
     """Min-max normalise to [0, 1] over ``dims``. An input that is constant up to float noise
-    (:func:`nibcore.numerics.span_is_noise`: its range within 1e-5 of its largest magnitude) maps
+    (:func:`nibcore.numerics.span_is_noise`: its range within 1e-4 of its largest magnitude) maps
     to zeros: stretched to [0, 1], rounding noise would look like structure."""
     dims = tuple(dims)
     lo = x.amin(dim=dims, keepdim=True)

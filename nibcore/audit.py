@@ -123,12 +123,18 @@ class Tolerances:
 
     Args:
         rtol: per column, the relative tolerance (measured spread × ``factor``, clamped).
-        map_atol: noise of a [0, 1] map value between numeric paths (measured × ``factor``).
+        raw_rtol: noise of a raw map between numeric paths, relative to its largest magnitude
+            (measured × ``factor``); a [0, 1] map's noise follows from it per row
+            (:func:`map_noise`).
+        map_atol: noise of a [0, 1] map value where no raw map is at hand (the randomisation
+            check's maps): the measured spread of maps that min-max does not amplify, ×
+            ``factor``.
         factor: the safety margin applied to every measured spread.
         default_rtol: a column the measurement did not see (a new metric).
     """
 
     rtol: dict[str, float]
+    raw_rtol: float
     map_atol: float
     factor: float
     default_rtol: float = MAX_RTOL
@@ -136,10 +142,9 @@ class Tolerances:
     def of(self, column: str) -> float:
         return self.rtol.get(column, self.default_rtol)
 
-    def allowed(self, column: str, stored: float, now: float) -> float:
+    def allowed(self, column: str, stored: float, now: float, row: dict[str, Any]) -> float:
         """Largest |stored − recomputed| accepted for a continuous column."""
-        scale = 1.0 if column in UNIT_SCALE else max(abs(stored), abs(now))
-        return max(self.of(column) * scale, quantum(stored))
+        return max(self.of(column) * scale(column, stored, now, row), quantum(stored))
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "Tolerances":
@@ -149,7 +154,25 @@ class Tolerances:
                                     f"`python scripts/measure_tolerances.py`")
         data = json.loads(path.read_text())
         return cls(rtol={k: float(v) for k, v in data["rtol"].items()},
-                   map_atol=float(data["map_atol"]), factor=float(data["factor"]))
+                   raw_rtol=float(data["raw_rtol"]), map_atol=float(data["map_atol"]),
+                   factor=float(data["factor"]))
+
+
+def scale(column: str, stored: float, now: float, row: dict[str, Any]) -> float:
+    """What a column's noise is relative to. Correlations and margins: 1 (their range).
+    A perturbed input's cosine ``s1``: the larger of ``|s1|`` and ``|s0|`` (its noise comes from
+    a forward of the same size). Insertion/deletion AUCs (× 100): the larger of the AUC and
+    ``100·|s0|`` (a deletion curve falls towards 0, its AUC does not carry its own noise).
+    Everything else: the value itself."""
+    own = max(abs(stored), abs(now))
+    if column in UNIT_SCALE:
+        return 1.0
+    if column.startswith(("img_s1", "txt_s1_")):
+        s0 = row.get(column.replace("s1", "s0", 1))
+        return max(own, abs(s0)) if s0 is not None else own
+    if column in ("img_insertion", "img_deletion") and "img_s0" in row:
+        return max(own, 100.0 * abs(row["img_s0"]))
+    return own
 
 
 def quantum(value: float) -> float:
@@ -206,12 +229,36 @@ def pointing_gap(scores: np.ndarray, mask: np.ndarray) -> float:
     return abs(float(scores[mask].max() - scores[~mask].max()))
 
 
+def map_noise(att, model: ClipModel, tol: Tolerances) -> float:
+    """Noise of one [0, 1] map's values: the raw map's (``raw_rtol`` × its largest magnitude)
+    divided by the span min-max stretches to 1 (the patches' upsampled span on the image side,
+    the tokens' on the text side). Large for a map whose span is small beside its magnitude:
+    min-max amplifies its rounding."""
+    raw = np.asarray(att.raw, dtype=np.float64)
+    values = raw_pixel_map(att.raw, model.grid, model.image_size) if att.side == "image" else raw
+    span = float(np.max(values) - np.min(values)) if values.size else 0.0
+    mag = float(np.abs(raw).max()) if raw.size else 0.0
+    return math.inf if span <= 0 or not math.isfinite(span) else tol.raw_rtol * mag / span
+
+
+def energy_allowed(scores: np.ndarray, mask: np.ndarray, energy: float, noise: float) -> float:
+    """Allowed |Δ| of an energy-in-mask value (× 100) when every map value moves by up to
+    ``noise``: ``100 · noise · (N_in + E·N) / S`` (``S`` the map's positive mass, ``N_in`` /
+    ``N`` the mask's and the map's pixels, ``E`` the share)."""
+    pos = np.maximum(np.asarray(scores, dtype=np.float64), 0.0)
+    mask = fit_mask(mask, pos.shape)
+    total = float(pos.sum())
+    if not total > 0:
+        return 0.0
+    return 100.0 * noise * (mask.sum() + energy / 100.0 * pos.size) / total
+
+
 def fragile_columns(row: dict[str, Any], att, model: ClipModel, mask: np.ndarray | None,
                     tol: Tolerances) -> dict[str, str]:
     """Columns of a recomputed ``row`` whose value is decided by a margin within the measured
     noise, each with the margin in words. ``att``: the recomputed attribution."""
     out: dict[str, str] = {}
-    noise = tol.map_atol
+    noise = map_noise(att, model, tol)
 
     def s_noise(c0: str, c1: str) -> float:
         return tol.of(c0) * abs(row[c0]) + tol.of(c1) * abs(row[c1])
@@ -288,7 +335,7 @@ def compare(column: str, stored: Any, now: Any, row: dict[str, Any], tol: Tolera
     if "_conf_drop" in column:
         allowed = max(drop_allowed(column, row, tol), quantum(a))
     else:
-        allowed = tol.allowed(column, a, b)
+        allowed = tol.allowed(column, a, b, row)
     diff = abs(a - float(round_sig(b)))
     # (1 + 1e-9): a difference of exactly one rounding step is not lost to binary rounding
     if diff <= allowed * (1 + 1e-9):
@@ -356,10 +403,12 @@ def _check_file(path: Path, model: ClipModel, meta: dict[str, Any],
 
 
 def recompute(path: Path, model: ClipModel, meta: dict[str, Any], rows: list[dict[str, Any]],
-              pairs: int = 2, seed: int = 0) -> Iterator[Recomputed]:
-    """Recompute the audited sample of one store file, row by row."""
+              pairs: int = 2, seed: int = 0, noise: float | None = None
+              ) -> Iterator[Recomputed]:
+    """Recompute the audited sample of one store file, row by row (``noise``: a [0, 1] map's,
+    for the randomisation check's bounds; see :func:`nibcore.sanity.rank_swap_bound`)."""
     if meta.get("check", "evaluate") == "randomisation":
-        yield from _recompute_randomisation(path, model, meta, rows, pairs, seed)
+        yield from _recompute_randomisation(path, model, meta, rows, pairs, seed, noise)
         return
     from .datasets import load_dataset
     from .evaluation import score_pairs
@@ -382,8 +431,8 @@ def recompute(path: Path, model: ClipModel, meta: dict[str, Any], rows: list[dic
 
 
 def _recompute_randomisation(path: Path, model: ClipModel, meta: dict[str, Any],
-                             rows: list[dict[str, Any]], pairs: int, seed: int
-                             ) -> Iterator[Recomputed]:
+                             rows: list[dict[str, Any]], pairs: int, seed: int,
+                             noise: float | None) -> Iterator[Recomputed]:
     """Every row of ``pairs`` seeded pairs of a randomisation file (all methods and sides)."""
     from .datasets import load_dataset
     from .store import Run, randomisation_rows
@@ -404,7 +453,7 @@ def _recompute_randomisation(path: Path, model: ClipModel, meta: dict[str, Any],
                              f"{ref['partner_index']} are now {pair.id}, {partner.id}; stored "
                              f"{pid}, {ref['partner']}")
         new = randomisation_rows(model, run, meta["seed"], [pair], [ref["index"]], [partner],
-                                 [ref["partner_index"]])
+                                 [ref["partner_index"]], noise=noise)
         if len(new) != len(mine):
             raise AuditError(f"{path.name}: {pid} has {len(mine)} stored rows but "
                              f"{len(new)} recomputed")
@@ -413,10 +462,29 @@ def _recompute_randomisation(path: Path, model: ClipModel, meta: dict[str, Any],
             if k not in mine:
                 raise AuditError(f"{path.name}: {pid}: row {k} is computed now but not stored")
             i, old = mine[k]
-            yield Recomputed(i + 1, old, {"spearman": r["spearman"]})
+            yield Recomputed(i + 1, old, {k: r[k] for k in ("spearman", "rank_bound")
+                                          if k in r})
 
 
 # --- the audit -------------------------------------------------------------------------------
+
+def noise_bounds(rec: Recomputed, model: ClipModel, tol: Tolerances) -> dict[str, float]:
+    """Columns audited through the noise of the maps they are computed from: the allowed
+    |Δ| of each (energies from the map's noise, the randomisation check's correlations from
+    the near-tied neighbours of its two maps)."""
+    new, att = rec.new, rec.att
+    out = {}
+    if "rank_bound" in new:
+        out["spearman"] = float(new["rank_bound"])
+    if att is not None and rec.mask is not None and "energy" in new:
+        out["energy"] = energy_allowed(att.scores, rec.mask, new["energy"],
+                                       map_noise(att, model, tol))
+        raw = np.asarray(att.raw, dtype=np.float64)
+        pixels = raw_pixel_map(att.raw, model.grid, model.image_size)
+        out["energy_pos"] = energy_allowed(pixels, rec.mask, new["energy_pos"],
+                                           tol.raw_rtol * float(np.abs(raw).max()))
+    return out
+
 
 def check_row(name: str, rec: Recomputed, model: ClipModel, tol: Tolerances) -> AuditReport:
     """Compare one recomputed row with the stored one."""
@@ -424,17 +492,21 @@ def check_row(name: str, rec: Recomputed, model: ClipModel, tol: Tolerances) -> 
     r, new = rec.stored, rec.new
     fragile = (fragile_columns(new, rec.att, model, rec.mask, tol)
                if rec.att is not None else {})
+    bounds = noise_bounds(rec, model, tol)
     for col, value in r.items():
         if col not in new or col in UNAUDITED:
             continue
         why = compare(col, value, new[col], new, tol)
+        if why is not None and col in bounds and value is not None and new[col] is not None:
+            if abs(float(value) - float(round_sig(float(new[col])))) <= bounds[col] * (1 + 1e-9):
+                why = None
         if why is None:
             continue
         m = Mismatch(name, rec.line, r.get("id"), r.get("method"), r.get("side"), col, value,
                      round_sig(float(new[col])) if new[col] is not None else None,
                      fragile.get(col, why))
         (report.excused if col in fragile else report.mismatches).append(m)
-    missing = [c for c in new if c not in r and c not in UNAUDITED]
+    missing = [c for c in new if c not in r and c not in UNAUDITED and c != "rank_bound"]
     if missing:
         report.mismatches.append(Mismatch(name, rec.line, r.get("id"), r.get("method"),
                                           r.get("side"), None, detail=(
@@ -474,7 +546,7 @@ def audit(path: str | Path, model: ClipModel | None = None, pairs: int = 2, seed
         log(f"audit {path.name}: FAILED before recomputing: {report.mismatches[0]}")
         return report
     try:
-        for rec in recompute(path, model, meta, rows, pairs, seed):
+        for rec in recompute(path, model, meta, rows, pairs, seed, tol.map_atol):
             report.extend(check_row(path.name, rec, model, tol))
     except AuditError as err:
         report.mismatches.append(Mismatch(path.name, None, None, None, None, None,

@@ -60,6 +60,7 @@ import torch
 
 from . import resultfile
 from .attribution import METHODS, SIDES, Attribution, explain
+from .checks import check_output_file
 from .datasets import Pair, load_dataset
 from .inputs import prepare_images
 from .metrics import (TEXT_PROTOCOLS, degenerate_map, degenerate_text, energy_in_mask,
@@ -256,7 +257,7 @@ def evaluate(model: ClipModel, dataset, methods: str | Sequence[str],
     indices = _subset(len(dataset), n, seed)
     chunks = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
     mine = list(range(rank, len(chunks), world))  # this rank's shard: batches r, r + K, ...
-    path = Path(out) if out is not None else None
+    path = check_output_file(out, "results file") if out is not None else None
     write_to = path if path is None or world == 1 else resultfile.part_file(path, rank, world)
     book = _Ledger(ds_name, model.name, {m: _params_json(params.get(m, {})) for m in methods},
                    path, protocols)

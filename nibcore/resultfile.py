@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from .checks import check_file
+
 __all__ = ["CutLineWarning", "ResultFileError", "Scan", "append", "compact", "key_of", "merge",
            "part_file", "part_files", "partial_file", "read", "repair", "scan"]
 
@@ -141,9 +143,10 @@ def scan(path: str | Path, missing_ok: bool = False) -> Scan:
         ResultFileError: a line other than a cut last line is not a JSON object.
     """
     path = Path(path)
-    if missing_ok and not path.is_file():
+    if missing_ok and not path.exists():
         return Scan(path, [])
-    lines = path.read_bytes().split(b"\n")  # the last item: what follows the last newline
+    # the last item: what follows the last newline
+    lines = check_file(path, "result file").read_bytes().split(b"\n")
     rows: list[Row] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():

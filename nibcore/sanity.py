@@ -60,6 +60,20 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a, b).statistic)
 
 
+def rank_swap_bound(a: np.ndarray, b: np.ndarray, noise: float) -> float:
+    """How far :func:`rank_correlation` of ``a`` and ``b`` can move when every value moves by
+    up to ``noise``: each pair of neighbouring sorted values closer than ``noise`` (exact ties
+    stay tied) can swap ranks, and one swap changes ``Σ d²`` by at most ``2(2n + 1)``, so
+    ``|Δρ| ≤ 6 · k · 2(2n + 1) / (n (n² − 1))`` for ``k`` such neighbours in the two maps."""
+    a = np.sort(np.asarray(a, dtype=np.float64).ravel())
+    b = np.sort(np.asarray(b, dtype=np.float64).ravel())
+    n = a.size
+    if n < 2:
+        return 0.0
+    k = sum(int(((g > 0) & (g <= noise)).sum()) for g in (np.diff(a), np.diff(b)))
+    return 6.0 * k * 2 * (2 * n + 1) / (n * (n * n - 1.0))
+
+
 def randomisation_tops(model: ClipModel, side: str) -> list[int]:
     """The depths the book's check randomises: the top 1, L//2 and all L blocks of the tower."""
     n_blocks = model.tower(side).n_blocks
@@ -81,7 +95,8 @@ def _maps(model: ClipModel, pair, methods: Sequence[str], side: str,
 def randomisation_test(model: ClipModel, pairs: Sequence, methods: Sequence[str],
                        side: str = "image", tops: Sequence[int] | None = None, seed: int = 0,
                        params: dict[str, dict[str, Any]] | None = None,
-                       partners: Sequence | None = None) -> pd.DataFrame:
+                       partners: Sequence | None = None,
+                       noise: float | None = None) -> pd.DataFrame:
     """Spearman correlation between each method's map on ``model`` and on copies whose top
     ``tops`` blocks of the ``side`` tower are re-initialised (:func:`randomise_blocks`).
 
@@ -95,6 +110,8 @@ def randomisation_test(model: ClipModel, pairs: Sequence, methods: Sequence[str]
     (cyclically) — the correlation two unrelated maps of that method have (e.g. through a shared
     centre bias). Every map is computed one pair per call, so a pair's rows do not depend on the
     other pairs (the results store computes them pair by pair and audits single pairs).
+    ``noise``: when given, each row also has ``rank_bound``, how far its correlation can move
+    when the maps move by that much (:func:`rank_swap_bound`; the store's audit uses it).
     """
     params = params or {}
     pairs = list(pairs)
@@ -115,14 +132,21 @@ def randomisation_test(model: ClipModel, pairs: Sequence, methods: Sequence[str]
             comparable = other is not None and other[m].shape == own[m].shape
             rows.append(dict(id=pair.id, method=m, side=side, kind="other pair", top=0,
                              spearman=rank_correlation(own[m], other[m]) if comparable
-                             else np.nan, partner=partner.id if partner is not None else None))
+                             else np.nan, partner=partner.id if partner is not None else None,
+                             **_bound(own[m], other[m] if comparable else None, noise)))
         for top, twin in twins.items():
             maps = _maps(twin, pair, methods, side, params)
             for m in methods:
                 rows.append(dict(id=pair.id, method=m, side=side, kind="randomised", top=top,
                                  spearman=rank_correlation(own[m], maps[m]),
-                                 partner=None))
+                                 partner=None, **_bound(own[m], maps[m], noise)))
     return pd.DataFrame(rows)
+
+
+def _bound(a: np.ndarray, b: np.ndarray | None, noise: float | None) -> dict[str, float]:
+    if noise is None:
+        return {}
+    return {"rank_bound": rank_swap_bound(a, b, noise) if b is not None else 0.0}
 
 
 def randomisation_summary(df: pd.DataFrame) -> pd.DataFrame:
@@ -167,14 +191,14 @@ def randomisation_table(df: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
 
 def randomisation_report(model: ClipModel, pairs: Sequence, methods: Sequence[str],
                          seed: int = 0, params: dict[str, dict[str, Any]] | None = None,
-                         partners: Sequence | None = None
+                         partners: Sequence | None = None, noise: float | None = None
                          ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """:func:`randomisation_test` on both towers at :func:`randomisation_tops`. Returns
     ``(rows, summaries)``: every correlation, and a :func:`randomisation_summary` per side
     (``{"image": ..., "text": ...}``)."""
     rows = pd.concat([randomisation_test(model, pairs, methods, side=side,
                                          tops=randomisation_tops(model, side), seed=seed,
-                                         params=params, partners=partners)
+                                         params=params, partners=partners, noise=noise)
                       for side in ("image", "text")], ignore_index=True)
     return rows, {side: randomisation_summary(rows[rows.side == side])
                   for side in ("image", "text")}

@@ -40,6 +40,8 @@ import numpy as np
 import torch
 
 from . import resultfile
+from . import checks
+from .checks import check_output_file
 from .attribution import METHODS
 from .methods import PAPER_LINEUP
 from .metrics import TEXT_PROTOCOLS, hardware
@@ -420,15 +422,16 @@ RANDOMISATION_CHUNK = 10
 
 
 def randomisation_rows(model: ClipModel, run: Run, seed: int, pairs: Sequence, indices:
-                        Sequence[int], partners: Sequence, partner_indices: Sequence[int]
-                        ) -> list[dict[str, Any]]:
+                       Sequence[int], partners: Sequence, partner_indices: Sequence[int],
+                       noise: float | None = None) -> list[dict[str, Any]]:
     """The stored rows of the randomisation check for ``pairs`` (at dataset ``indices``), each
-    compared with its partner for the "other pair" reference."""
+    compared with its partner for the "other pair" reference (``noise``: the audit's, see
+    :func:`nibcore.sanity.randomisation_test`; not stored)."""
     from .evaluation import _params_json
     from .sanity import randomisation_report
 
     rows, _ = randomisation_report(model, pairs, run.methods, seed=seed, params=run.params,
-                                   partners=partners)
+                                   partners=partners, noise=noise)
     index = {p.id: i for p, i in zip(pairs, indices)}
     index.update({p.id: i for p, i in zip(partners, partner_indices)})
     out = []
@@ -592,12 +595,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = generate_timing(args.model, args.root, args.pairs, args.repeats)
         print(f"{path} written")
         return 0
-    from .audit import AuditError, audit_all
+    from .audit import audit_all
 
     try:
+        if args.report is not None:
+            check_output_file(args.report, "audit report")
         report = audit_all(args.files, args.pairs, args.seed)
-    except (AuditError, FileNotFoundError, resultfile.ResultFileError) as err:
-        print(f"AUDIT FAILED: {err}", file=sys.stderr)
+    except (AssertionError, OSError, ValueError, MemoryError) as err:
+        print(f"AUDIT FAILED: {checks.describe(err, None)}", file=sys.stderr)
         return 1
     if args.report is not None:
         args.report.parent.mkdir(parents=True, exist_ok=True)

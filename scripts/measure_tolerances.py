@@ -128,9 +128,12 @@ def run_configs(names: list[str], work: Path, pairs: int, seed: int, jobs: int
 
 
 def spreads(results: dict[str, dict]) -> dict:
-    """Per column: the largest relative difference between two paths on one row; flips of the
-    yes/no columns; the largest difference of a [0, 1] map and of a raw map (relative)."""
-    from nibcore.audit import UNIT_SCALE
+    """Per column: the largest difference between two paths on one row, relative to the
+    column's scale (:func:`nibcore.audit.scale`); flips of the yes/no columns; the largest
+    difference of a raw map relative to its magnitude; and that of a [0, 1] map among maps
+    that min-max does not amplify (span at least a tenth of the raw magnitude)."""
+    from nibcore.audit import scale
+    from nibcore.store import UNAUDITED
 
     names = list(results)
     by_key = {n: {r["key"]: r for r in results[n]["rows"]} for n in names}
@@ -143,7 +146,7 @@ def spreads(results: dict[str, dict]) -> dict:
         rows = [by_key[n][key]["new"] for n in names]
         for col in rows[0]:
             values = [r.get(col) for r in rows]
-            if not all(isinstance(v, float) for v in values):
+            if col in UNAUDITED or not all(isinstance(v, float) for v in values):
                 continue
             if col in OUTCOMES or "_conf_incr" in col:
                 flips[col] = flips.get(col, 0) + int(len(set(values)) > 1)
@@ -151,18 +154,20 @@ def spreads(results: dict[str, dict]) -> dict:
             v = np.asarray(values)
             if not np.isfinite(v).all():
                 continue
-            scale = 1.0 if col in UNIT_SCALE else float(np.abs(v).max())
-            s = float(v.max() - v.min()) / scale if scale > 0 else 0.0
+            sc = max(scale(col, float(x), float(x), r) for x, r in zip(v, rows))
+            s = float(v.max() - v.min()) / sc if sc > 0 else 0.0
             if s > spread.get(col, -1.0):
                 spread[col], worst[col] = s, key
         if f"{key}:scores" in results[names[0]]["maps"]:
-            sc = np.stack([results[n]["maps"][f"{key}:scores"] for n in names])
-            if (sc.reshape(len(names), -1).max(axis=1) > 0).all():  # not flipped to constant
-                map_spread = max(map_spread, float((sc.max(0) - sc.min(0)).max()))
             raw = np.stack([results[n]["maps"][f"{key}:raw"] for n in names])
             mag = float(np.abs(raw).max())
             if mag > 0:
                 raw_spread = max(raw_spread, float((raw.max(0) - raw.min(0)).max()) / mag)
+            side = by_key[names[0]][key]["side"]
+            body = raw[0, 1:] if side == "image" else raw[0]  # the values min-max stretches
+            if mag > 0 and float(body.max() - body.min()) >= 0.1 * mag:
+                sc = np.stack([results[n]["maps"][f"{key}:scores"] for n in names])
+                map_spread = max(map_spread, float((sc.max(0) - sc.min(0)).max()))
     return dict(spread=spread, worst=worst, flips=flips, map_spread=map_spread,
                 raw_spread=raw_spread, rows=len(keys))
 
@@ -179,7 +184,8 @@ def tolerances(measured: dict, configs: list[str], factor: float) -> dict:
         spread={c: s for c, s in sorted(measured["spread"].items())},
         worst_row=measured["worst"], over_max=over,
         outcome_flips=measured["flips"], map_spread=measured["map_spread"],
-        map_atol=measured["map_spread"] * factor, raw_spread=measured["raw_spread"])
+        map_atol=measured["map_spread"] * factor, raw_spread=measured["raw_spread"],
+        raw_rtol=measured["raw_spread"] * factor)
 
 
 def _cpu_name() -> str:
@@ -192,22 +198,31 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+#: How each kind of column is audited (the README's words).
+HOW = {"img_conf_drop": "through s0 and s1", "energy": "through the map's noise",
+       "energy_pos": "through the raw map's noise",
+       "spearman": "through the near-tied neighbours of its two maps",
+       "img_insertion": "relative to 100·s0; excused where a step boundary's gap is noise",
+       "img_deletion": "relative to 100·s0; excused where a step boundary's gap is noise"}
+
+
 def table(tol: dict) -> str:
     """The Markdown table of the README."""
     from nibcore.audit import MAX_RTOL
 
-    lines = ["| column | spread (relative) | tolerance | audited |", "|---|---:|---:|---|"]
+    lines = ["| column | spread | tolerance | audited |", "|---|---:|---:|---|"]
     for col, s in tol["spread"].items():
-        how = ("through s0 and s1" if "_conf_drop" in col else
-               "through its margin" if s > MAX_RTOL else "relative")
+        how = HOW.get(col) or ("through s0 and s1" if "_conf_drop" in col else
+                               "through its margin" if s > MAX_RTOL else "relative")
         lines.append(f"| `{col}` | {s:.2g} | {tol['rtol'][col]:.2g} | {how} |")
     for col, n in sorted(tol["outcome_flips"].items()):
-        lines.append(f"| `{col}` (yes/no) | {n} flip(s) in {tol['rows']} rows | margin > noise "
-                     f"| through its margin |")
-    lines.append(f"| [0, 1] map value | {tol['map_spread']:.2g} (absolute) | "
-                 f"{tol['map_atol']:.2g} | the outcomes' margins |")
-    lines.append(f"| raw map | {tol['raw_spread']:.2g} (of its largest magnitude) | "
-                 f"{1e-5:.0g} (`FLOAT_NOISE_RTOL`) | constant-map threshold |")
+        lines.append(f"| `{col}` (yes/no) | {n} flip(s) in {tol['rows']} rows | exact | "
+                     f"a flip is excused only when its margin is within the noise |")
+    lines.append(f"| raw map (relative to its largest value) | {tol['raw_spread']:.2g} | "
+                 f"{tol['raw_rtol']:.2g} | a [0, 1] map's noise is this × magnitude / span |")
+    lines.append(f"| [0, 1] map value (maps min-max does not amplify) | "
+                 f"{tol['map_spread']:.2g} | {tol['map_atol']:.2g} | the randomisation "
+                 f"check's rank margins |")
     return "\n".join(lines)
 
 
