@@ -137,16 +137,18 @@ def _scalar_meta(meta: dict[str, Any]) -> dict[str, Any]:
             if isinstance(v, (str, int, float, bool, np.integer, np.floating, np.bool_))}
 
 
-def _params_json(kw: dict[str, Any]) -> str:
+def params_json(kw: dict[str, Any]) -> str:
+    """A method's keyword arguments as canonical JSON (sorted keys), as stored with its rows."""
     return json.dumps(kw, sort_keys=True, default=str)
 
 
-def _sync(model: ClipModel) -> None:
+def sync_device(model: ClipModel) -> None:
+    """Wait for ``model``'s CUDA device to finish queued work (no-op on the CPU), for timings."""
     if model.device.type == "cuda":
         torch.cuda.synchronize(model.device)
 
 
-def _subset(size: int, n: int | None, seed: int) -> list[int]:
+def seeded_subset(size: int, n: int | None, seed: int) -> list[int]:
     """The first ``n`` of a seeded permutation: subsets for the same seed nest as ``n`` grows."""
     order = np.random.default_rng(seed).permutation(size)
     return [int(i) for i in (order if n is None else order[:n])]
@@ -254,12 +256,12 @@ def evaluate(model: ClipModel, dataset, methods: str | Sequence[str],
     ds_name = getattr(dataset, "name", type(dataset).__name__)
     rank, world = _rank_world(distributed)
     hw = hardware(model.device)
-    indices = _subset(len(dataset), n, seed)
+    indices = seeded_subset(len(dataset), n, seed)
     chunks = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
     mine = list(range(rank, len(chunks), world))  # this rank's shard: batches r, r + K, ...
     path = check_output_file(out, "results file") if out is not None else None
     write_to = path if path is None or world == 1 else resultfile.part_file(path, rank, world)
-    book = _Ledger(ds_name, model.name, {m: _params_json(params.get(m, {})) for m in methods},
+    book = _Ledger(ds_name, model.name, {m: params_json(params.get(m, {})) for m in methods},
                    path, protocols)
 
     total = sum(len(chunks[c]) for c in mine) * len(methods) * len(sides)
@@ -469,10 +471,10 @@ def score_pairs(model: ClipModel, method: str, side: str, kw: dict[str, Any],
     atts: dict[str, list] = {s: [None] * len(pairs) for s in run_sides}
     cost: dict[str, list[dict[str, Any]]] = {s: [{} for _ in pairs] for s in run_sides}
     for g in groups:
-        _sync(model)
+        sync_device(model)
         t0 = time.perf_counter()
         result = _explain(model, method, side, kw, pixels[g], [texts[j] for j in g])
-        _sync(model)
+        sync_device(model)
         elapsed = time.perf_counter() - t0
         for s, part in zip(run_sides, result if side == "both" else [result]):
             for j, att in zip(g, part):

@@ -30,7 +30,7 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
-from .models import (AttentionRecorder, ClipModel, PassCounter, Tower, _explicit_attention,
+from .models import (AttentionRecorder, ClipModel, PassCounter, Tower, explicit_attention,
                      end_of_text_id, padding_id)
 
 CLIP_VOCAB = 49408
@@ -51,7 +51,7 @@ def _hf_layer(layer: torch.nn.Module, x: torch.Tensor,
     attn = layer.self_attn
     h = layer.layer_norm1(x)
     q, k, v = attn.q_proj(h), attn.k_proj(h), attn.v_proj(h)
-    attended, probs = _explicit_attention(q, k, v, attn.num_heads, mask)
+    attended, probs = explicit_attention(q, k, v, attn.num_heads, mask)
     x = x + attn.out_proj(attended)
     x = x + layer.mlp(layer.layer_norm2(x))
     return x, dict(q=q, k=k, v=v, attended=attended, probs=probs, out=x)
@@ -155,7 +155,7 @@ def _hf_map_head(head: torch.nn.Module, x: torch.Tensor,
     probe = head.probe.expand(x.shape[0], -1, -1)
     q = F.linear(probe, wq, bq)
     k, v = F.linear(x, wk, bk), F.linear(x, wv, bv)
-    attended, probs = _explicit_attention(q, k, v, mha.num_heads, None)
+    attended, probs = explicit_attention(q, k, v, mha.num_heads, None)
     if attention is not None:
         attention.head_probs = probs
     y = mha.out_proj(attended)

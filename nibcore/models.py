@@ -125,8 +125,8 @@ def _retain(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def _explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
-                        attn_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
+                       attn_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax attention of ``q`` ``(B, M, D)`` over ``k``/``v`` ``(B, N, D)`` with ``heads``
     heads: ``(attended (B, M, D), probs (B, heads, M, N))``."""
     b, m, d = q.shape
@@ -150,7 +150,7 @@ def _block_with_attention(block: torch.nn.Module, x: torch.Tensor,
     if _is_open_clip_block(block):
         mha = block.attn
         q, k, v = F.linear(block.ln_1(x), mha.in_proj_weight, mha.in_proj_bias).chunk(3, dim=-1)
-        attended, probs = _explicit_attention(q, k, v, mha.num_heads, attn_mask)
+        attended, probs = explicit_attention(q, k, v, mha.num_heads, attn_mask)
         x = x + block.ls_1(mha.out_proj(attended))
         x = x + block.ls_2(block.mlp(block.ln_2(x)))
     elif _is_timm_block(block):
@@ -160,7 +160,7 @@ def _block_with_attention(block: torch.nn.Module, x: torch.Tensor,
             .permute(2, 0, 3, 1, 4).unbind(0)
         q, k = attn.q_norm(q), attn.k_norm(k)
         q, k, v = (t.transpose(1, 2).reshape(b, n, -1) for t in (q, k, v))
-        attended, probs = _explicit_attention(q, k, v, attn.num_heads, attn_mask)
+        attended, probs = explicit_attention(q, k, v, attn.num_heads, attn_mask)
         x = x + block.drop_path1(block.ls1(attn.proj(attn.norm(attended))))
         x = x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
     else:
@@ -450,7 +450,7 @@ def _map_head_with_attention(pool: torch.nn.Module, x: torch.Tensor,
         .unbind(0)
     q, k = pool.q_norm(q.transpose(1, 2)), pool.k_norm(k)
     q, k, v = (t.transpose(1, 2).reshape(b, t.shape[2], -1) for t in (q, k, v))
-    attended, attention.head_probs = _explicit_attention(q, k, v, pool.num_heads, None)
+    attended, attention.head_probs = explicit_attention(q, k, v, pool.num_heads, None)
     y = pool.proj_drop(pool.proj(attended))
     if pool.mlp is not None:
         y = y + pool.mlp(pool.norm(y))

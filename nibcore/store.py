@@ -427,7 +427,7 @@ def randomisation_rows(model: ClipModel, run: Run, seed: int, pairs: Sequence, i
     """The stored rows of the randomisation check for ``pairs`` (at dataset ``indices``), each
     compared with its partner for the "other pair" reference (``noise``: the audit's, see
     :func:`nibcore.sanity.randomisation_test`; not stored)."""
-    from .evaluation import _params_json
+    from .evaluation import params_json
     from .sanity import randomisation_report
 
     rows, _ = randomisation_report(model, pairs, run.methods, seed=seed, params=run.params,
@@ -437,7 +437,7 @@ def randomisation_rows(model: ClipModel, run: Run, seed: int, pairs: Sequence, i
     out = []
     for r in rows.to_dict("records"):
         partner = r["partner"] if isinstance(r["partner"], str) else None  # NaN in the frame
-        r.update(index=index[r["id"]], params=_params_json(run.params.get(r["method"], {})),
+        r.update(index=index[r["id"]], params=params_json(run.params.get(r["method"], {})),
                  partner=partner, partner_index=index[partner] if partner else None)
         out.append(r)
     return out
@@ -450,11 +450,11 @@ def _generate_randomisation(model: ClipModel, spec: Spec, path: Path, progress: 
     from tqdm.auto import tqdm
 
     from .datasets import load_dataset
-    from .evaluation import _subset
+    from .evaluation import seeded_subset
 
     (run,) = spec.runs
     dataset = load_dataset(spec.dataset)
-    order = _subset(len(dataset), None, spec.seed)
+    order = seeded_subset(len(dataset), None, spec.seed)
     if spec.n >= len(order):
         raise ValueError(f"{spec.dataset} has {len(order)} pairs; the randomisation check "
                          f"needs n + 1 (each pair's partner), got n = {spec.n}")
@@ -487,14 +487,14 @@ def timing(model: ClipModel, methods: Sequence[str] = ALL_METHODS,
 
     from .attribution import explain
     from .datasets import load_dataset
-    from .evaluation import _subset, _sync
+    from .evaluation import seeded_subset, sync_device
     from .inputs import prepare_images
 
     if repeats < 3:
         raise ValueError(f"repeats must be at least 3 (a median of 3 or more), got {repeats}")
     params = params or {}
     ds = load_dataset(dataset)
-    chosen = [ds[i] for i in _subset(len(ds), pairs, seed)]
+    chosen = [ds[i] for i in seeded_subset(len(ds), pairs, seed)]
     inputs = [(prepare_images(model, [p.image]), [p.text]) for p in chosen]
     hw, threads = hardware(model.device), torch.get_num_threads()
     rows = []
@@ -506,10 +506,10 @@ def timing(model: ClipModel, methods: Sequence[str] = ALL_METHODS,
             for pixels, texts in inputs:
                 times = []
                 for _ in range(repeats):
-                    _sync(model)
+                    sync_device(model)
                     t0 = time.perf_counter()
                     explain(model, pixels, texts, method=m, side=side, **kw)
-                    _sync(model)
+                    sync_device(model)
                     times.append(time.perf_counter() - t0)
                 medians.append(float(np.median(times)))
             sec = float(np.mean(medians))
