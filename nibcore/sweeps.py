@@ -22,30 +22,47 @@ import pandas as pd
 from .attribution import MIN_BLOCKS_ABOVE
 from .evaluation import evaluate
 from .models import ClipModel
+from .store import sha256_file, weights_sha256
 
 #: The number of blocks of the paper's towers (ViT-B/32 and its text transformer).
 PAPER_BLOCKS = 12
 
 
 #: nibcore modules and sub-packages that cannot change an evaluation row (left out of the
-#: fingerprint).
-_NOT_RESULTS = ("book", "world", "cli.py", "__main__.py", "viz.py")
+#: fingerprint). Everything else is in: the methods (``methods/``, ``attribution``, ``metrics``,
+#: ``evaluation``), the towers (``models``, ``inputs``) and the datasets (``datasets`` and
+#: ``world/``, which renders the default ``scenes`` pairs).
+_NOT_RESULTS = ("book", "cli.py", "__main__.py", "viz.py")
+
+#: The nibcore package folder whose source :func:`fingerprint` hashes by default.
+PACKAGE_ROOT = Path(__file__).resolve().parent
 
 
-def fingerprint(model: ClipModel, code: bool = True) -> str:
-    """A short hash of the model's weights (and, with ``code``, of nibcore's source files), so
-    cached evaluation rows are reused only for the same model and the same code."""
-    h = hashlib.sha1()
-    for name, tensor in sorted(model.clip.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    if code:
-        root = Path(__file__).resolve().parent
-        for path in sorted(root.rglob("*.py")):
-            if path.relative_to(root).parts[0] not in _NOT_RESULTS:
-                h.update(path.relative_to(root).as_posix().encode())
-                h.update(path.read_bytes())
-    return h.hexdigest()[:12]
+def fingerprint_files(root: str | Path = PACKAGE_ROOT) -> list[Path]:
+    """The source files under the package folder ``root`` that :func:`fingerprint` hashes: every
+    ``.py`` but those under :data:`_NOT_RESULTS`, sorted by path."""
+    root = Path(root)
+    return [path for path in sorted(root.rglob("*.py"))
+            if path.relative_to(root).parts[0] not in _NOT_RESULTS]
+
+
+def code_fingerprint(root: str | Path = PACKAGE_ROOT) -> str:
+    """sha256 over the relative path and :func:`~nibcore.store.sha256_file` of each of
+    :func:`fingerprint_files` (``root``): changes with any file that can change a row."""
+    root = Path(root)
+    h = hashlib.sha256()
+    for path in fingerprint_files(root):
+        h.update(f"{path.relative_to(root).as_posix()}\0{sha256_file(path)}\n".encode())
+    return h.hexdigest()
+
+
+def fingerprint(model: ClipModel, code: bool = True, root: str | Path = PACKAGE_ROOT) -> str:
+    """A short hash of the model's weights and dtypes (:func:`~nibcore.store.weights_sha256`)
+    and, with ``code``, of nibcore's source (:func:`code_fingerprint` of the package folder
+    ``root``), so cached evaluation rows are reused only for the same model and the same code."""
+    dtypes = sorted({str(t.dtype) for t in model.clip.state_dict().values()})
+    parts = [weights_sha256(model), ",".join(dtypes)] + ([code_fingerprint(root)] if code else [])
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
 
 
 def cache_file(model: ClipModel, name: str, root: str | Path = "../_build/cache") -> Path:
