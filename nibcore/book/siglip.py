@@ -10,7 +10,6 @@ resized to CLIP's 49,408 tokens. With network access, ``nibcore.load_model("ViT-
 from __future__ import annotations
 
 import copy
-from unittest import mock
 
 import open_clip
 import pandas as pd
@@ -51,11 +50,15 @@ def random_siglip(name: str = SIGLIP, small: bool = False, seed: int = 0) -> Cli
                     context_length=s["context"])
         trunk_kw = dict(img_size=s["image_size"], patch_size=s["patch_size"],
                         embed_dim=s["width"], depth=s["depth"], num_heads=s["heads"])
+    # open_clip builds the trunk by name through timm.create_model: the reduced size is passed
+    # by swapping that function for the one call (and putting it back whatever happens)
     create = timm.create_model
     torch.manual_seed(seed)
-    with mock.patch.object(open_clip.timm_model.timm, "create_model",
-                           lambda model_name, **kw: create(model_name, **kw, **trunk_kw)):
+    timm.create_model = lambda model_name, **kw: create(model_name, **kw, **trunk_kw)
+    try:
         clip = open_clip.model.CustomTextCLIP(**cfg)
+    finally:
+        timm.create_model = create
     size = cfg["vision_cfg"]["image_size"]
     mean = std = (0.5, 0.5, 0.5)  # SigLIP's normalisation
     preprocess = open_clip.transform.image_transform(size, is_train=False, mean=mean, std=std,
