@@ -122,3 +122,19 @@ def test_bad_parameters(tiny, picture):
         nibcore.explain(tiny, picture, "a red circle", method="gradeclip", steps=3)
     assert math.isfinite(nibcore.explain(tiny, picture, "a red circle", method="gradeclip",
                                          layer=0).raw.sum())
+
+
+def test_an_average_pooled_image_tower_is_refused_in_one_line(picture):
+    """open_clip's CLIPA configs average the patch tokens (``pool_type='avg'``): the CLS row
+    Grad-ECLIP reads is not the pooled token; the text tower (pooled at EOT) is still explained."""
+    from conftest import TINY_CFG, make_tiny
+
+    cfg = {**TINY_CFG, "vision_cfg": {**TINY_CFG["vision_cfg"], "pool_type": "avg"}}
+    model = make_tiny(cfg=cfg)
+    with pytest.raises(ValueError) as err:
+        nibcore.explain(model, picture, "a dog", method="gradeclip")
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("gradeclip cannot explain the image tower")
+    assert "'tiny'" in message and "pool_type='avg'" in message and "CLS" in message
+    text = nibcore.explain(model, picture, "a dog", method="gradeclip", side="text")
+    assert np.isfinite(np.asarray(text.scores)).all()

@@ -83,3 +83,18 @@ def test_bad_layer(tiny, picture):
         nibcore.explain(tiny, picture, "a red circle", method="legrad", layer=4)
     with pytest.raises(ValueError, match="must be >= 0"):
         nibcore.explain(tiny, picture, "a red circle", method="legrad", layer=-1)
+
+
+def test_an_average_pooled_tower_is_refused_in_one_line(picture):
+    """open_clip's CLIPA configs average the patch tokens (``pool_type='avg'``): LeGrad's one
+    mean token per layer would leave that head nothing to average (an all-zero map)."""
+    from conftest import TINY_CFG, make_tiny
+
+    cfg = {**TINY_CFG, "vision_cfg": {**TINY_CFG["vision_cfg"], "pool_type": "avg"}}
+    model = make_tiny(cfg=cfg)
+    assert model.clip.visual.pool_type == "avg"
+    with pytest.raises(ValueError) as err:
+        nibcore.explain(model, picture, "a dog", method="legrad")
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("legrad cannot explain the image tower")
+    assert "'tiny'" in message and "pool_type='avg'" in message and "all zero" in message

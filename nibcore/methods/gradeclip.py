@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from ..attribution import Method, RawResult, register
 from ..checks import check_layer_param
-from ..models import ClipModel, Tower
+from ..models import ClipModel, ImageTower, Tower
 from .common import attention_pass, check_query_token, grad_of, tower_inputs
 
 
@@ -17,6 +17,20 @@ def default_gradeclip_layer(tower: Tower) -> int:
     if tower.side == "image":
         return tower.n_blocks - 1
     return tower.n_blocks - max(1, (2 * tower.n_blocks) // 3)
+
+
+def check_token_pooled(model: ClipModel, side: str, method: str, why: str) -> None:
+    """A one-line ``ValueError`` naming ``method``, the tower and ``why`` when ``model``'s
+    ``side`` tower is an open_clip ViT whose head does not pool the one CLS token: average
+    pooling (``pool_type='avg'``, open_clip's CLIPA configs) or no pooling."""
+    tower = model.tower(side)
+    pool = getattr(tower.visual, "pool_type", "tok") if isinstance(tower, ImageTower) else "tok"
+    if pool == "tok":
+        return
+    how = "averages the patch tokens (pool_type='avg', as open_clip's CLIPA configs)" \
+        if pool == "avg" else f"does not pool one token (pool_type={pool!r})"
+    raise ValueError(f"{method} cannot explain the {side} tower of {model.name!r}: its head "
+                     f"{how}, {why}: use nib, gradcam, m2ib, rise or mfaba")
 
 
 def key_mask(tower: Tower, query: torch.Tensor, n: int) -> torch.Tensor:
@@ -64,7 +78,9 @@ class GradECLIP(Method):
     Raw scores ``(B, N)`` per token, ``>= 0``; CLS (image) and keys outside the mask are 0. The
     model's own multi-head attention is used (the official code re-runs the explained blocks with
     one head over the full width, which changes the network's output). Not defined on towers
-    that pool with an attention head (SigLIP's image tower): a one-line ``ValueError``.
+    that pool with an attention head (SigLIP's image tower) or average their tokens (open_clip's
+    ``pool_type='avg'`` ViTs, the CLIPA configs: the CLS row is not the pooled token there): a
+    one-line ``ValueError``.
 
     Passes per call (any B): 2 forward (other modality's feature, the explained tower with
     explicit attention) and 1 backward.
@@ -78,6 +94,8 @@ class GradECLIP(Method):
 
     def attribute(self, model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor,
                   side: str) -> RawResult:
+        check_token_pooled(model, side, "gradeclip", "and Grad-ECLIP reads the attention row of "
+                           "CLS, which is not the pooled token there")
         tower = model.tower(side)
         if side == "text":  # exact for CLIP's causal text tower (trim keeps ids without a mask)
             ids = model.trim(ids)

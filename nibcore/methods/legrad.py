@@ -7,6 +7,7 @@ import torch
 from ..attribution import Method, RawResult, cosine, other_features, register
 from ..checks import check_layer_param
 from ..models import AttentionRecorder, ClipModel, Tower
+from .gradeclip import check_token_pooled
 
 
 def default_legrad_layer(tower: Tower) -> int:
@@ -38,7 +39,9 @@ class LeGrad(Method):
             the last two blocks.
 
     Raw scores ``(B, N)`` per token, ``>= 0`` (CLS included on CLIP, dropped by the image map).
-    The text side is not defined by LeGrad (a one-line ``ValueError``). LeGrad's optional SigLIP
+    The text side is not defined by LeGrad, nor an open_clip ViT that averages its patch tokens
+    (``pool_type='avg'``, the CLIPA configs: a one-token layer feature has no patch token to
+    average): a one-line ``ValueError`` each. LeGrad's optional SigLIP
     "correction" (zeroing where an empty prompt's map exceeds 0.8) is not applied.
 
     Passes per call (any B): 2 forward (the text feature, the image tower with explicit
@@ -57,6 +60,8 @@ class LeGrad(Method):
         if side != "image":
             raise ValueError("legrad explains the image side only (its paper defines it on a "
                              "vision transformer's attention maps): use side='image'")
+        check_token_pooled(model, side, "legrad", "so LeGrad's one mean token per layer leaves "
+                           "its head no patch token to average (the map would be all zero)")
         tower = model.image
         start = default_legrad_layer(tower) if self.layer is None \
             else tower.check_layer(self.layer)
