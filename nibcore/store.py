@@ -309,15 +309,25 @@ def audit_failures(path: str | Path) -> list[str]:
     return [m["text"] for m in found.get("mismatches", []) if m["file"] == Path(path).name]
 
 
-def flag_audit_failures(path: str | Path, show=print) -> None:
-    """Print, where a table reads ``path``, every stored value this build's audit could not
-    reproduce: the table below rests on them."""
+def flag_audit_failures(path: str | Path) -> None:
+    """Show, where a table reads ``path``, every stored value this build's audit could not
+    reproduce: the table below rests on them. In a notebook a wrapped Markdown block (the page
+    shows it whole), elsewhere printed."""
     failures = audit_failures(path)
-    if failures:
-        show(f"AUDIT WARNING: the results below come from {Path(path).name}, and this build's "
-             f"audit could not reproduce {len(failures)} of its stored values within the "
-             f"measured tolerances; treat the table as unverified:\n"
-             + "\n".join(f"  - {f}" for f in failures))
+    if not failures:
+        return
+    head = (f"AUDIT WARNING: the results below come from {Path(path).name}, and this build's "
+            f"audit could not reproduce {len(failures)} of its stored values within the "
+            f"measured tolerances; treat them as unverified:")
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+    except ImportError:
+        get_ipython = None
+    if get_ipython is not None and get_ipython() is not None:
+        display(Markdown(f"**{head}**\n\n" + "\n".join(f"- {f}" for f in failures)))
+    else:
+        print(head + "\n" + "\n".join(f"  - {f}" for f in failures))
 
 
 def load_many(names: Sequence[str], model: str = "mini") -> "pd.DataFrame":  # noqa: F821
