@@ -424,7 +424,8 @@ def text_ground_truth(scores: np.ndarray, present: Sequence[int], absent: Sequen
 
 # --- hardware --------------------------------------------------------------------------------
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` knows."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -441,6 +442,6 @@ def hardware(device: torch.device | str | None = None) -> str:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
-        name = f"CPU {_cpu_name()}"
+        name = f"CPU {cpu_name()}"
     return (f"torch {torch.__version__}; {name}; {torch.get_num_threads()} threads "
             f"({os.cpu_count()} cores)")

@@ -174,28 +174,19 @@ def spreads(results: dict[str, dict]) -> dict:
 
 def tolerances(measured: dict, configs: list[str], factor: float) -> dict:
     from nibcore.audit import MAX_RTOL
+    from nibcore.metrics import cpu_name
 
     rtol = {c: min(s * factor, MAX_RTOL) for c, s in sorted(measured["spread"].items())}
     over = sorted(c for c, s in measured["spread"].items() if s > MAX_RTOL)
     return dict(
         factor=factor, configs={n: CONFIGS[n] for n in configs},
         machine=f"{platform.machine()} {platform.processor() or ''}".strip(),
-        cpu=_cpu_name(), rows=measured["rows"], rtol=rtol,
+        cpu=cpu_name(), rows=measured["rows"], rtol=rtol,
         spread={c: s for c, s in sorted(measured["spread"].items())},
         worst_row=measured["worst"], over_max=over,
         outcome_flips=measured["flips"], map_spread=measured["map_spread"],
         map_atol=measured["map_spread"] * factor, raw_spread=measured["raw_spread"],
         raw_rtol=measured["raw_spread"] * factor)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 #: How each kind of column is audited (the README's words).
