@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import platform
 import shlex
 import sys
 from pathlib import Path
@@ -44,6 +43,7 @@ import torch
 import nibcore
 from bench_nib import captum_ig, median_times
 from nibcore.inputs import prepare_pairs
+from nibcore.metrics import cpu_name
 from nibcore.numerics import FLOAT_NOISE_RTOL
 
 CAPTION = "a photo of a small dog on the grass"
@@ -60,17 +60,6 @@ def full_last_block(model: nibcore.ClipModel):
     finally:
         for tower in towers:
             del tower._pooled_last_block
-
-
-def cpu_name() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def official_contender(path: Path, ids: torch.Tensor, steps: int):
