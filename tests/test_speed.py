@@ -2,16 +2,15 @@
 computation as it was before them (every λ row, f(0) and f(1) as zero-weight rows of the same
 back-propagated passes, each side on its own with the full other tower). The reference calls the
 towers' ``upper`` as the library does, so both run the last block on the pooled token alone (the
-pooled-token floor, ``nibcore.models``): the same computation, hence the bits below. Against the
-full last block (the computation before the floor) the results are another numeric path, equal
-within ``FLOAT_NOISE_RTOL`` only: ``tests/test_pooled_block.py``.
+pooled-token floor, ``nibcore.models``); against the full last block see
+``tests/test_pooled_block.py``.
 
-With the paper schedule and the default ``rows_per_call`` the raw scores, maps and f(1) are the
-same bits. f(0) is now one forward pass of its own instead of an extra row of a larger batch, and a
-float32 matrix product may round differently when the batch has another shape, so f(0) — and
-everything when a small ``rows_per_call`` makes the last chunk hold other rows — is checked within
-the float noise measured between numeric paths (``nibcore.numerics.FLOAT_NOISE_RTOL``; at 1e-6 it
-failed on an Intel Xeon and under ``MKL_CBWR=COMPATIBLE``)."""
+The reference back-propagates f(0) and f(1) as extra rows of its batches, the library does not, so
+its matrix products see batches of another shape: the results are equal within the float noise
+measured between numeric paths (``nibcore.numerics.FLOAT_NOISE_RTOL``), not in bits — they were
+bit-identical on this AMD EPYC's native path, but not under ``ATEN_CPU_CAPABILITY=default
+MKL_CBWR=COMPATIBLE`` (6e-8), and f(0) at 1e-6 failed on an Intel Xeon. Bits are asserted only for
+literally the same computation."""
 
 import numpy as np
 import pytest
@@ -65,43 +64,48 @@ def pairs(tiny):
     return prepare_pairs(tiny, images, TEXTS)
 
 
-def _check(model, pixels, ids, side, atts, exact, **kw):
+def _check(model, pixels, ids, side, atts, **kw):
     raw, f1, f0 = reference(model, pixels, ids, side, **kw)
     for b, a in enumerate(atts):
         n = a.raw.shape[0]
-        expected = (raw[b, :n].numpy(), float(f1[b]), float(f0[b]))
-        if exact:
-            assert np.array_equal(a.raw, expected[0]), np.abs(a.raw - expected[0]).max()
-            assert a.f1 == expected[1]
-            assert_paths_close(a.f0, expected[2])  # f(0): a batch of another shape
-        else:
-            assert_paths_close(a.raw, expected[0])
-            assert_paths_close([a.f1, a.f0], expected[1:])
+        assert_paths_close(a.raw, raw[b, :n].numpy())
+        assert_paths_close([a.f1, a.f0], [float(f1[b]), float(f0[b])])
 
 
 @pytest.mark.parametrize("side", ["image", "text"])
-def test_paper_schedule_is_bit_identical_to_the_reference(tiny, pairs, side):
+def test_paper_schedule_matches_the_reference(tiny, pairs, side):
     pixels, ids = pairs
     atts = nibcore.explain(tiny, pixels, TEXTS, side=side)
-    _check(tiny, pixels, ids, side, atts, exact=True)
+    _check(tiny, pixels, ids, side, atts)
     one = nibcore.explain(tiny, pixels[1], TEXTS[1], side=side)
-    _check(tiny, pixels[1:2], ids[1:2], side, [one], exact=True)
-    assert np.array_equal(one.scores, nibcore.explain(tiny, pixels[1], TEXTS[1], side=side,
-                                                      rows_per_call=10).scores)
+    _check(tiny, pixels[1:2], ids[1:2], side, [one])
+
+
+@pytest.mark.parametrize("side", ["image", "text"])
+def test_the_same_computation_gives_the_same_bits(tiny, pairs, side):
+    """Determinism: one call repeated, and a ``rows_per_call`` that cuts the rows into the same
+    chunks (10 λ rows of one pair fit one call either way), give identical bits."""
+    pixels, _ = pairs
+    one = nibcore.explain(tiny, pixels[1], TEXTS[1], side=side)
+    again = nibcore.explain(tiny, pixels[1], TEXTS[1], side=side)
+    same_chunks = nibcore.explain(tiny, pixels[1], TEXTS[1], side=side, rows_per_call=10)
+    for other in (again, same_chunks):
+        assert np.array_equal(one.raw, other.raw) and np.array_equal(one.scores, other.scores)
+        assert (one.f1, one.f0) == (other.f1, other.f0)
 
 
 @pytest.mark.parametrize("side", ["image", "text"])
 def test_small_chunks_match_the_reference(tiny, pairs, side):
     pixels, ids = pairs
     atts = nibcore.explain(tiny, pixels, TEXTS, side=side, rows_per_call=7)
-    _check(tiny, pixels, ids, side, atts, exact=False, rows_per_call=7)
+    _check(tiny, pixels, ids, side, atts, rows_per_call=7)
 
 
 @pytest.mark.parametrize("side", ["image", "text"])
 def test_completeness_schedule_matches_the_reference(tiny, pairs, side):
     pixels, ids = pairs
     atts = nibcore.explain(tiny, pixels, TEXTS, side=side, schedule="completeness", num_steps=3)
-    _check(tiny, pixels, ids, side, atts, exact=False, schedule="completeness", num_steps=3)
+    _check(tiny, pixels, ids, side, atts, schedule="completeness", num_steps=3)
 
 
 def test_fewer_backward_rows_than_the_reference(tiny, pairs):
