@@ -14,7 +14,7 @@ ONLINE_MODEL ?= ViT-B-32-quickgelu
 # torch threads of the online chapters (`make test` runs them beside the book build, one core each)
 ONLINE_THREADS ?= 2
 
-.PHONY: setup test unit book book-side other-path book-smoke online bench clean
+.PHONY: setup test unit book book-side other-path book-smoke online bench clean platforms
 
 setup: $(VENV)/.installed
 
@@ -65,6 +65,11 @@ book-smoke: setup
 
 bench: setup
 	$(PY) benchmarks/bench_nib.py
+
+# requirements.txt against PyPI for Linux x86-64 / aarch64, macOS arm64 and Windows x86-64, each
+# with Python 3.10, 3.11 and 3.12 (scripts/check_platforms.py; downloads ~20 GB, deletes it)
+platforms: setup
+	$(PY) scripts/check_platforms.py
 
 clean:
 	rm -rf _build book/_executed
