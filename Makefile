@@ -1,8 +1,9 @@
 # Two commands do everything on a fresh machine (each sets itself up first):
 #   make book   – execute every chapter with papermill on the bundled offline model, build the book
-#   make test   – run the unit tests, then build and check the executed book and, beside it,
-#                 execute every chapter once more the way a Colab reader runs it (what CI runs;
-#                 see `online`)
+#   make test   – run the unit tests, then build and check the executed book (strict audit),
+#                 rehearse another CPU's numeric path and other platforms' installs and, beside
+#                 it, execute every chapter once more the way a Colab reader runs it (what CI
+#                 runs; see `book-side` and `online`)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -35,12 +36,15 @@ test: unit
 	OMP_NUM_THREADS=1 $(MAKE) -j2 book-side online ONLINE_THREADS=1
 
 # make test's book side, one after the other: the strict book build (a stored value the audit
-# cannot reproduce fails it), the tests that execute chapters or build HTML (`-m book`), then
-# the unit tests and the audit once more on a second numeric path
+# cannot reproduce fails it), the tests that execute chapters or build HTML (`-m book`), the unit
+# tests and the audit once more on a second numeric path, and the install resolved for the
+# platforms this machine is not (`make platforms` checks all twelve targets)
+PLATFORMS_IN_TEST ?= macos-arm64 windows-x86_64 linux-aarch64/py3.12
 book-side: setup
 	$(PY) scripts/build_book.py --strict $(BOOK_FLAGS)
 	$(PY) -m pytest -q -m book
 	$(MAKE) other-path
+	$(PY) scripts/check_platforms.py --only $(PLATFORMS_IN_TEST) --jobs 2
 
 # Another machine, rehearsed: ATen's portable kernels (no AVX2/AVX-512) and MKL's compatible
 # mode (the settings that reproduced an Intel Xeon's failures on this AMD EPYC); the tolerances
