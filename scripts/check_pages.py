@@ -53,11 +53,17 @@ PROBE = r"""
   function run() {
     var out = {width: window.innerWidth, column: null, tables: 0, images: 0, problems: []};
     var article = document.querySelector('article.bd-article, main#main-content, main, body');
-    var col = article.clientWidth;
-    out.column = col;
+    // the text column: a notebook cell's width (jupyter-book), else the section's / article's
+    function column(el) {
+      var c = el.closest('div.cell') || el.closest('section') || article;
+      return c.clientWidth;
+    }
+    var first = document.querySelector('div.cell');
+    out.column = first ? first.clientWidth : article.clientWidth;
     var tables = document.querySelectorAll('table');
     out.tables = tables.length;
     tables.forEach(function (t, i) {
+      var col = column(t);
       var w = Math.round(t.getBoundingClientRect().width);
       var what = 'table ' + (i + 1) + ' (' + label(t) + ') in "' + where(t) + '"';
       if (t.scrollWidth > t.clientWidth + 1) {
@@ -79,6 +85,7 @@ PROBE = r"""
     imgs.forEach(function (im, i) {
       var r = im.getBoundingClientRect();
       if (r.width === 0) return;
+      var col = column(im);
       out.images += 1;
       var box = im.parentElement;
       var what = 'img ' + (i + 1) + ' (' + (im.getAttribute('alt') || im.src.split('/').pop())
@@ -132,7 +139,7 @@ def measure(page: Path, width: int = 1280, height: int = 2000, browser: str | No
                "--run-all-compositor-stages-before-draw", "--allow-file-access-from-files",
                "--dump-dom", copy.as_uri()]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    m = re.search(rf'<pre id="{MARK}">(.*?)</pre>', proc.stdout, re.S)
+    m = re.search(rf'<pre id="{MARK}"[^>]*>(.*?)</pre>', proc.stdout, re.S)
     if not m:
         raise RuntimeError(f"{page}: no measurement from chromium (rc {proc.returncode}): "
                            f"{proc.stderr.strip()[-500:]}")

@@ -118,14 +118,53 @@ def matrix(ax: plt.Axes, values: np.ndarray, row_labels: Sequence[str],
     im = ax.imshow(values, cmap=cmap, aspect="auto")
     ax.set_xticks(range(len(col_labels)), col_labels, rotation=35, ha="right", fontsize=8)
     ax.set_yticks(range(len(row_labels)), row_labels, fontsize=8)
-    mid = (values.max() + values.min()) / 2
     for (i, j), v in np.ndenumerate(values):
-        ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=7,
-                color="white" if v < mid else "black")
+        ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=8,
+                color=ink(im.cmap(im.norm(v))))
     if colorbar:
         ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     if title:
         ax.set_title(title, fontsize=9)
+
+
+def ink(rgba: Sequence[float]) -> str:
+    """Black or white, whichever reads better on a cell of colour ``rgba`` (by its relative
+    luminance: light cells get black numbers, dark cells white ones)."""
+    r, g, b = (float(c) for c in rgba[:3])
+    return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.45 else "white"
+
+
+def token_legend(signed: bool = False) -> str:
+    """The key of :func:`tokens_html`'s colours, as an HTML snippet: a colour ramp with its
+    ends named (blue − / white 0 / red + for ``signed``, white 0 → red 1 otherwise)."""
+    if signed:
+        stops, ends = "RdBu_r", ("− (against the caption)", "0", "+ (for the caption)")
+    else:
+        stops, ends = "Reds", ("0", "", "1 (highest score)")
+    cmap = plt.get_cmap(stops)
+    ramp = ", ".join("rgb({},{},{})".format(*(int(255 * c) for c in cmap(v)[:3]))
+                     for v in ((0.0, 0.5, 1.0) if signed else (0.05, 0.45, 0.85)))
+    what = ("signed score / max |score|" if signed else "score (scaled to [0, 1])") + \
+        "; hover a token for its value"
+    return ('<div style="font-size: 0.85em; margin: 0.3em 0">colour key: '
+            f'<span style="margin-right: 0.4em">{_escape(ends[0])}</span>'
+            f'<span style="display: inline-block; width: 8em; height: 0.9em; '
+            f'vertical-align: middle; border: 1px solid #999; '
+            f'background: linear-gradient(to right, {ramp})"></span>'
+            + (f'<span style="margin: 0 0.4em">{_escape(ends[1])} in the middle,</span>'
+               if ends[1] else "")
+            + f'<span style="margin-left: 0.4em">{_escape(ends[2])}</span> — {_escape(what)}'
+            "</div>")
+
+
+def maps_colorbar(fig: plt.Figure, axes: Sequence[plt.Axes], cmap: str = "jet",
+                  label: str = "attribution (each map scaled to [0, 1])") -> None:
+    """One colour bar for a row of maps drawn with ``vmin=0, vmax=1`` (e.g. by
+    :func:`nibcore.viz.overlay` with ``colorbar=False``), beside the whole row."""
+    mappable = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, 1))
+    bar = fig.colorbar(mappable, ax=list(axes), fraction=0.02, pad=0.01)
+    bar.set_label(label, fontsize=8)
+    bar.ax.tick_params(labelsize=8)
 
 
 def tokens_html(words: Sequence[str], scores: np.ndarray, signed: bool = False,
@@ -371,11 +410,12 @@ def beta_curves(spread: pd.DataFrame, paper: pd.DataFrame, metrics: Sequence[str
             part = part.sort_values("beta")
             twin.plot(part["beta"], part["value"], color=str(0.35 + 0.2 * k), lw=1,
                       ls=["-", "--", ":"][k % 3], label=src.replace("paper ", "paper: "))
-        twin.tick_params(labelsize=7, colors="grey")
-    axes[0].set_ylabel("ours")
+        twin.tick_params(labelsize=8, colors="dimgrey")
+        twin.set_ylabel("paper (right axis)", color="dimgrey")
+        ax.set_ylabel("ours (left axis)", color="crimson")
     h1, l1 = axes[-1].get_legend_handles_labels()
     h2, l2 = twin.get_legend_handles_labels()
-    axes[-1].legend(h1 + h2, l1 + l2, fontsize=6, loc="best")
+    axes[-1].legend(h1 + h2, l1 + l2, fontsize=7, loc="best")
     if suptitle:
         fig.suptitle(suptitle, fontsize=8)
     fig.tight_layout()

@@ -711,17 +711,20 @@ def paired_verdicts(df: pd.DataFrame, metrics: Sequence[str], method: str = "nib
 
 def verdict_table(verdicts: pd.DataFrame, labels: dict[str, str] | None = None) -> pd.DataFrame:
     """:func:`paired_verdicts` as strings ``"better: −3.1 [−3.6, −2.6] (n=1000)"``, one row per
-    metric, one column per baseline."""
+    metric, one column per baseline; "not distinguishable at 95 %" is written ``n.d.`` (the
+    columns' name says so), which keeps the table within a 1280 px page's column."""
     from ..stats import fmt
 
     labels = labels or {**MAIN_METRICS, **GT_LABELS}
-    v = verdicts.assign(text=[f"{r.verdict}: {fmt(r.diff, r.low, r.high, r.n)}"
+    short = {"not distinguishable at 95 %": "n.d."}
+    v = verdicts.assign(text=[f"{short.get(r.verdict, r.verdict)}: "
+                              f"{fmt(r.diff, r.low, r.high, r.n)}"
                               for r in verdicts.itertuples()])
     wide = v.pivot_table(index="metric", columns="baseline", values="text", aggfunc="first",
                          sort=False)
     wide = wide[[b for b in BOOK_ORDER if b in wide.columns]]
     wide = wide.rename(index=lambda m: labels.get(m, m), columns=lambda b: DISPLAY.get(b, b))
-    wide.columns.name = "NIB − baseline"
+    wide.columns.name = "NIB − baseline (n.d.: not distinguishable at 95 %)"
     return wide.fillna("")
 
 
@@ -810,6 +813,39 @@ def beside_ci(paper_frame: pd.DataFrame, ours: pd.DataFrame, columns: str = "met
     if columns != "method":
         wide = wide[sorted(wide.columns)]
     return display_names(wide).fillna("")
+
+
+def by_metric(paper_frame: pd.DataFrame, ours: pd.DataFrame, labels: dict[str, str],
+              order: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
+    """:func:`beside_ci` as one narrow table per metric (keys: the metrics' display names, in
+    the book's order): the methods as rows (``order``, default :data:`BOOK_ORDER`), the
+    paper's datasets and ours as columns (short names from :func:`short_source`: ``CC``,
+    ``ImageNet``, ``ours:<dataset>`` for ``labels`` = dataset -> our label). The paper's values
+    as printed, ours as ``"value [low, high]"``; a page at 1280 px shows each table whole."""
+    from ..stats import fmt
+
+    keep = ["source", "method", "metric", "value"]
+    p = paper_frame.assign(value=[f"{v:.4g}" for v in paper_frame["value"]])
+    o = ours.assign(value=[fmt(v, lo, hi) for v, lo, hi in
+                           zip(ours["value"], ours["low"], ours["high"])])
+    long = pd.concat([f[keep] for f in (p, o) if len(f)], ignore_index=True)
+    long["source"] = long["source"].map(lambda s: short_source(s, labels))
+    sources = list(dict.fromkeys(long["source"]))
+    metrics = [m for m in METRIC_LABELS if m in set(long["metric"])] + \
+        [m for m in dict.fromkeys(long["metric"]) if m not in METRIC_LABELS]
+    methods = [m for m in (order or BOOK_ORDER) if m in set(long["method"])]
+    methods += [m for m in dict.fromkeys(long["method"]) if m not in methods]
+    out = {}
+    for metric in metrics:
+        part = long[long["metric"] == metric]
+        wide = part.pivot_table(index="method", columns="source", values="value",
+                                aggfunc="first", sort=False)
+        wide = wide.reindex(index=[m for m in methods if m in wide.index],
+                            columns=[s for s in sources if s in wide.columns])
+        wide = wide.rename(index=lambda m: DISPLAY.get(m, m)).fillna("")
+        wide.index.name, wide.columns.name = "method", None
+        out[METRIC_LABELS.get(metric, metric)] = wide
+    return out
 
 
 def sweep_ci(df: pd.DataFrame, param: str, source: str, seed: int = 0,
