@@ -36,12 +36,15 @@ test: unit
 	OMP_NUM_THREADS=1 $(MAKE) -j2 book-side online ONLINE_THREADS=1
 
 # make test's book side, one after the other: the strict book build (a stored value the audit
-# cannot reproduce fails it), the tests that execute chapters or build HTML (`-m book`), the unit
+# cannot reproduce fails it), every results page seen whole at 1280 px in headless Chromium
+# (scripts/check_pages.py; Debian's `chromium`), the tests that execute chapters or build HTML
+# (`-m book`), the unit
 # tests and the audit once more on a second numeric path, and the install resolved for the
 # platforms this machine is not (`make platforms` checks all twelve targets)
 PLATFORMS_IN_TEST ?= macos-arm64 windows-x86_64 linux-aarch64/py3.12
 book-side: setup
 	$(PY) scripts/build_book.py --strict $(BOOK_FLAGS)
+	$(PY) scripts/check_pages.py --dir _build/html/book
 	$(PY) -m pytest -q -m book
 	$(MAKE) other-path
 	$(PY) scripts/check_platforms.py --only $(PLATFORMS_IN_TEST) --jobs 2

@@ -29,8 +29,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-RESULTS_PAGES = ("results_main", "results_beta", "results_ablations", "results_beyond",
-                 "results_metrics", "results_passes", "gallery", "claims")
+RESULTS_PAGES = ("results_main", "results_text", "results_beta", "results_ablations",
+                 "results_beyond", "results_metrics", "results_passes", "gallery", "claims")
 MARK = "check-pages-result"
 
 # Runs in the page after load: measures, then writes JSON into <pre id=MARK>.
