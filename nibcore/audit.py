@@ -16,9 +16,14 @@ What counts as a mismatch (the tolerances are in ``data/results/tolerances.json`
 numeric path one machine reaches; the table is in the README):
 
 * **continuous columns** (cosines, energies, AUCs, correlations): ``|stored − recomputed|`` above
-  the column's tolerance: its measured relative spread × :data:`Tolerances.factor`, never above
-  :data:`MAX_RTOL` and never below one unit of the stored value's 6th significant digit.
-  Correlations and ground-truth margins are differences on a [−1, 1] scale: relative to 1.
+  the column's tolerance: its measured spread × :data:`Tolerances.factor`, never above
+  :data:`MAX_RTOL` and never below one unit of the stored value's 6th significant digit, relative
+  to the column's :func:`scale` (a perturbed cosine to ``s0``, an insertion/deletion AUC to
+  ``100·s0``, correlations and ground-truth margins to 1). Columns whose measured spread exceeds
+  :data:`MAX_RTOL` are audited through the noise they are computed from instead of a looser
+  tolerance: the energies through their map's noise (:func:`energy_allowed`), the randomisation
+  check's correlations through the near-tied neighbours of their two maps
+  (:func:`nibcore.sanity.rank_swap_bound`).
 * **Confidence Drop** ``max(0, s0 − s1)·100`` is a difference of two cosines, so its relative
   noise is unbounded when ``s0 ≈ s1``; it is audited through ``s0`` and ``s1``: allowed
   ``100 · (tol(s0) + tol(s1))``.
