@@ -124,17 +124,34 @@ def _imports_store(tree: ast.AST, package: str | None = None) -> bool:
     return False
 
 
+#: The store's reading functions: a module of nibcore that calls one reads the store (one that
+#: only imports a helper from it, e.g. ``sweeps`` its file hash, does not).
+STORE_READERS = ("load", "load_many", "describe", "load_timing", "read_rows")
+
+
+def _calls_store_reader(tree: ast.AST) -> bool:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in STORE_READERS \
+                and isinstance(node.value, ast.Name) and node.value.id == "store":
+            return True
+        if isinstance(node, ast.ImportFrom) and (node.module or "").endswith("store") \
+                and any(a.name in STORE_READERS for a in node.names):
+            return True
+    return False
+
+
 def store_modules(root: Path = ROOT) -> set[str]:
-    """``nibcore.store`` and the modules of nibcore that import it (a chapter calling one of
-    them may read the store through it); package ``__init__`` files, which re-export, aside."""
+    """``nibcore.store`` and the modules of nibcore that import it and call its reading
+    functions (a chapter calling one of them reads the store through it); package ``__init__``
+    files, which re-export, aside."""
     found = {"nibcore.store"}
     for path in sorted((root / "nibcore").rglob("*.py")):
         parts = path.relative_to(root).with_suffix("").parts
         if parts[-1] == "__init__":
             continue
-        name = ".".join(parts)
-        if _imports_store(ast.parse(path.read_text()), ".".join(parts[:-1])):
-            found.add(name)
+        tree = ast.parse(path.read_text())
+        if _imports_store(tree, ".".join(parts[:-1])) and _calls_store_reader(tree):
+            found.add(".".join(parts))
     return found
 
 
@@ -175,8 +192,12 @@ def test_store_chapters_are_found():
     assert _imports_store(ast.parse("from . import store"), "nibcore")
     assert not _imports_store(ast.parse("from . import store"), "nibcore.book")
     assert not _imports_store(ast.parse("from nibcore import sweeps\nstore = 1"))
+    assert _calls_store_reader(ast.parse("from nibcore import store\nstore.load('x')"))
+    assert not _calls_store_reader(ast.parse("from .store import sha256_file"))
+    modules = store_modules()
+    assert "nibcore.book.claims" in modules and "nibcore.sweeps" not in modules, modules
     names = [nb.stem for nb in store_chapters()]
-    assert names and "results_main" in names, names
+    assert names and "results_main" in names and "results_passes" not in names, names
 
 
 #: The first cell run in each chapter: an audit hook recording every file of the installed tree
