@@ -312,8 +312,7 @@ def fragile_columns(row: dict[str, Any], att, model: ClipModel, mask: np.ndarray
 
 def drop_allowed(column: str, row: dict[str, Any], tol: Tolerances) -> float:
     """Allowed |Δ| of a Confidence Drop: the noise of s0 and s1, × 100."""
-    suffix = column[len("img_conf_drop"):] if column.startswith("img_") else None
-    if suffix is not None:
+    if column.startswith("img_"):
         c0, c1 = "img_s0", "img_s1"
     else:
         p = column[len("txt_conf_drop_"):]
