@@ -44,7 +44,9 @@ class DownloadError(RuntimeError):
     """A download or extraction failed; the message says what happened and what to do."""
 
 
-def _checksum(path: Path, algorithm: str) -> str:
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """The hex digest of a file's bytes (read in blocks): nibcore's one file hash — downloads'
+    checksums, the store's provenance, the sweeps' cache fingerprint, the mini model's card."""
     h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -94,7 +96,7 @@ def fetch(url: str, dest: str | Path, *, checksum: str | None = None, timeout: f
     """
     dest = Path(dest).expanduser()
     algo = parse_checksum(checksum) if checksum else None
-    if dest.is_file() and (algo is None or _checksum(dest, algo[0]) == algo[1]):
+    if dest.is_file() and (algo is None or file_digest(dest, algo[0]) == algo[1]):
         return dest
     check_output_file(dest, "download target")
     dest.unlink(missing_ok=True)  # a stale or damaged earlier download: fetch it again
@@ -142,7 +144,7 @@ def fetch(url: str, dest: str | Path, *, checksum: str | None = None, timeout: f
         raise DownloadError(f"{url}: connection closed after {done:,} of {total:,} bytes — run "
                             f"again to resume from there")
     if algo is not None:
-        got = _checksum(part, algo[0])
+        got = file_digest(part, algo[0])
         if got != algo[1]:
             part.unlink()
             raise DownloadError(f"{url}: {algo[0]} checksum mismatch (expected {algo[1]}, got "

@@ -58,7 +58,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import resultfile
+from . import columns, resultfile
 from .attribution import METHODS, SIDES, Attribution, explain
 from .checks import check_output_file
 from .datasets import Pair, load_dataset
@@ -70,26 +70,6 @@ from .metrics import (TEXT_PROTOCOLS, degenerate_map, degenerate_text, energy_in
 from .models import ClipModel
 
 KEY = ("dataset", "model", "id", "text", "method", "side", "params")
-
-
-def metric_columns(protocols: Sequence[str] = TEXT_PROTOCOLS) -> list[str]:
-    """The per-sample metric columns, in :func:`summarise` order."""
-    cols = ["img_conf_drop", "img_conf_incr", "img_insertion", "img_deletion"]
-    for p in protocols:
-        cols += [f"txt_conf_drop_{p}", f"txt_conf_incr_{p}"]
-    return cols + ["pointing", "energy", "energy_pos", "mask_area", "text_gt", "text_gt_word"]
-
-
-#: Display names of the metric columns (arrows: which direction is better).
-LABELS: dict[str, str] = {
-    "img_conf_drop": "Image Conf. Drop ↓", "img_conf_incr": "Image Conf. Increase ↑",
-    "img_insertion": "Image Insertion AUC ↑", "img_deletion": "Image Deletion AUC ↓",
-    **{f"txt_conf_drop_{p}": f"Text Conf. Drop ↓ ({p})" for p in TEXT_PROTOCOLS},
-    **{f"txt_conf_incr_{p}": f"Text Conf. Increase ↑ ({p})" for p in TEXT_PROTOCOLS},
-    "pointing": "Pointing game ↑", "energy": "Energy in mask ↑ ([0,1] map)",
-    "energy_pos": "Energy in mask ↑ (raw, positive part)", "mask_area": "Mask area (chance)",
-    "text_gt": "Text ground truth ↑ (phrase)", "text_gt_word": "Text ground truth ↑ (word)",
-}
 
 
 # --- the output file -------------------------------------------------------------------------
@@ -511,14 +491,14 @@ def summarise(df: pd.DataFrame, counts: bool = True, metrics: Iterable[str] | No
 
     ``counts=True``: columns are ``(method, "mean")`` and ``(method, "n")`` (non-missing samples
     behind each mean); ``counts=False``: the means only. Rows are the metric columns present in
-    ``df`` (see :func:`metric_columns`; display names in :data:`LABELS`); when ``df`` holds several
-    datasets or models, the index is ``(dataset, model, metric)``. A method run with several
-    parameter sets gets one column per set.
+    ``df`` (:func:`nibcore.columns.metric_columns`; their labels are the registry's); when ``df``
+    holds several datasets or models, the index is ``(dataset, model, metric)``. A method run
+    with several parameter sets gets one column per set.
     """
     if df.empty:
         return pd.DataFrame()
     df = df.assign(_label=_labels(df))
-    wanted = list(metrics) if metrics is not None else metric_columns(
+    wanted = list(metrics) if metrics is not None else columns.metric_columns(
         [c[len("txt_conf_drop_"):] for c in df.columns if c.startswith("txt_conf_drop_")])
     wanted = [c for c in wanted if c in df.columns and df[c].notna().any()]
     methods = list(dict.fromkeys(df["_label"]))

@@ -81,19 +81,12 @@ import torch
 import torch.nn.functional as F
 
 from .attribution import cosine, upsample_tokens
+from .columns import TEXT_PROTOCOLS
 from .models import ClipModel, text_lengths
 from .numerics import span_is_noise
 
-#: The text-side perturbation protocols, see the module docstring.
-TEXT_PROTOCOLS = ("paper", "m2ib", "clean")
 #: Steps K of the insertion / deletion curves (K + 1 images per curve).
 CURVE_STEPS = 10
-
-
-def lower_is_better(column: str) -> bool:
-    """Is a low value of this metric column good? Drops and deletion AUCs (everything named
-    ``*drop*`` or ``*deletion*``); everything else is better high."""
-    return "drop" in column or "deletion" in column
 
 
 def _flat(values: np.ndarray) -> bool:

@@ -42,6 +42,7 @@ import torch
 from . import resultfile
 from . import checks
 from .checks import check_output_file
+from .downloads import file_digest
 from .attribution import METHODS
 from .methods import PAPER_LINEUP
 from .metrics import TEXT_PROTOCOLS, hardware
@@ -159,14 +160,6 @@ def meta_file(path: str | Path) -> Path:
 
 # --- provenance ------------------------------------------------------------------------------
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def weights_sha256(model: ClipModel) -> str:
     """sha256 over the model's state dict (names and float32 values, sorted by name)."""
     h = hashlib.sha256()
@@ -178,7 +171,7 @@ def weights_sha256(model: ClipModel) -> str:
 
 def model_hashes(model: ClipModel) -> dict[str, str | None]:
     """``file_sha256`` (the bundled file, for ``mini``; else None) and ``weights_sha256``."""
-    file_hash = sha256_file(bundled_file("mini-clip.safetensors")) if model.name == "mini" \
+    file_hash = file_digest(bundled_file("mini-clip.safetensors")) if model.name == "mini" \
         else None
     return {"file_sha256": file_hash, "weights_sha256": weights_sha256(model)}
 

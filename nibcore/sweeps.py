@@ -22,7 +22,8 @@ import pandas as pd
 from .attribution import MIN_BLOCKS_ABOVE
 from .evaluation import evaluate
 from .models import ClipModel
-from .store import sha256_file, weights_sha256
+from .downloads import file_digest
+from .store import weights_sha256
 
 #: The number of blocks of the paper's towers (ViT-B/32 and its text transformer).
 PAPER_BLOCKS = 12
@@ -47,12 +48,12 @@ def fingerprint_files(root: str | Path = PACKAGE_ROOT) -> list[Path]:
 
 
 def code_fingerprint(root: str | Path = PACKAGE_ROOT) -> str:
-    """sha256 over the relative path and :func:`~nibcore.store.sha256_file` of each of
+    """sha256 over the relative path and :func:`~nibcore.downloads.file_digest` of each of
     :func:`fingerprint_files` (``root``): changes with any file that can change a row."""
     root = Path(root)
     h = hashlib.sha256()
     for path in fingerprint_files(root):
-        h.update(f"{path.relative_to(root).as_posix()}\0{sha256_file(path)}\n".encode())
+        h.update(f"{path.relative_to(root).as_posix()}\0{file_digest(path)}\n".encode())
     return h.hexdigest()
 
 

@@ -189,7 +189,6 @@ def test_summarise_layout():
     # one method with two parameter sets: two columns
     df2 = pd.concat([df, df[df.method == "nib"].assign(params='{"num_steps": 5}')])
     assert len(ev.summarise(df2, counts=False).columns) == 3
-    assert ev.LABELS["img_conf_drop"].startswith("Image Conf. Drop")
 
 
 def test_fps():

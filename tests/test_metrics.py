@@ -11,7 +11,7 @@ from noise import assert_paths_close
 from nibcore.inputs import prepare_images
 from nibcore.metrics import (CURVE_STEPS, TEXT_PROTOCOLS, curve_inputs, degenerate_map,
                              degenerate_text, drop_increase, energy_in_mask, hardware,
-                             image_confidence, insertion_deletion, lower_is_better,
+                             image_confidence, insertion_deletion,
                              no_positive_mass, perturb_image, phrase_positions, pixel_order,
                              pointing_game, raw_pixel_map, scaled_text_embedding,
                              text_confidence, text_ground_truth, text_perturbation)
@@ -237,12 +237,6 @@ def test_degenerate_maps():
     assert degenerate_text([0.0, 0.5, 0.5, 1.0])  # content tokens equal
     assert degenerate_text([0.0, 0.5, 1.0])  # one content token: nothing to rank
     assert not degenerate_text([1.0, 0.2, 0.5, 0.0])
-
-
-def test_lower_is_better():
-    assert lower_is_better("img_conf_drop") and lower_is_better("img_deletion")
-    assert lower_is_better("txt_conf_drop_m2ib")
-    assert not lower_is_better("img_insertion") and not lower_is_better("pointing")
 
 
 def test_pixel_order_and_curve_inputs(pixels):

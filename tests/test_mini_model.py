@@ -10,7 +10,8 @@ import torch
 
 from nibcore.world import scenes
 from nibcore.world.quality import occlusion, zero_shot
-from nibcore.world.train import load_mini, to_tensor
+from nibcore.models import load_mini
+from nibcore.world.train import to_tensor
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 # Measured on the shipped model (MINI_CLIP_CARD.md): both 1.0 on these scenes;
@@ -21,7 +22,8 @@ OCCLUSION_FLOOR = 0.8
 
 @pytest.fixture(scope="module")
 def mini():
-    return load_mini(DATA)
+    m = load_mini(DATA)
+    return m.clip, m.preprocess, m.tokenizer, None
 
 
 def test_checkpoint_hash_matches_json_and_card():

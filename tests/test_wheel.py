@@ -193,7 +193,7 @@ def test_store_chapters_are_found():
     assert not _imports_store(ast.parse("from . import store"), "nibcore.book")
     assert not _imports_store(ast.parse("from nibcore import sweeps\nstore = 1"))
     assert _calls_store_reader(ast.parse("from nibcore import store\nstore.load('x')"))
-    assert not _calls_store_reader(ast.parse("from .store import sha256_file"))
+    assert not _calls_store_reader(ast.parse("from .store import weights_sha256"))
     modules = store_modules()
     assert "nibcore.book.claims" in modules and "nibcore.sweeps" not in modules, modules
     names = [nb.stem for nb in store_chapters()]

@@ -46,9 +46,10 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from ..columns import label, lower_is_better, side_of
 from ..models import bundled_file
 from ..stats import N_BOOT, bootstrap_ci, fmt, interval, paired
-from .paper import DISPLAY, METRIC_LABELS, PAPER_METRICS, PAPER_ORDER, SHORT_METRICS, paper_table
+from .paper import DISPLAY, PAPER_METRICS, PAPER_ORDER, SHORT_METRICS, paper_table
 
 #: The claims file in the bundled data.
 CLAIMS_FILE = "paper_claims.csv"
@@ -230,8 +231,8 @@ def combine_mostly(verdicts: Iterable[str]) -> str:
 
 def _orientation(test: str, metric: str) -> tuple[int, str]:
     """``(sign, claim)``: the sign that turns A − B into the claimed effect, and the claim type
-    of :func:`interval_verdict`. Passes and seconds are better low; FPS, the Increases high."""
-    lower_better = "drop" in metric or metric in ("passes", "seconds")
+    of :func:`interval_verdict`; the metric's direction is the column registry's."""
+    lower_better = lower_is_better(metric)
     if test in ("better", "mostly", "shared_best", "fewer_passes"):
         return (-1 if lower_better else 1), "positive"
     if test == "higher":
@@ -463,8 +464,7 @@ def _short(metric: str) -> str:
 
 
 def _metric_name(metric: str) -> str:
-    return {"passes": "forward + backward passes", "fps": "FPS ↑"}.get(
-        metric, METRIC_LABELS.get(metric, metric))
+    return "forward + backward passes" if metric == "passes" else label(metric)
 
 
 # --- the abstract: re-deriving its percentages from Table 2 -----------------------------------
@@ -500,7 +500,7 @@ def formula_value(cells: Sequence[dict[str, dict[str, float]]], metrics: Sequenc
             values = data[metric]
             nib = values["nib"]
             others = {m: v for m, v in values.items() if m != "nib"}
-            lower = "drop" in metric
+            lower = lower_is_better(metric)
             if reference == "each":
                 gains.append(float(np.mean([_gain(nib, v, lower, normaliser)
                                             for v in others.values()])))
@@ -610,10 +610,6 @@ def load_sources(model: Any, name: str = "mini") -> Sources:
                    label=f"ours ({name}, held-out scenes, n = {n})")
 
 
-def _side(metric: str) -> str:
-    return "image" if metric.startswith("img") or metric == "passes" else "text"
-
-
 def pair_values(sources: Sources, unit: Unit, metric: str) -> pd.Series:
     """``unit``'s per-pair values of ``metric``, indexed by pair id: a metric's column on its
     side; ``"seconds"`` (for FPS) the time of both maps of a pair; ``"passes"`` the forward +
@@ -632,7 +628,7 @@ def pair_values(sources: Sources, unit: Unit, metric: str) -> pd.Series:
         wide = rows.pivot_table(index="id", columns="side", values="seconds", aggfunc="mean")
         return wide.dropna().sum(axis=1) if {"image", "text"} <= set(wide.columns) \
             else pd.Series(dtype=float)
-    rows = rows[rows["side"] == _side(metric)]
+    rows = rows[rows["side"] == side_of(metric)]
     if metric == "passes":
         per_pair = (rows["fwd_rows"] + rows["bwd_rows"]) / rows["batch"]
         return per_pair.set_axis(rows["id"].to_numpy()).astype(float)
@@ -840,7 +836,7 @@ def mean_rank(sources: Sources, unit: Unit, metric: str,
             means[m] = -pair_values(sources, Unit("method", m), "seconds").mean()
         else:
             v = pair_values(sources, Unit("method", m), metric).mean()
-            means[m] = -v if "drop" in metric else v
+            means[m] = -v if lower_is_better(metric) else v
     order = sorted(means, key=means.get, reverse=True)
     return order.index(unit.value) + 1, len(order)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..columns import COLUMNS, GROUND_TRUTH, PAPER_METRICS, labels
 from ..methods import PAPER_LINEUP
 from ..models import bundled_file
 
@@ -43,20 +44,9 @@ PAPER_FILES = {1: "table1_properties", 2: "table2_main_results", 3: "table3_num_
                7: "table7_target_layer_expanded", 8: "table8_passes"}
 
 
-#: The paper's metric names -> the columns of :func:`nibcore.evaluate`'s frame.
-PAPER_METRICS = {"img_conf_drop": "img_conf_drop", "img_conf_incr": "img_conf_incr",
-                 "text_conf_drop": "txt_conf_drop_paper", "text_conf_incr": "txt_conf_incr_paper"}
-
-
-#: Display names of the paper's metric names (arrows: which direction is better).
-METRIC_LABELS = {"img_conf_drop": "Image Conf. Drop ↓", "img_conf_incr": "Image Conf. Increase ↑",
-                 "text_conf_drop": "Text Conf. Drop ↓", "text_conf_incr": "Text Conf. Increase ↑",
-                 "fps": "FPS ↑"}
-
-
-def lower_is_better(metric: str) -> bool:
-    """Drops (and anything named ``*drop*``) are better low; everything else high."""
-    return "drop" in metric
+#: Labels of the paper's metric names and FPS, from the column registry
+#: (:mod:`nibcore.columns`, where every label and direction is written).
+METRIC_LABELS = labels([*PAPER_METRICS, "fps"])
 
 
 def paper_table_path(name: str) -> Path:
@@ -95,8 +85,7 @@ def paper_table(table: int | str) -> pd.DataFrame:
 
 
 #: Short metric names for the columns of :func:`rank_grid`.
-SHORT_METRICS = {"img_conf_drop": "img drop", "img_conf_incr": "img incr",
-                 "text_conf_drop": "text drop", "text_conf_incr": "text incr", "fps": "FPS"}
+SHORT_METRICS = {m: COLUMNS[m].short for m in [*PAPER_METRICS, "fps"]}
 
 
 #: Display names of the book's datasets.
@@ -113,5 +102,4 @@ BEYOND_ORDER = ("gradeclip", "legrad")
 
 
 #: The ground-truth metrics of the leaderboard (the evaluation's column names, in column order).
-GT_METRICS = {"pointing": "pointing", "energy": "energy", "energy_pos": "energy_pos",
-              "mask_area": "mask_area", "text_gt": "text_gt", "text_gt_word": "text_gt_word"}
+GT_METRICS = {m: m for m in GROUND_TRUTH}

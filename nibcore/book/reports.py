@@ -19,13 +19,14 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from ..columns import GROUND_TRUTH, labels, lower_is_better, side_of
 from ..evaluation import fps
 from ..metrics import text_perturbation
 from ..models import ClipModel
 from ..attribution import default_layer
 from ..sweeps import PAPER_BLOCKS, highest_layer, layer_map
 from .paper import (BOOK_ORDER, DISPLAY, GT_METRICS, METRIC_LABELS, PAPER_METRICS, PAPER_ORDER,
-                    SHORT_METRICS, lower_is_better)
+                    SHORT_METRICS)
 
 def ours_label(model: ClipModel | str, dataset: str, n: int, seed: int, extra: str = "") -> str:
     """``"ours (mini, scenes, n=12, seed=0)"`` — the label of our rows in every comparison."""
@@ -44,8 +45,7 @@ def _per_side_means(df: pd.DataFrame, by: Sequence[str], columns: dict[str, str]
     for ours, metric in columns.items():
         if ours not in df:
             continue
-        side = "image" if ours.startswith(("img_", "pointing", "energy", "mask_area")) else "text"
-        rows = df[df["side"] == side] if "side" in df else df
+        rows = df[df["side"] == side_of(ours)] if "side" in df else df
         g = rows.groupby(list(by), sort=False)[ours]
         stats = pd.DataFrame({"value": g.mean(), "sem": g.sem(), "n": g.count()}).reset_index()
         stats["metric"] = metric
@@ -341,7 +341,7 @@ def layer_depth(long: pd.DataFrame, mapping: pd.DataFrame,
              for l, b in zip(mapping.paper_layer, mapping.image_layer)}
     depth.update({("text", l): b / mapping.attrs["text_blocks"]
                   for l, b in zip(mapping.paper_layer, mapping.text_layer)})
-    sides = np.where(long["metric"].str.startswith("img"), "image", "text")
+    sides = long["metric"].map(side_of)
     ours = long["source"].str.startswith("ours")
     return long.assign(depth=[depth[(side, l)] if o else l / paper_blocks
                               for side, l, o in zip(sides, long["paper_layer"], ours)])
@@ -441,7 +441,7 @@ def beta_sentences(spread: pd.DataFrame, ours: pd.DataFrame, paper: pd.DataFrame
         change = ""
         if per_pair is not None:
             col = PAPER_METRICS[metric]
-            part = per_pair[per_pair["side"] == column_side(col)]
+            part = per_pair[per_pair["side"] == side_of(col)]
             low, high = part["beta"].min(), part["beta"].max()
             a = part[part["beta"] == high].set_index("id")[col]
             b = part[part["beta"] == low].set_index("id")[col]
@@ -592,26 +592,12 @@ def passes_comparison(ours: pd.DataFrame, paper: pd.DataFrame, side: str = "imag
 
 # --- uncertainty: intervals, paired verdicts, findings ----------------------------------------
 
-#: The main metrics of the results chapters: evaluation column -> display label (arrow: which
-#: direction is better).
-MAIN_METRICS = {
-    "img_conf_drop": "Image Conf. Drop ↓", "img_conf_incr": "Image Conf. Increase ↑",
-    "img_deletion": "Image Deletion AUC ↓", "img_insertion": "Image Insertion AUC ↑",
-    "txt_conf_drop_paper": "Text Conf. Drop ↓ (paper)",
-    "txt_conf_incr_paper": "Text Conf. Increase ↑ (paper)",
-    "pointing": "Pointing game ↑", "energy": "Energy in mask ↑",
-}
-#: Column labels of the ground-truth metrics.
-GT_LABELS = {"pointing": "Pointing game ↑", "energy": "Energy in mask ↑ ([0,1] map)",
-             "energy_pos": "Energy in mask ↑ (raw, positive part)",
-             "mask_area": "Mask area (chance)", "text_gt": "Text ground truth ↑ (phrase)",
-             "text_gt_word": "Text ground truth ↑ (word)"}
-
-
-def column_side(column: str) -> str:
-    """The side whose rows hold an evaluation column: image for ``img_*`` and the mask metrics,
-    text otherwise."""
-    return "image" if column.startswith(("img_", "pointing", "energy", "mask_area")) else "text"
+#: The main metrics of the results chapters: evaluation column -> label (from the registry).
+MAIN_METRICS = labels(["img_conf_drop", "img_conf_incr", "img_deletion", "img_insertion",
+                               "txt_conf_drop_paper", "txt_conf_incr_paper", "pointing",
+                               "energy"])
+#: Labels of the ground-truth metrics.
+GT_LABELS = labels(GROUND_TRUTH)
 
 
 def smoke_label(label: str, smoke: bool) -> str:
@@ -631,7 +617,7 @@ def cell_intervals(df: pd.DataFrame, metrics: dict[str, str] | Sequence[str],
     cols = list(metrics)
     rows = []
     for col in cols:
-        side = column_side(col)
+        side = side_of(col)
         part = df[df["side"] == side] if "side" in df else df
         if col not in part:
             continue
@@ -686,13 +672,12 @@ def paired_verdicts(df: pd.DataFrame, metrics: Sequence[str], method: str = "nib
     on the metric's side): ``diff`` = mean(method − baseline), its paired bootstrap interval
     ``low`` / ``high``, ``n``, Wilcoxon's ``p`` and the ``verdict`` ("better", "worse",
     "not distinguishable at 95 %"; the metric's direction decides which sign is better)."""
-    from ..metrics import lower_is_better as lower
     from ..stats import paired
 
     baselines = [m for m in (baselines or BOOK_ORDER) if m != method and m in set(df["method"])]
     rows = []
     for col in metrics:
-        side = column_side(col)
+        side = side_of(col)
         part = df[(df["side"] == side)] if "side" in df else df
         if col not in part:
             continue
@@ -703,7 +688,7 @@ def paired_verdicts(df: pd.DataFrame, metrics: Sequence[str], method: str = "nib
             if len(common) < 2:
                 continue
             r = paired(mine[common].to_numpy(float), theirs[common].to_numpy(float),
-                       lower_is_better=lower(col), seed=seed)
+                       lower_is_better=lower_is_better(col), seed=seed)
             rows.append(dict(metric=col, side=side, baseline=b, n=r.n, diff=r.diff, low=r.low,
                              high=r.high, p=r.p_wilcoxon, verdict=r.verdict))
     return pd.DataFrame(rows)
@@ -766,9 +751,9 @@ def findings_box(verdicts: pd.DataFrame, cells: pd.DataFrame, method: str = "nib
         mine = cells[(cells["metric"] == col) & (cells["method"] == method)]
         own = (f"{fmt(mine['value'].iloc[0], mine['low'].iloc[0], mine['high'].iloc[0])} "
                f"(n={int(mine['n'].iloc[0])})") if len(mine) else "–"
-        from ..metrics import lower_is_better as lower
         allc = cells[cells["metric"] == col]
-        best = allc.sort_values("value", ascending=lower(col)).iloc[0] if len(allc) else None
+        best = allc.sort_values("value", ascending=lower_is_better(col)).iloc[0] \
+            if len(allc) else None
         best_txt = f"; best mean: {DISPLAY.get(best['method'], best['method'])}" \
             if best is not None else ""
         items.append(
@@ -871,7 +856,7 @@ def agreement_ci(df: pd.DataFrame, paper_frame: pd.DataFrame, seed: int = 0) -> 
 
     rows = []
     for metric, col in PAPER_METRICS.items():
-        part = df[df["side"] == column_side(col)]
+        part = df[df["side"] == side_of(col)]
         if col not in part:
             continue
         per = {m: g[col].dropna().to_numpy(float) for m, g in part.groupby("method", sort=False)}

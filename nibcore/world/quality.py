@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..models import load_mini
 from . import scenes
-from .train import CONTEXT_LENGTH, MEAN, STD, load_mini
+from .train import CONTEXT_LENGTH, MEAN, STD
 
 
 @torch.no_grad()
@@ -149,10 +150,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    model, preprocess, tokenizer, _ = load_mini(args.data)
+    mini = load_mini(args.data)
     print(
         json.dumps(
-            quality_report(model, args.n, args.seed, preprocess=preprocess, tokenizer=tokenizer),
+            quality_report(mini.clip, args.n, args.seed, preprocess=mini.preprocess,
+                           tokenizer=mini.tokenizer),
             indent=2,
         )
     )

@@ -16,7 +16,6 @@ set count as matches; object order shuffled) + a per-phrase loss: every image is
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import time
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from safetensors.torch import save_file
 
-from .. import models
+from ..downloads import file_digest
 from . import scenes
 
 CONTEXT_LENGTH = 20
@@ -60,16 +59,6 @@ DEFAULT_RUN_DIR = Path("runs") / "mini"
 def build_model() -> open_clip.model.CLIP:
     """A freshly initialised mini CLIP (uses the torch RNG)."""
     return open_clip.model.CLIP(**MODEL_CFG)
-
-
-def load_mini(
-    data_dir: str | Path = "data",
-) -> tuple[open_clip.model.CLIP, Any, Any, dict[str, Any]]:
-    """The model in ``data_dir`` as ``(open_clip model in eval mode, float32; preprocess PIL ->
-    (3, S, S); tokenizer; config dict)`` — loaded by :func:`nibcore.models.load_mini`."""
-    cfg = json.loads((Path(data_dir) / "mini-clip.json").read_text())
-    model = models.load_mini(data_dir)
-    return model.clip, model.preprocess, model.tokenizer, cfg
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -147,7 +136,7 @@ def export(model: open_clip.model.CLIP, out: Path, steps: int, seed: int, thread
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
     path = out / "mini-clip.safetensors"
     save_file(state, str(path))
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    sha = file_digest(path)
     meta = {
         "model_cfg": MODEL_CFG,
         "mean": list(MEAN),
