@@ -36,12 +36,24 @@ Text side (:func:`text_confidence`), three named protocols (see :data:`TEXT_PROT
     embedding *at each content position* is scaled by that position's map value (repeated ids
     are scaled independently), SOT, EOT and padding stay at 1. ``s0`` on the original ids.
 
-Insertion / deletion (:func:`insertion_deletion`, Petsiuk et al. 2018), image side
+Insertion / deletion (:func:`insertion_deletion`, Petsiuk et al. 2018), image side, two named
+protocols (see :data:`CURVE_PROTOCOLS`):
+
+``"ours"`` (the default)
     Pixels are ranked by the map (highest first). Deletion replaces the top ``k/K`` of them by the
     baseline (0 in normalised space: the dataset-mean colour), insertion starts from the baseline
     image and restores them, for ``k = 0..K`` (``K = 10``); the score of each image is the cosine
     of its feature with the caption's. The area under each curve (trapezoid over the fraction
     ``k/K`` in [0, 1]) × 100: deletion low = good, insertion high = good.
+``"rise"``
+    The RISE authors' ``CausalMetric`` (:func:`rise_insertion_deletion`): ``step`` pixels per
+    step (default one image row, ``W``), so ``ceil(H·W / step) + 1`` images per curve (65 at
+    64 × 64); deletion replaces pixels by 0 (normalised space), insertion starts from a Gaussian
+    blur of the image (:func:`rise_blur`: ``gkern(klen=11, nsig=5)``, zero padding) and copies
+    the original pixels in; the score is the softmax probability, over a set of class prompts,
+    of the class the model predicts on the original image; AUC = ``(Σ a − a₀/2 − a_last/2) /
+    (len(a) − 1)`` × 100. Ties in the map are ordered as ``"ours"`` orders them (RISE leaves them
+    to ``argsort``, implementation-defined).
 
 Ground truth (synthetic scenes, :mod:`nibcore.world.scenes`)
     :func:`pointing_game` (is the map's maximum inside the named object's mask),
@@ -55,14 +67,20 @@ that hide nothing; :func:`nibcore.numerics.span_is_noise`) or with a non-finite 
 metric has a defined value for them, so no pair is silently dropped from a mean:
 
 * Confidence Drop / Increase: computed as for any map (the mask is the constant map itself);
+  non-finite values of the mask count as 0 (:func:`finite_map`: the pixel is hidden);
 * pointing game: a miss (0); energy in mask: the mask's area share (the chance level), likewise
-  for the raw positive part when the raw map has no positive mass;
-* insertion / deletion: pixels taken in a fixed pseudo-random order (seed 0): chance;
-* text protocols: as for any map (``"m2ib"`` keeps no token); text ground truth: a miss (the
-  margin is 0).
+  for the raw positive part when the raw map has no positive mass or a non-finite value;
+* insertion / deletion (both protocols): pixels taken in a fixed pseudo-random order (seed 0):
+  chance;
+* text protocols: as for any map (``"m2ib"`` keeps no token), non-finite token scores counting
+  as 0 (:func:`finite_map`); text ground truth: a miss (the margin is 0) when a score of the map
+  is non-finite.
 
+Every function here applies these rules itself to the map it is given, NaN and ±inf included, so
+a caller passes the method's map as it is (replacing non-finite values by 0 *before* calling
+:func:`pointing_game` or :func:`energy_in_mask` would turn a degenerate map into a scored one).
 The runner counts them per row (``degenerate``, ``degenerate_raw``), so tables report per cell how
-many pairs were degenerate. Non-finite values are replaced by 0 before scoring.
+many pairs were degenerate. :data:`METRICS_VERSION` numbers these definitions.
 
 Speed: :func:`hardware` names the machine; frames-per-second are computed from the runner's
 timings by :func:`nibcore.evaluation.fps`.
@@ -87,6 +105,16 @@ from .numerics import span_is_noise
 
 #: Steps K of the insertion / deletion curves (K + 1 images per curve).
 CURVE_STEPS = 10
+#: The version of this module's metric definitions. A results-store file records the version it
+#: was generated with (``metrics_version`` in its sidecar; a sidecar without the field was
+#: generated with version 1), and the audit asks for regeneration instead of comparing values
+#: when it differs from this one. Raise it with any change here that changes a stored value; a
+#: new, separately named option (a protocol, a column) leaves it as it is.
+METRICS_VERSION = 1
+#: The insertion / deletion protocols, see the module docstring; ``"ours"`` is the default.
+CURVE_PROTOCOLS = ("ours", "rise")
+#: RISE's Gaussian kernel for the insertion substrate, ``gkern(klen, nsig)``: (klen, nsig).
+RISE_BLUR = (11, 5.0)
 
 
 def _flat(values: np.ndarray) -> bool:
@@ -109,6 +137,15 @@ def degenerate_text(scores: np.ndarray) -> bool:
     return bool(not np.isfinite(scores).all() or content.size < 2 or _flat(content))
 
 
+def finite_map(values: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """``values`` with NaN and ±inf replaced by 0, of the same type (the rule of the
+    perturbation metrics for a non-finite map value: the pixel or token is hidden). A finite
+    input comes back unchanged, bit for bit."""
+    if isinstance(values, torch.Tensor):
+        return torch.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    return np.nan_to_num(np.asarray(values), nan=0.0, posinf=0.0, neginf=0.0)
+
+
 def drop_increase(s0: torch.Tensor | np.ndarray, s1: torch.Tensor | np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Confidence Drop ``max(0, s0 − s1)·100`` and Increase ``100·[s1 > s0]``, per sample."""
@@ -120,9 +157,10 @@ def drop_increase(s0: torch.Tensor | np.ndarray, s1: torch.Tensor | np.ndarray
 # --- image side ------------------------------------------------------------------------------
 
 def perturb_image(pixels: torch.Tensor, maps: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """Normalised pixels ``(B, 3, H, W)`` × maps ``(B, H, W)`` (broadcast over RGB)."""
+    """Normalised pixels ``(B, 3, H, W)`` × maps ``(B, H, W)`` (broadcast over RGB); a
+    non-finite map value counts as 0 (:func:`finite_map`)."""
     maps = torch.as_tensor(np.asarray(maps) if not isinstance(maps, torch.Tensor) else maps)
-    maps = maps.to(pixels.device, pixels.dtype)
+    maps = finite_map(maps.to(pixels.device, pixels.dtype))
     if maps.dim() == 2:
         maps = maps[None]
     if maps.shape[0] != pixels.shape[0] or tuple(maps.shape[1:]) != tuple(pixels.shape[2:]):
@@ -176,25 +214,57 @@ def curve_inputs(pixels: torch.Tensor, scores: np.ndarray, steps: int = CURVE_ST
     return pixels[None] * (1 - shown), pixels[None] * shown
 
 
+def _batch_maps(maps: torch.Tensor | np.ndarray, n_images: int) -> np.ndarray:
+    """``maps`` as an array ``(B, H, W)`` (a single ``(H, W)`` map gets a batch axis), one per
+    image."""
+    maps = np.asarray(maps.detach().cpu() if isinstance(maps, torch.Tensor) else maps)
+    if maps.ndim == 2:
+        maps = maps[None]
+    if maps.shape[0] != n_images:
+        raise ValueError(f"{maps.shape[0]} maps for {n_images} images")
+    return maps
+
+
 @torch.no_grad()
 def insertion_deletion(model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor,
                        maps: torch.Tensor | np.ndarray, steps: int = CURVE_STEPS,
                        rows_per_call: int = 256,
-                       text_features: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+                       text_features: torch.Tensor | None = None, protocol: str = "ours",
+                       class_features: torch.Tensor | None = None) -> dict[str, np.ndarray]:
     """Insertion and deletion AUC (Petsiuk et al. 2018) × 100 per pair, image side.
 
-    ``pixels`` ``(B, 3, H, W)``; ``ids`` ``(B, C)``; ``maps`` ``(B, H, W)``. All ``2 · B ·
-    (steps + 1)`` images go through the image tower in batched calls of ``rows_per_call`` rows.
-    Returns ``insertion``, ``deletion`` (AUC of the cosine curve, trapezoid over [0, 1], × 100)
-    and the curves ``insertion_curve``, ``deletion_curve`` ``(B, steps + 1)``.
+    Args:
+        model: the CLIP model.
+        pixels: normalised images ``(B, 3, H, W)``.
+        ids: the captions ``(B, C)`` (``"ours"`` scores each image against its caption).
+        maps: the maps ``(B, H, W)`` at the model's input size.
+        steps: ``"ours"``: steps K of each curve (K + 1 images); not used by ``"rise"``, whose
+            step is one image row.
+        rows_per_call: images per call of the image tower.
+        text_features: ``"ours"``: the captions' features, when already computed.
+        protocol: ``"ours"`` (the default) or ``"rise"`` (:func:`rise_insertion_deletion`), see
+            the module docstring.
+        class_features: ``"rise"`` only, required: the text features ``(K, D)`` of the dataset's
+            class prompts (:func:`class_text_features`), the classes of the softmax.
+
+    Returns:
+        ``insertion``, ``deletion`` (AUC × 100 per pair) and the curves ``insertion_curve``,
+        ``deletion_curve`` ``(B, points)``; ``"ours"``: the cosine curves over ``steps + 1``
+        images, AUC by the trapezoid over [0, 1]; ``"rise"``: see
+        :func:`rise_insertion_deletion` (also ``top_class``).
     """
+    if protocol not in CURVE_PROTOCOLS:
+        raise ValueError(f"unknown insertion/deletion protocol {protocol!r}; "
+                         f"choose one of {list(CURVE_PROTOCOLS)}")
+    if protocol == "rise":
+        if class_features is None:
+            raise ValueError('protocol="rise" needs class_features: the text features of the '
+                             'dataset\'s class prompts (class_text_features)')
+        return rise_insertion_deletion(clip_class_logits(model, class_features), pixels, maps,
+                                       rows_per_call=rows_per_call)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
-    maps = np.asarray(maps.detach().cpu() if isinstance(maps, torch.Tensor) else maps)
-    if maps.ndim == 2:
-        maps = maps[None]
-    if maps.shape[0] != pixels.shape[0]:
-        raise ValueError(f"{maps.shape[0]} maps for {pixels.shape[0]} images")
+    maps = _batch_maps(maps, pixels.shape[0])
     if text_features is None:
         text_features = model.encode_text(ids)
     rows, owner = [], []
@@ -212,6 +282,200 @@ def insertion_deletion(model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor
     auc = 100.0 * ((curves[..., 1:] + curves[..., :-1]) / 2 * np.diff(x)).sum(axis=-1)
     return dict(deletion=auc[:, 0], insertion=auc[:, 1], deletion_curve=curves[:, 0],
                 insertion_curve=curves[:, 1])
+
+
+# --- insertion / deletion as the RISE authors compute it -----------------------------------------
+
+def rise_kernel(klen: int = RISE_BLUR[0], nsig: float = RISE_BLUR[1]) -> np.ndarray:
+    """RISE's blur kernel ``gkern(klen, nsig)``, ``(klen, klen)``: a unit impulse at the centre of
+    a ``klen × klen`` grid smoothed by :func:`scipy.ndimage.gaussian_filter` with standard
+    deviation ``nsig`` (its defaults: reflecting boundary, truncated at 4 σ). With ``nsig`` large
+    beside ``klen`` (5 beside 11) the reflections flatten the kernel; it sums to 1.
+
+    Args:
+        klen: side of the kernel (odd, so the impulse has a centre).
+        nsig: the Gaussian's standard deviation, in pixels.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    if isinstance(klen, bool) or not isinstance(klen, int) or klen < 1 or klen % 2 == 0:
+        raise ValueError(f"klen must be a positive odd int, got {klen!r}")
+    if not nsig > 0:
+        raise ValueError(f"nsig must be positive, got {nsig!r}")
+    impulse = np.zeros((klen, klen))
+    impulse[klen // 2, klen // 2] = 1.0
+    return gaussian_filter(impulse, nsig)
+
+
+def rise_blur(pixels: torch.Tensor, klen: int = RISE_BLUR[0], nsig: float = RISE_BLUR[1]
+              ) -> torch.Tensor:
+    """RISE's insertion substrate: each channel of ``pixels`` ``(B, C, H, W)`` (normalised)
+    convolved with :func:`rise_kernel` (float32 kernel, zero padding ``klen // 2``, so the
+    border darkens towards 0, the dataset-mean colour).
+
+    Args:
+        pixels: normalised images ``(B, C, H, W)``.
+        klen: side of the kernel.
+        nsig: the Gaussian's standard deviation.
+    """
+    kernel = torch.from_numpy(rise_kernel(klen, nsig).astype(np.float32))
+    kernel = kernel.to(pixels.device, pixels.dtype)
+    channels = pixels.shape[1]
+    weight = kernel[None, None].expand(channels, 1, klen, klen)
+    return F.conv2d(pixels, weight, padding=klen // 2, groups=channels)
+
+
+def rise_counts(n_pixels: int, step: int) -> np.ndarray:
+    """Pixels changed after each step of a RISE curve: ``min(k · step, n_pixels)`` for
+    ``k = 0 .. ceil(n_pixels / step)`` (the last step may change fewer than ``step``).
+
+    Args:
+        n_pixels: pixels of the image, ``H · W``.
+        step: pixels changed per step.
+    """
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
+        raise ValueError(f"step must be a positive int, got {step!r}")
+    n_steps = -(-n_pixels // int(step))
+    return np.minimum(np.arange(n_steps + 1) * int(step), n_pixels)
+
+
+def rise_auc(curve: np.ndarray) -> np.ndarray:
+    """RISE's ``auc``: ``(Σ a − a₀/2 − a_last/2) / (len(a) − 1)`` over the last axis, the
+    trapezoid over [0, 1] with the curve's points equally spaced (also a last step that changes
+    fewer pixels counts as a whole step).
+
+    Args:
+        curve: scores ``(..., points)``, at least two points.
+    """
+    curve = np.asarray(curve, dtype=np.float64)
+    if curve.shape[-1] < 2:
+        raise ValueError(f"a curve needs at least 2 points, got {curve.shape[-1]}")
+    return (curve.sum(axis=-1) - curve[..., 0] / 2 - curve[..., -1] / 2) / (curve.shape[-1] - 1)
+
+
+def rise_curve_inputs(pixels: torch.Tensor, substrate: torch.Tensor, order: np.ndarray,
+                      counts: np.ndarray) -> torch.Tensor:
+    """The images of one RISE curve that starts from ``pixels`` and ends at ``substrate``:
+    image ``k`` holds ``substrate`` at the first ``counts[k]`` pixels of ``order`` and
+    ``pixels`` elsewhere, ``(len(counts), C, H, W)`` (copied values, no arithmetic).
+
+    Deletion: ``pixels`` the image, ``substrate`` zeros; insertion: ``pixels`` the blurred
+    image, ``substrate`` the image.
+
+    Args:
+        pixels: the curve's first image ``(C, H, W)``.
+        substrate: its last image ``(C, H, W)``.
+        order: flat pixel indices, the first changed first (:func:`pixel_order`).
+        counts: pixels changed at each point (:func:`rise_counts`).
+    """
+    h, w = pixels.shape[-2:]
+    rank = torch.empty(h * w, dtype=torch.long, device=pixels.device)
+    rank[torch.as_tensor(order, device=pixels.device)] = torch.arange(h * w,
+                                                                      device=pixels.device)
+    changed = rank[None] < torch.as_tensor(counts, device=pixels.device)[:, None]
+    changed = changed.reshape(len(counts), 1, h, w)
+    return torch.where(changed, substrate[None], pixels[None])
+
+
+def clip_class_logits(model: ClipModel, class_features: torch.Tensor,
+                      logit_scale: float | None = None):
+    """A classifier for :func:`rise_insertion_deletion`: images ``(N, 3, H, W)`` -> logits
+    ``(N, K)`` = ``logit_scale`` × cosine of each image's feature with each class prompt's.
+
+    Args:
+        model: the CLIP model.
+        class_features: text features ``(K, D)`` of the class prompts
+            (:func:`class_text_features`).
+        logit_scale: the softmax temperature's inverse; None: the model's own
+            (``exp(clip.logit_scale)``, 100 for OpenAI's CLIP), else 100.
+    """
+    if class_features.dim() != 2 or class_features.shape[0] < 2:
+        raise ValueError(f"class_features must be (K, D) with K >= 2 classes, got "
+                         f"{tuple(class_features.shape)}")
+    if logit_scale is None:
+        own = getattr(model.clip, "logit_scale", None)
+        logit_scale = float(own.exp()) if isinstance(own, torch.Tensor) else 100.0
+    classes = F.normalize(class_features.float(), dim=-1)
+
+    def logits(images: torch.Tensor) -> torch.Tensor:
+        feats = F.normalize(model.encode_image(images).float(), dim=-1)
+        return logit_scale * feats @ classes.to(feats.device).T
+
+    return logits
+
+
+@torch.no_grad()
+def class_text_features(model: ClipModel, prompts: Sequence[str]) -> torch.Tensor:
+    """The text features ``(K, D)`` of a dataset's class prompts (e.g. the scenes' 30
+    ``"a <colour> <shape>"`` prompts, Tiny-ImageNet's 200 ``"a photo of a <class>"``).
+
+    Args:
+        model: the CLIP model.
+        prompts: one prompt per class, at least two.
+    """
+    if isinstance(prompts, str) or len(prompts) < 2:
+        raise ValueError(f"prompts must be a sequence of at least 2 class prompts, got "
+                         f"{prompts!r}")
+    return model.encode_text(model.tokenize(list(prompts)))
+
+
+def _class_probabilities(logits, images: torch.Tensor, rows_per_call: int) -> torch.Tensor:
+    """Softmax (float64) of ``logits(images)`` over the classes, ``rows_per_call`` at a time."""
+    out = [torch.softmax(logits(images[i:i + rows_per_call]).double(), dim=-1)
+           for i in range(0, images.shape[0], rows_per_call)]
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def rise_insertion_deletion(logits, pixels: torch.Tensor, maps: torch.Tensor | np.ndarray,
+                            step: int | None = None, rows_per_call: int = 256,
+                            klen: int = RISE_BLUR[0], nsig: float = RISE_BLUR[1]
+                            ) -> dict[str, np.ndarray]:
+    """Insertion and deletion as the RISE authors' ``CausalMetric`` computes them, per pair.
+
+    For each image the class ``c`` is the classifier's top class on the original image. Pixels
+    are taken in the map's order (:func:`pixel_order`; a degenerate map: a seeded random
+    order), ``step`` per step. Deletion: from the image towards zeros; insertion: from
+    :func:`rise_blur` of the image towards the image. Each curve scores every image by the
+    softmax probability of ``c``; AUC by :func:`rise_auc`. ``2 · (ceil(H·W / step) + 1)``
+    classifier rows per pair.
+
+    Args:
+        logits: classifier, images ``(N, 3, H, W)`` -> logits ``(N, K)`` (e.g.
+            :func:`clip_class_logits`); the softmax is taken here, in float64.
+        pixels: normalised images ``(B, 3, H, W)``.
+        maps: the maps ``(B, H, W)`` at the images' size.
+        step: pixels changed per step; None: one image row (``W``), as the authors' examples.
+        rows_per_call: images per call of ``logits``.
+        klen: side of the blur kernel (RISE: 11).
+        nsig: its standard deviation (RISE: 5).
+
+    Returns:
+        ``insertion``, ``deletion``: AUC × 100 per pair; ``insertion_curve``,
+        ``deletion_curve``: the probabilities ``(B, points)``; ``top_class`` ``(B,)``.
+    """
+    maps = _batch_maps(maps, pixels.shape[0])
+    h, w = pixels.shape[-2:]
+    if tuple(maps.shape[1:]) != (h, w):
+        raise ValueError(f"maps of shape {tuple(maps.shape[1:])} do not match the images' "
+                         f"{(h, w)}: expected the maps at the images' size")
+    if isinstance(rows_per_call, bool) or not isinstance(rows_per_call, int) or rows_per_call < 1:
+        raise ValueError(f"rows_per_call must be a positive int, got {rows_per_call!r}")
+    counts = rise_counts(h * w, w if step is None else step)
+    blurred = rise_blur(pixels, klen, nsig)
+    curves, tops = [], []
+    for b in range(pixels.shape[0]):
+        order = pixel_order(maps[b])
+        deletion = rise_curve_inputs(pixels[b], torch.zeros_like(pixels[b]), order, counts)
+        insertion = rise_curve_inputs(blurred[b], pixels[b], order, counts)
+        probs = _class_probabilities(logits, torch.cat([deletion, insertion]), rows_per_call)
+        top = int(torch.argmax(probs[0]))  # deletion's first image is the original
+        curves.append(probs[:, top].cpu().numpy().reshape(2, len(counts)))
+        tops.append(top)
+    curves = np.stack(curves)
+    auc = 100.0 * rise_auc(curves)
+    return dict(deletion=auc[:, 0], insertion=auc[:, 1], deletion_curve=curves[:, 0],
+                insertion_curve=curves[:, 1], top_class=np.asarray(tops))
 
 
 # --- text side -------------------------------------------------------------------------------
@@ -235,9 +499,10 @@ class TextPerturbation:
 
 def _content(ids: torch.Tensor, scores: Sequence[float] | np.ndarray,
              eot_id: int | None = None) -> tuple[int, torch.Tensor]:
-    """Number of real tokens T and the content-token scores ``(T - 2,)`` (SOT/EOT dropped)."""
+    """Number of real tokens T and the content-token scores ``(T - 2,)`` (SOT/EOT dropped;
+    non-finite scores count as 0, :func:`finite_map`)."""
     n = int(text_lengths(ids[None], eot_id)[0])
-    scores = torch.as_tensor(np.asarray(scores, dtype=np.float64))
+    scores = torch.as_tensor(finite_map(np.asarray(scores, dtype=np.float64)))
     if scores.shape != (n,):
         raise ValueError(f"text map has {tuple(scores.shape)} scores but the caption has {n} "
                          f"real tokens SOT..EOT: pass Attribution.scores of that caption")
@@ -249,8 +514,9 @@ def text_perturbation(ids: torch.Tensor, scores: Sequence[float] | np.ndarray,
     """Build the inputs of a text protocol for one caption.
 
     ``ids`` ``(C,)`` the tokenised caption (SOT .. EOT, zero padding); ``scores`` ``(T,)`` the
-    text map over SOT..EOT (``Attribution.scores``, in [0, 1]); ``eot_id``: the tokenizer's
-    end-of-text id (``ClipModel.eot_id``; None: the last token before the zero padding).
+    text map over SOT..EOT (``Attribution.scores``, in [0, 1]; a non-finite score counts as 0);
+    ``eot_id``: the tokenizer's end-of-text id (``ClipModel.eot_id``; None: the last token before
+    the zero padding).
     """
     if protocol not in TEXT_PROTOCOLS:
         raise ValueError(f"unknown text protocol {protocol!r}; "
@@ -408,9 +674,12 @@ def text_ground_truth(scores: np.ndarray, present: Sequence[int], absent: Sequen
     ``scores``: the text map over SOT..EOT; ``present`` / ``absent``: token positions (see
     :func:`phrase_positions`). Compares the *mean* score of each group (groups may differ in
     token count); returns ``(hit, margin)`` with ``margin = mean(present) − mean(absent)``.
-    Invariant to min-max normalisation, so raw and [0, 1] maps give the same hit.
+    Invariant to min-max normalisation, so raw and [0, 1] maps give the same hit. A map with a
+    non-finite score is degenerate (:func:`degenerate_text`): a miss with margin 0.
     """
     scores = np.asarray(scores, dtype=np.float64)
+    if not np.isfinite(scores).all():
+        return False, 0.0
     margin = float(scores[list(present)].mean() - scores[list(absent)].mean())
     return bool(margin > 0), margin
 
