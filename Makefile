@@ -15,7 +15,7 @@ ONLINE_MODEL ?= ViT-B-32-quickgelu
 # torch threads of the online chapters (`make test` runs them beside the book build, one core each)
 ONLINE_THREADS ?= 2
 
-.PHONY: setup test unit book book-side other-path book-smoke online bench clean platforms
+.PHONY: setup test unit book book-side other-path book-smoke online bench clean platforms student
 
 setup: $(VENV)/.installed
 
@@ -44,6 +44,7 @@ test: unit
 PLATFORMS_IN_TEST ?= macos-arm64 windows-x86_64 linux-aarch64/py3.12
 book-side: setup
 	$(PY) scripts/build_book.py --strict $(BOOK_FLAGS)
+	$(PY) scripts/build_book.py --student
 	$(PY) scripts/check_pages.py --dir _build/html/book
 	$(PY) -m pytest -q -m book
 	$(MAKE) other-path
@@ -66,6 +67,12 @@ online: setup
 
 book: setup
 	$(PY) scripts/build_book.py $(BOOK_FLAGS)
+
+# the student edition (_build/student/html) from the last build's executed notebooks, without
+# re-executing them: no solutions and no lecturer's guide on any page, download or Colab target
+# (Colab opens the committed student/ notebooks: python -m nibcore.book.student sync)
+student: setup
+	$(PY) scripts/build_book.py --student
 
 book-smoke: setup
 	$(PY) scripts/build_book.py --smoke

@@ -28,6 +28,13 @@
    every notebook page shows at least one figure.
 
 Prints the execution time of each notebook and the total; exits non-zero on any failure.
+
+``--student`` (``make student``) builds the **student edition** instead, from the executed tree
+of the last build (no re-execution): every solution and the lecturer's guide taken out
+(:mod:`nibcore.book.student`), the launch buttons opening the committed student notebooks
+(``student/book/``); tree in ``_build/student/executed``, HTML in ``_build/student/html``. It
+fails while ``student/`` is stale (``python -m nibcore.book.student sync``) or when any page,
+download (``_sources``) or Colab target of the edition quotes a solution.
 """
 
 from __future__ import annotations
@@ -332,6 +339,69 @@ def audit_store() -> list[str]:
     return [] if run.returncode == 0 else [f"results store audit failed: {lines[-1]}"]
 
 
+def build_student() -> int:
+    """The student edition from the executed tree of the last build (see the module doc)."""
+    from nibcore.book import student
+
+    out = EXECUTED.parent / "student"
+    tree, html_dir = out / "executed", out / "html"
+    failures = [f"student/ is stale: {s} (python -m nibcore.book.student sync)"
+                for s in student.stale_student_notebooks(ROOT)]
+    chapters = student.chapter_notebooks(ROOT)
+    for nb in chapters:
+        executed = EXECUTED / nb.relative_to(ROOT)
+        if not executed.is_file() or "papermill" not in json.loads(executed.read_text()).get(
+                "metadata", {}):
+            failures.append(f"{executed} was not executed: the student edition is built from "
+                            "a full build's executed notebooks (make book first)")
+    if failures:
+        for f in failures:
+            print(f"FAIL  {f}")
+        return 1
+    start = time.perf_counter()
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(EXECUTED, tree, ignore=shutil.ignore_patterns(
+        f"{Path(student.GUIDE).name}.*"))
+    config = yaml.safe_load((EXECUTED / "_config.yml").read_text())
+    (tree / "_config.yml").write_text(yaml.safe_dump(student.student_config(config),
+                                                     sort_keys=False, allow_unicode=True))
+    toc = yaml.safe_load((EXECUTED / "_toc.yml").read_text())
+    (tree / "_toc.yml").write_text(yaml.safe_dump(student.student_toc(toc), sort_keys=False))
+    for nb in chapters:
+        path = tree / nb.relative_to(ROOT)
+        path.write_text(student.dumps(student.strip_notebook(json.loads(path.read_text()))))
+    cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(tree),
+           "--path-output", str(out), "-W", "--keep-going", "--quiet"]
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    if run.returncode != 0:
+        print(run.stdout[-6000:])
+        print(run.stderr[-6000:])
+        failures.append(f"jupyter-book build of the student edition failed (exit "
+                        f"{run.returncode})")
+    else:
+        (out / "_build" / "html").rename(html_dir)
+        shutil.rmtree(out / "_build")
+        for f in [p for p in check_toc()[0] if p.with_suffix("").relative_to(ROOT).as_posix()
+                  != student.GUIDE]:
+            page = html_dir / f.relative_to(ROOT).with_suffix(".html")
+            failures += check_page(page, notebook=f.suffix == ".ipynb")[0]
+        problems, scanned = student.scan_edition(
+            html_dir, student.solution_fingerprints(chapters), repository_url(),
+            config["repository"].get("branch", "main"))
+        failures += problems
+        print(f"student edition: {scanned} pages, downloads and Colab targets scanned, "
+              f"{len(problems)} leak(s)")
+    print(f"student edition  {time.perf_counter() - start:7.1f} s", flush=True)
+    for f in failures:
+        print(f"FAIL  {f}")
+    if failures:
+        print(f"student edition FAILED ({len(failures)} problem(s))")
+        return 1
+    print(f"student edition OK: {html_dir / 'index.html'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true",
@@ -358,9 +428,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sync-repository", action="store_true",
                         help="copy _config.yml's repository.url into every chapter's install "
                              "cell, then exit")
+    parser.add_argument("--student", action="store_true",
+                        help="build the student edition from the last build's executed "
+                             "notebooks (no re-execution; no solutions, no lecturer's guide)")
     args = parser.parse_args(argv)
     if args.out is not None:
         set_output(args.out)
+    if args.student:
+        return build_student()
 
     files, problems = check_toc()
     chapters = [f for f in files if f.suffix == ".ipynb"]

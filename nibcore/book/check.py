@@ -1,0 +1,305 @@
+"""Self-checks for the book's coding exercises: ``from nibcore.book import check``.
+
+Each check takes the student's answer (and, where the answer depends on the chapter's run, the
+chapter's own variables), recomputes the expected value — from the model, the library or the
+chapter's outputs, never from a typed number — and prints one line: ``right``, or ``not yet:``
+with a hint. The line never contains the expected value. Input of the wrong kind (a string for a
+number, a list of the wrong length) gets a one-line hint of what to pass. Every check returns
+True or False as well, so a notebook or a grader can count them.
+
+``tests/test_check.py`` runs each check on the reference solution (it must pass) and on at least
+two named wrong answers (each must fail), and makes sure no output shows the expected value.
+
+Checks (exercise label → function):
+
+* ``ex-clip-tokens`` → :func:`ex_clip_tokens`
+* ``ex-clip-confusions`` → :func:`ex_clip_confusions`
+* ``ex-claims-strict`` → :func:`ex_claims_strict`
+* ``ex-narrow-tight`` → :func:`ex_narrow_tight`
+* ``ex-passes-predict`` → :func:`ex_passes_predict`
+* ``ex-abl-map`` → :func:`ex_abl_map`
+* ``ex-neg-minmax`` → :func:`ex_neg_minmax`
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from numbers import Integral, Real
+
+import numpy as np
+
+#: relative tolerance of a numeric answer
+RTOL = 1e-3
+
+
+def _say(ok: bool, hint: str) -> bool:
+    print("right" if ok else f"not yet: {hint}")
+    return ok
+
+
+def _bad(hint: str) -> bool:
+    """Input of the wrong kind: one line saying what to pass."""
+    print(f"not yet: {hint}")
+    return False
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, Real) and not isinstance(x, bool) and math.isfinite(float(x))
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, Integral) and not isinstance(x, bool)
+
+
+def _close(a: float, b: float, rtol: float = RTOL) -> bool:
+    return abs(float(a) - float(b)) <= rtol * max(abs(float(b)), 1e-12)
+
+
+# --- clip.ipynb --------------------------------------------------------------------------------
+
+def _tokens(image_size: int, patch_size: int) -> int:
+    """Tokens of a ViT image tower: the patch grid plus CLS."""
+    return (image_size // patch_size) ** 2 + 1
+
+
+def expected_clip_tokens(model=None) -> tuple[int, int]:
+    """(tokens of the mini model's image tower, of ViT-B/32 at 224 px): the mini model's patch
+    grid, and ViT-B/32's from open_clip's configuration (no weights needed)."""
+    import open_clip
+
+    import nibcore
+
+    model = nibcore.load_model("mini") if model is None else model
+    rows, cols = model.grid
+    vit = open_clip.get_model_config("ViT-B-32-quickgelu")["vision_cfg"]
+    return rows * cols + 1, _tokens(vit["image_size"], vit["patch_size"])
+
+
+def ex_clip_tokens(mini, vitb32, model=None) -> bool:
+    """``ex-clip-tokens``: the number of tokens the image tower processes, for the mini model
+    and for ViT-B/32 at 224 pixels (two integers)."""
+    if not (_is_int(mini) and _is_int(vitb32)):
+        return _bad("pass two integers: check.ex_clip_tokens(mini_tokens, vitb32_tokens)")
+    want_mini, want_vit = expected_clip_tokens(model)
+    if (mini, vitb32) == (want_mini, want_vit):
+        return _say(True, "")
+    if (mini + 1, vitb32 + 1) == (want_mini, want_vit):
+        return _say(False, "the patches are right; which token does the tower add to them?")
+    if mini != want_mini and vitb32 == want_vit:
+        return _say(False, "ViT-B/32 is right; the mini model's patch grid is `model.grid`")
+    if mini == want_mini:
+        return _say(False, "the mini model is right; ViT-B/32 cuts 224 px into 32 px patches")
+    return _say(False, "count the patches (image size / patch size, squared), then the CLS token")
+
+
+def confusions(model=None, n_scenes: int = 60, radius: float = 1.0):
+    """The exercise's zero-shot run: ``n_scenes`` held-out single-object scenes, blurred with a
+    Gaussian of ``radius`` pixels, matched against the 30 one-phrase captions. Returns
+    (truth, best): the true and the predicted phrase of each scene."""
+    from PIL import ImageFilter
+
+    import nibcore
+    from nibcore.book import theory
+    from nibcore.world import scenes
+
+    model = nibcore.load_model("mini") if model is None else model
+    held = scenes.heldout(n_scenes, n_objects=1)
+    phrases = scenes.phrases()
+    captions = [scenes.caption_of([p]) for p in phrases]
+    blurred = [s.image.filter(ImageFilter.GaussianBlur(radius)) for s in held]
+    sims = theory.similarity_matrix(model, blurred, captions)
+    return [s.objects[0] for s in held], [phrases[i] for i in sims.argmax(axis=1)]
+
+
+def expected_confusions(model=None, n_scenes: int = 60, radius: float = 1.0) -> str:
+    """Which attribute the blurred run gets wrong more often: "colour", "shape" or "equal"."""
+    truth, best = confusions(model, n_scenes, radius)
+    colour = sum(b.split()[0] != t.split()[0] for b, t in zip(best, truth))
+    shape = sum(b.split()[1] != t.split()[1] for b, t in zip(best, truth))
+    return "colour" if colour > shape else "shape" if shape > colour else "equal"
+
+
+def ex_clip_confusions(answer, model=None, n_scenes: int = 60, radius: float = 1.0) -> bool:
+    """``ex-clip-confusions``: which attribute the model confuses more often on the blurred
+    scenes — ``"colour"``, ``"shape"`` or ``"equal"``."""
+    if not isinstance(answer, str) or answer.strip().lower() not in ("colour", "color", "shape",
+                                                                     "equal"):
+        return _bad('answer with one word: "colour", "shape" or "equal"')
+    answer = {"color": "colour"}.get(answer.strip().lower(), answer.strip().lower())
+    want = expected_confusions(model, n_scenes, radius)
+    if answer == want:
+        return _say(True, "")
+    return _say(False, "count the scenes whose predicted phrase has the wrong colour word, and "
+                       "those with the wrong shape word, separately")
+
+
+# --- claims.ipynb ------------------------------------------------------------------------------
+
+def _paper_comparisons() -> int:
+    """How many paired comparisons "best of the paper's methods" needs: one per baseline."""
+    from nibcore.book.paper import PAPER_METHODS
+
+    return len(set(PAPER_METHODS.values())) - 1
+
+
+def ex_claims_strict(probability, p_each: float = 0.9) -> bool:
+    """``ex-claims-strict``: the probability that a "best of eight" claim is reproduced when
+    each of its paired comparisons is, independently, with probability ``p_each``."""
+    if not _is_number(probability):
+        return _bad("pass one number between 0 and 1: check.ex_claims_strict(p)")
+    if not 0 <= probability <= 1:
+        return _bad("a probability lies between 0 and 1")
+    k = _paper_comparisons()
+    if _close(probability, p_each ** k):
+        return _say(True, "")
+    if _close(probability, p_each ** (k + 1)):
+        return _say(False, "NIB is not compared with itself: how many baselines are there?")
+    if _close(probability, p_each):
+        return _say(False, "that is one comparison; the claim needs all of them to go its way")
+    if _close(probability, 1 - (1 - p_each) ** k):
+        return _say(False, "that is the chance that at least one comparison holds, not all")
+    return _say(False, "independent events that must all happen: multiply their probabilities")
+
+
+# --- narrowing.ipynb ---------------------------------------------------------------------------
+
+def expected_narrow_tight(mi: Mapping, sq_norms, mc_lambdas, mc_sigmas,
+                          factor: float = 1.1) -> float | None:
+    """The first λ > 0 of the Monte Carlo grid at which Theorem 1's bound exceeds the Monte
+    Carlo estimate of I by 10 %, for the middle σ (``mc_sigmas[1]``); None if it never does."""
+    from nibcore.book import theory
+
+    sigma = mc_sigmas[len(mc_sigmas) // 2]
+    lams = np.asarray(mc_lambdas, dtype=float)
+    bound = theory.kl_bound(sq_norms, lams, sigma)
+    info = np.asarray(mi[sigma], dtype=float)
+    over = (lams > 0) & (bound > factor * info)
+    return float(lams[np.argmax(over)]) if over.any() else None
+
+
+def ex_narrow_tight(lam, mi: Mapping, sq_norms, mc_lambdas, mc_sigmas) -> bool:
+    """``ex-narrow-tight``: the λ (one of ``mc_lambdas``) at which the bound first exceeds the
+    Monte Carlo estimate by 10 % for the middle σ. Pass the chapter's ``mi``, ``sq_norms``,
+    ``mc_lambdas`` and ``mc_sigmas`` after your answer."""
+    if not _is_number(lam):
+        return _bad("pass one number, a λ of mc_lambdas: check.ex_narrow_tight(lam, mi, "
+                    "sq_norms, mc_lambdas, mc_sigmas)")
+    want = expected_narrow_tight(mi, sq_norms, mc_lambdas, mc_sigmas)
+    if want is None:
+        return _say(False, "on this run the bound never exceeds the estimate by 10 %: raise "
+                           "N_INPUTS or MC_DRAWS")
+    if _close(lam, want, 1e-6):
+        return _say(True, "")
+    if not np.isclose(np.asarray(mc_lambdas, dtype=float), float(lam)).any():
+        return _bad("answer with one of the λ of mc_lambdas (the Monte Carlo grid)")
+    at_all = expected_narrow_tight(mi, sq_norms, mc_lambdas, mc_sigmas, factor=1.0)
+    if at_all is not None and _close(lam, at_all, 1e-6):
+        return _say(False, "that is where the bound first exceeds the estimate at all; ask "
+                           "for 10 % more")
+    if float(lam) > want:
+        return _say(False, "too late: compare the bound with 1.1 × mi[s] at every λ, from "
+                           "the smallest")
+    return _say(False, "too early: is it the middle σ, mc_sigmas[1]? at λ = 0 both are 0")
+
+
+# --- results_passes.ipynb ----------------------------------------------------------------------
+
+PASS_KEYS = ("forward", "backward", "forward_rows", "backward_rows")
+
+
+def ex_passes_predict(prediction, model, image, text, num_steps: int = 20,
+                      rows_per_call: int = 8) -> bool:
+    """``ex-passes-predict``: NIB's four counts for ``num_steps=20, rows_per_call=8`` on the
+    image side, as a dict with keys forward, backward, forward_rows, backward_rows; checked
+    against what ``explain(...).passes`` counts on ``model``, ``image``, ``text``."""
+    if not isinstance(prediction, Mapping) or set(prediction) != set(PASS_KEYS):
+        return _bad(f"pass a dict with the keys {', '.join(PASS_KEYS)}")
+    if not all(_is_int(v) for v in prediction.values()):
+        return _bad("each count is an integer")
+    from nibcore import explain
+
+    counted = explain(model, image, text, num_steps=num_steps,
+                      rows_per_call=rows_per_call).passes
+    wrong = [k for k in PASS_KEYS if prediction[k] != counted[k]]
+    if not wrong:
+        return _say(True, "")
+    hints = {
+        "forward": "forward calls: the chunks with gradients, then the calls without one "
+                   "(λ = 0's rows, the other modality's feature, the lower blocks)",
+        "backward": "backward calls: one per chunk of rows_per_call scaled copies (round up)",
+        "forward_rows": "forward rows: the scaled copies, NIB's extra rows without a gradient "
+                        "(e, measured above) and the two single-row calls",
+        "backward_rows": "backward rows: only the scaled copies carry a gradient",
+    }
+    return _say(False, f"{', '.join(wrong)} off — {hints[wrong[0]]}")
+
+
+# --- results_ablations.ipynb ------------------------------------------------------------------
+
+def _from_top(layer: int, blocks: int, paper_blocks: int) -> int:
+    return max(0, blocks - (paper_blocks - layer))
+
+
+def ex_abl_map(from_top: Callable[[int, int], int]) -> bool:
+    """``ex-abl-map``: your mapping ``from_top(layer, blocks)`` of the paper's ``layer`` (of 12)
+    to a block of a ``blocks``-block tower, "as many blocks from the top", clamped at 0. Tried
+    on every paper layer and tower depths 1..24 against the definition."""
+    from nibcore.sweeps import PAPER_BLOCKS
+
+    if not callable(from_top):
+        return _bad("pass a function: check.ex_abl_map(from_top), from_top(layer, blocks)")
+    cases = [(layer, blocks) for blocks in range(1, 25) for layer in range(PAPER_BLOCKS + 1)]
+    try:
+        got = [from_top(layer, blocks) for layer, blocks in cases]
+    except Exception as err:  # noqa: BLE001 - the student's function may fail any way
+        return _bad(f"from_top(layer, blocks) raised {type(err).__name__}: {err}")
+    if not all(_is_int(g) for g in got):
+        return _bad("from_top must return an int (a block index)")
+    bad = [(c, g) for c, g in zip(cases, got) if g != _from_top(*c, PAPER_BLOCKS)]
+    if not bad:
+        return _say(True, "")
+    if any(g < 0 for _, g in bad):
+        return _say(False, "a block index below 0: clamp at 0 on shallow towers")
+    if all(g == _from_top(layer, blocks, PAPER_BLOCKS)
+           for (layer, blocks), g in zip(cases, got) if blocks == PAPER_BLOCKS):
+        return _say(False, "right on a 12-block tower only: keep the *distance to the top*, "
+                           "not the relative depth")
+    return _say(False, "on a 12-block tower every layer must map to itself; on an L-block "
+                       "tower, to as many blocks below the top as in the paper")
+
+
+# --- negative_properties.ipynb -----------------------------------------------------------------
+
+def ex_neg_minmax(zero_value: Callable, trials: int = 200, seed: int = 0) -> bool:
+    """``ex-neg-minmax``: your function ``zero_value(scores)`` giving the value that min-max
+    normalisation (:func:`nibcore.attribution.minmax`'s rule: ``(s - min) / (max - min)``)
+    gives a patch whose signed score is 0, for a signed 1-D array ``scores`` with both signs.
+    Checked against normalising a map that has a zero patch."""
+    if not callable(zero_value):
+        return _bad("pass a function: check.ex_neg_minmax(zero_value), zero_value(scores)")
+    import torch
+
+    from nibcore.attribution import minmax
+
+    rng = np.random.default_rng(seed)
+    for _ in range(trials):
+        scores = rng.normal(size=int(rng.integers(3, 50))) * rng.uniform(0.01, 10)
+        scores[0] = 0.0
+        if scores.min() >= 0 or scores.max() <= 0:
+            continue
+        want = float(minmax(torch.from_numpy(scores)[None], dims=[1])[0, 0])
+        try:
+            got = zero_value(scores.copy())
+        except Exception as err:  # noqa: BLE001 - the student's function may fail any way
+            return _bad(f"zero_value(scores) raised {type(err).__name__}: {err}")
+        if not _is_number(got) and not (np.ndim(got) == 0 and _is_number(float(got))):
+            return _bad("zero_value must return one number")
+        if not _close(float(got), want, 1e-6):
+            if float(got) == 0:
+                return _say(False, "0 is where the most negative patch goes, not a zero one")
+            if float(got) < 0:
+                return _say(False, "a min-max normalised value is never below 0")
+            return _say(False, "normalise 0 the way every score is: subtract the minimum, "
+                               "divide by the range")
+    return _say(True, "")

@@ -1,0 +1,194 @@
+"""The exercises' self-checks (nibcore.book.check): the reference solution passes, each named
+wrong answer fails with a hint, bad input gets one line, and no output shows the expected value."""
+
+import numpy as np
+import pytest
+
+import nibcore
+from nibcore import explain
+from nibcore.book import check, theory
+from nibcore.datasets import load_dataset
+from nibcore.world import scenes
+
+
+@pytest.fixture(scope="module")
+def mini():
+    return nibcore.load_model("mini")
+
+
+def run(capsys, fn, *args, **kw):
+    ok = fn(*args, **kw)
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1, f"one line, got {out!r}"
+    assert out.startswith("right" if ok else "not yet: ")
+    return ok, out
+
+
+def hides(out, *values):
+    for v in values:
+        for text in {str(v), f"{v:.3f}" if isinstance(v, float) else str(v),
+                     f"{v:.2f}" if isinstance(v, float) else str(v)}:
+            assert text not in out.removeprefix("not yet: "), f"{out!r} shows {text}"
+
+
+# --- ex-clip-tokens ------------------------------------------------------------------------------
+
+def test_clip_tokens(capsys, mini):
+    want = check.expected_clip_tokens(mini)
+    rows, cols = mini.grid
+    assert want[0] == rows * cols + 1 and want[1] == 7 * 7 + 1
+    assert run(capsys, check.ex_clip_tokens, *want, model=mini)[0]
+    wrong = {"patches only, no CLS": (want[0] - 1, want[1] - 1),
+             "ViT-B/32 at 32 x 32 patches of 7 px": (want[0], 32 * 32 + 1),
+             "mini's grid of 64 px / 4": (17, want[1])}
+    for name, answer in wrong.items():
+        ok, out = run(capsys, check.ex_clip_tokens, *answer, model=mini)
+        assert not ok, name
+        hides(out, *want)
+    ok, out = run(capsys, check.ex_clip_tokens, "65", 50.0, model=mini)
+    assert not ok and "two integers" in out
+
+
+# --- ex-claims-strict ----------------------------------------------------------------------------
+
+def test_claims_strict(capsys):
+    k = check._paper_comparisons()
+    assert k == 7                                           # eight methods: seven baselines
+    assert run(capsys, check.ex_claims_strict, 0.9 ** k)[0]
+    assert run(capsys, check.ex_claims_strict, round(0.9 ** k, 3))[0]
+    wrong = {"NIB against itself too": 0.9 ** (k + 1), "one comparison": 0.9,
+             "at least one holds": 1 - 0.1 ** k, "a guess": 0.5}
+    for name, answer in wrong.items():
+        ok, out = run(capsys, check.ex_claims_strict, answer)
+        assert not ok, name
+        hides(out, 0.9 ** k, round(0.9 ** k, 3))
+    assert "one number" in run(capsys, check.ex_claims_strict, "0.48")[1]
+    assert "between 0 and 1" in run(capsys, check.ex_claims_strict, 4.8)[1]
+
+
+# --- ex-narrow-tight -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def narrowing(mini):
+    """The chapter's Monte Carlo run, smaller (8 inputs, 16 draws)."""
+    held = scenes.heldout(8)
+    states = theory.bottleneck_states(mini, held)
+    sq_norms = (states ** 2).flatten(1).sum(1).numpy()
+    scale = theory.typical_distance(states)
+    mc_lambdas = np.linspace(0, 1, 11)
+    mc_sigmas = [round(scale * k, 1) for k in (3.0, 1.0, 0.3)]
+    mi = theory.mutual_information_grid(states, mc_lambdas, mc_sigmas, 16, seed=0)
+    return mi, sq_norms, mc_lambdas, mc_sigmas
+
+
+def test_narrow_tight(capsys, narrowing):
+    mi, sq_norms, mc_lambdas, mc_sigmas = narrowing
+    # the reference solution: the solution's recipe, written out
+    s = mc_sigmas[1]
+    bound = theory.kl_bound(sq_norms, mc_lambdas, s)
+    first = next(lam for lam, b, m in zip(mc_lambdas, bound, mi[s]) if lam > 0 and b > 1.1 * m)
+    assert run(capsys, check.ex_narrow_tight, first, *narrowing)[0]
+    other = theory.kl_bound(sq_norms, mc_lambdas, mc_sigmas[2])
+    wrong_sigma = next(lam for lam, b, m in zip(mc_lambdas, other, mi[mc_sigmas[2]])
+                       if lam > 0 and b > 1.1 * m)
+    wrong = {"the last λ of the grid": float(mc_lambdas[-1]),
+             "λ = 0, where both are 0": 0.0,
+             "a λ one step later": float(first + (mc_lambdas[1] - mc_lambdas[0]))}
+    if wrong_sigma != first:
+        wrong["the smallest σ instead of the middle one"] = wrong_sigma
+    for name, answer in wrong.items():
+        if np.isclose(answer, first):
+            continue
+        ok, out = run(capsys, check.ex_narrow_tight, answer, *narrowing)
+        assert not ok, name
+        hides(out, first)
+    assert len([a for a in wrong.values() if not np.isclose(a, first)]) >= 2
+    assert "one of the λ" in run(capsys, check.ex_narrow_tight, 0.123, *narrowing)[1]
+    assert "one number" in run(capsys, check.ex_narrow_tight, [first], *narrowing)[1]
+
+
+# --- ex-passes-predict ---------------------------------------------------------------------------
+
+def test_passes_predict(capsys, mini):
+    pair = load_dataset("scenes")[0]
+    # the reference solution: e measured from NIB's default call, then the solution's formulas
+    default = explain(mini, pair.image, pair.text)
+    steps = nibcore.METHODS["nib"].defaults["num_steps"]
+    extra = default.passes["forward_rows"] - 2 - steps
+    S, R = 20, 8
+    chunks = -(-S // R)
+    reference = {"forward": chunks + 3, "backward": chunks,
+                 "forward_rows": S + extra + 2, "backward_rows": S}
+    assert run(capsys, check.ex_passes_predict, reference, mini, pair.image, pair.text)[0]
+    wrong = {"one call per λ step": {**reference, "forward": S + 2, "backward": S},
+             "S / R rounded down": {**reference, "forward": S // R + 3, "backward": S // R},
+             "no extra λ = 0 row": {**reference, "forward_rows": S + 2},
+             "gradient rows include the extra row": {**reference, "backward_rows": S + extra}}
+    for name, answer in wrong.items():
+        ok, out = run(capsys, check.ex_passes_predict, answer, mini, pair.image, pair.text)
+        assert not ok, name
+        for k, v in reference.items():
+            assert f"= {v}" not in out and f": {v}" not in out
+    assert "keys" in run(capsys, check.ex_passes_predict, [1, 2, 3, 4], mini, pair.image,
+                         pair.text)[1]
+    assert "integer" in run(capsys, check.ex_passes_predict, {**reference, "forward": 6.5},
+                            mini, pair.image, pair.text)[1]
+
+
+# --- ex-abl-map ----------------------------------------------------------------------------------
+
+def test_abl_map(capsys):
+    from nibcore.sweeps import PAPER_BLOCKS, paper_layer
+
+    def reference(layer, blocks):
+        return max(0, blocks - (PAPER_BLOCKS - layer))
+
+    assert run(capsys, check.ex_abl_map, reference)[0]
+    wrong = {"no clamp at 0": lambda layer, blocks: blocks - (PAPER_BLOCKS - layer),
+             "relative depth": lambda layer, blocks: layer * blocks // PAPER_BLOCKS,
+             "the library's paper_layer": lambda layer, blocks: paper_layer(layer, blocks)
+             if layer < blocks else 0,
+             "off by one": lambda layer, blocks: max(0, blocks - (PAPER_BLOCKS - layer) - 1)}
+    for name, answer in wrong.items():
+        ok, out = run(capsys, check.ex_abl_map, answer)
+        assert not ok, name
+    assert "below 0" in run(capsys, check.ex_abl_map, wrong["no clamp at 0"])[1]
+    assert "distance to the top" in run(capsys, check.ex_abl_map, wrong["relative depth"])[1]
+    assert "a function" in run(capsys, check.ex_abl_map, 3)[1]
+    assert "return an int" in run(capsys, check.ex_abl_map, lambda layer, blocks: "3")[1]
+    assert "raised" in run(capsys, check.ex_abl_map, lambda layer: layer)[1]
+
+
+# --- ex-neg-minmax -------------------------------------------------------------------------------
+
+def test_neg_minmax(capsys):
+    assert run(capsys, check.ex_neg_minmax, lambda s: -s.min() / (s.max() - s.min()))[0]
+    wrong = {"zero stays zero": lambda s: 0.0,
+             "divided by the maximum": lambda s: -s.min() / s.max(),
+             "signed": lambda s: s.min() / (s.max() - s.min())}
+    for name, answer in wrong.items():
+        ok, out = run(capsys, check.ex_neg_minmax, answer)
+        assert not ok, name
+    assert "one number" in run(capsys, check.ex_neg_minmax, lambda s: [0.1, 0.2])[1]
+    assert "a function" in run(capsys, check.ex_neg_minmax, 0.3)[1]
+
+
+# --- ex-clip-confusions --------------------------------------------------------------------------
+
+def test_clip_confusions(capsys, mini):
+    truth, best = check.confusions(mini)
+    wrong_colour = sum(b.split()[0] != t.split()[0] for b, t in zip(best, truth))
+    wrong_shape = sum(b.split()[1] != t.split()[1] for b, t in zip(best, truth))
+    assert wrong_colour + wrong_shape > 0, "the blurred scenes leave nothing to find"
+    reference = "colour" if wrong_colour > wrong_shape else "shape" \
+        if wrong_shape > wrong_colour else "equal"
+    assert run(capsys, check.ex_clip_confusions, reference, model=mini)[0]
+    assert run(capsys, check.ex_clip_confusions, reference.upper() + " ", model=mini)[0]
+    hints = set()
+    for name in {"colour", "shape", "equal"} - {reference}:
+        ok, out = run(capsys, check.ex_clip_confusions, name, model=mini)
+        assert not ok, name
+        hints.add(out)
+    assert len(hints) == 1, "the hint is the same whatever the wrong answer (it gives nothing away)"
+    assert "one word" in run(capsys, check.ex_clip_confusions, 3, model=mini)[1]
+    assert "one word" in run(capsys, check.ex_clip_confusions, "the shapes", model=mini)[1]
