@@ -36,7 +36,10 @@ numeric path one machine reaches; the table is in the README):
   degenerate. Such a flip is *excused* and counted, not hidden.
 
 A file whose model hash or method parameters no longer match the code's is a mismatch of the
-whole file.
+whole file. So is a file generated under other metric definitions (its sidecar's
+``metrics_version``, 1 when absent, differs from :data:`nibcore.metrics.METRICS_VERSION`): the
+audit then reports "metric definitions changed since this file was generated: regenerate" for it
+and recomputes nothing, instead of reporting every changed value as a numeric mismatch.
 """
 
 from __future__ import annotations
@@ -50,12 +53,12 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from .metrics import (CURVE_STEPS, TEXT_PROTOCOLS, degenerate_map, fit_mask, pixel_order,
-                      raw_pixel_map)
+from .metrics import (CURVE_STEPS, METRICS_VERSION, TEXT_PROTOCOLS, degenerate_map, fit_mask,
+                      pixel_order, raw_pixel_map)
 from .models import ClipModel
 from .numerics import FLOAT_NOISE_RTOL
-from .store import (UNAUDITED, model_hashes, read_meta, read_rows, resolved_params, round_sig,
-                    store_dir)
+from .store import (UNAUDITED, metrics_version, model_hashes, read_meta, read_rows,
+                    resolved_params, round_sig, store_dir)
 
 #: No continuous column is audited looser than this, whatever the measured spread.
 MAX_RTOL = 2e-4
@@ -375,6 +378,23 @@ def audit_sample(rows: Sequence[dict[str, Any]], pairs: int = 2, seed: int = 0
     return out
 
 
+def definitions_changed(path: Path, meta: dict[str, Any]) -> Mismatch | None:
+    """The whole-file mismatch of a store file generated under other metric definitions than
+    the code's (:func:`nibcore.store.metrics_version` of its sidecar against
+    :data:`nibcore.metrics.METRICS_VERSION`); None when they are the same.
+
+    Args:
+        path: the store file.
+        meta: its sidecar's contents.
+    """
+    stored = metrics_version(meta)
+    if stored == METRICS_VERSION:
+        return None
+    return Mismatch(path.name, None, None, None, None, None, detail=(
+        f"metric definitions changed since this file was generated: regenerate (generated "
+        f"with metrics version {stored}, the code's is {METRICS_VERSION})"))
+
+
 def _check_file(path: Path, model: ClipModel, meta: dict[str, Any],
                 rows: list[dict[str, Any]]) -> list[Mismatch]:
     """Whole-file mismatches: another model, or method parameters the code no longer has."""
@@ -542,6 +562,10 @@ def audit(path: str | Path, model: ClipModel | None = None, pairs: int = 2, seed
     path = Path(path)
     tol = tolerances or _default_tolerances()
     meta = read_meta(path)
+    changed = definitions_changed(path, meta)
+    if changed is not None:
+        log(f"audit {path.name}: FAILED before recomputing: {changed}")
+        return AuditReport(mismatches=[changed])
     if model is None:
         model = load_model(meta["model"])
     rows = read_rows(path)

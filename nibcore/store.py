@@ -2,9 +2,11 @@
 
 ``data/results/<model>-<name>.jsonl`` holds the rows of :func:`nibcore.evaluate` behind a results
 chapter (JSON Lines, floats rounded to 6 significant digits); ``<file>.meta.json`` beside it says
-how they were produced: the command, nibcore's version and git commit, the model's sha256 (file
-and weights), every method's full parameters, torch version, hardware, threads, dates and the
-wall time of every session that wrote rows. :data:`SPECS` names what each file holds.
+how they were produced: the command, nibcore's version and git commit, the version of the metric
+definitions (``metrics_version``, :data:`nibcore.metrics.METRICS_VERSION`; a sidecar without it
+was written under version 1), the model's sha256 (file and weights), every method's full
+parameters, torch version, hardware, threads, dates and the wall time of every session that wrote
+rows. :data:`SPECS` names what each file holds.
 
 Regenerate (resumable: rows are appended as they are computed; re-running continues)::
 
@@ -45,7 +47,7 @@ from .checks import check_output_file
 from .downloads import file_digest
 from .attribution import METHODS
 from .methods import PAPER_LINEUP
-from .metrics import TEXT_PROTOCOLS, hardware
+from .metrics import METRICS_VERSION, TEXT_PROTOCOLS, hardware
 from .models import ClipModel, bundled_file
 
 #: nibcore's method keys in the book's order.
@@ -219,6 +221,7 @@ def provenance(model: ClipModel, spec: Spec) -> dict[str, Any]:
     return {
         "command": _command(),
         "nibcore_version": __version__,
+        "metrics_version": METRICS_VERSION,
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty_nibcore": bool(dirty) if dirty is not None else None,
         "model": model.name, **model_hashes(model),
@@ -229,6 +232,17 @@ def provenance(model: ClipModel, spec: Spec) -> dict[str, Any]:
         "hardware": hardware(model.device), "threads": torch.get_num_threads(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
     }
+
+
+def metrics_version(meta: dict[str, Any]) -> int:
+    """The version of the metric definitions a store file was generated with, from its sidecar
+    ``meta``: its ``metrics_version``, or 1 when the sidecar predates the field (those files
+    were generated with version 1).
+
+    Args:
+        meta: the sidecar's contents (:func:`read_meta`).
+    """
+    return int(meta.get("metrics_version", 1))
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
@@ -377,6 +391,11 @@ def generate(name: str, model: ClipModel | str = "mini", n: int | None = None,
     meta = meta_file(path)
     old = json.loads(meta.read_text()) if meta.is_file() else None
     if old is not None:
+        if metrics_version(old) != METRICS_VERSION:
+            raise RuntimeError(f"{path}: metric definitions changed since this file was "
+                               f"generated (version {metrics_version(old)}, the code's "
+                               f"{METRICS_VERSION}): delete the file and its sidecar to "
+                               f"regenerate")
         for k in ("file_sha256", "weights_sha256", "params"):
             if old.get(k) != prov[k]:
                 raise RuntimeError(f"{path}: stored {k} differs from the current code/model; "
