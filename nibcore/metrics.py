@@ -98,7 +98,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .attribution import cosine, upsample_tokens
+from .base import cosine, upsample_tokens
 from .columns import TEXT_PROTOCOLS
 from .models import ClipModel, text_lengths
 from .numerics import span_is_noise
@@ -244,8 +244,9 @@ def insertion_deletion(model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor
         text_features: ``"ours"``: the captions' features, when already computed.
         protocol: ``"ours"`` (the default) or ``"rise"`` (:func:`rise_insertion_deletion`), see
             the module docstring.
-        class_features: ``"rise"`` only, required: the text features ``(K, D)`` of the dataset's
-            class prompts (:func:`class_text_features`), the classes of the softmax.
+        class_features: ``"rise"`` only, required: the dataset's class prompts, the classes of
+            the softmax: their text features ``(K, D)`` (float, :func:`class_text_features`)
+            or their token ids ``(K, C)`` (integer, ``model.tokenize(prompts)``).
 
     Returns:
         ``insertion``, ``deletion`` (AUC × 100 per pair) and the curves ``insertion_curve``,
@@ -260,6 +261,8 @@ def insertion_deletion(model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor
         if class_features is None:
             raise ValueError('protocol="rise" needs class_features: the text features of the '
                              'dataset\'s class prompts (class_text_features)')
+        if not torch.is_floating_point(class_features):
+            class_features = model.encode_text(class_features.to(model.device))
         return rise_insertion_deletion(clip_class_logits(model, class_features), pixels, maps,
                                        rows_per_call=rows_per_call)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:

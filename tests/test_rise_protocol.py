@@ -174,8 +174,12 @@ def test_ours_stays_the_default(tiny):
     for k in default:
         np.testing.assert_array_equal(default[k], ours[k])
     assert default["insertion_curve"].shape == (2, CURVE_STEPS + 1)
+    prompts = ["a red circle", "a blue ring", "a green grid"]
     rise = insertion_deletion(tiny, pixels, ids, maps, protocol="rise",
-                              class_features=class_text_features(tiny, ["a red circle",
-                                                                        "a blue ring"]))
+                              class_features=class_text_features(tiny, prompts))
     assert rise["insertion_curve"].shape == (2, tiny.image_size[1] + 1)
     assert ((rise["insertion_curve"] >= 0) & (rise["insertion_curve"] <= 1)).all()
+    by_ids = insertion_deletion(tiny, pixels, ids, maps, protocol="rise",
+                                class_features=tiny.tokenize(prompts))  # prompt ids: the same
+    for k in rise:
+        np.testing.assert_array_equal(by_ids[k], rise[k])
