@@ -66,12 +66,18 @@ def official_contender(path: Path, ids: torch.Tensor, steps: int):
     """A call of the authors' ``nib`` (image and text maps of one pair) on a random Hugging Face
     ViT-B/32, or the reason it cannot run (a one-line string)."""
     try:
+        import importlib.util
+
         import transformers
 
-        sys.path.insert(0, str(path))
-        from salicncy.nib import nib as official_nib
+        # the module file itself: the package's __init__ imports every baseline and their
+        # dependencies (scikit-image, ...), which NIB does not need
+        spec = importlib.util.spec_from_file_location("official_nib", path / "salicncy" / "nib.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        official_nib = module.nib
     except Exception as err:  # a missing checkout or an API the installed transformers dropped
-        return f"not run: cannot import salicncy.nib from {path} ({type(err).__name__}: {err})"
+        return f"not run: cannot import salicncy/nib.py from {path} ({type(err).__name__}: {err})"
     torch.manual_seed(0)
     hf = transformers.CLIPModel(transformers.CLIPConfig()).eval()
     pixels = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 import nibcore
-from nibcore.attribution import cosine, default_layer
+from nibcore.base import cosine, default_layer
 from nibcore.inputs import prepare_pairs
 
 CAPTIONS = ["a photo of a small dog on the grass", "two people riding bicycles on a street",

@@ -1,7 +1,8 @@
 """nibcore — Narrowing Information Bottleneck attribution for open_clip CLIP models."""
 
-from . import methods  # noqa: F401  (registers the methods)
-from .attribution import METHODS, Attribution, explain
+from . import hf, methods  # noqa: F401  (registers the Hugging Face loader and the methods)
+from .attribution import Attribution, explain
+from .base import METHODS
 from .evaluation import evaluate, summarise
 from .models import ClipModel, build_clip, load_model
 from .schedules import SCHEDULES

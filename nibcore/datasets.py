@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+import importlib.metadata
 import io
 import os
 import zipfile
@@ -257,7 +258,7 @@ def flickr8k(root: str | Path | None = None, model=None, split: str = "val",
 def _best_caption_pair(model, entry: dict, folder: Path) -> Pair:
     import torch
 
-    from .attribution import cosine
+    from .base import cosine
     from .inputs import prepare_images
 
     image = _open_rgb(folder / entry["filename"])
@@ -280,13 +281,18 @@ def _best_caption_pair(model, entry: dict, folder: Path) -> Pair:
 # --- by name ---------------------------------------------------------------------------------
 
 #: Loaders by name: ``loader(root, **kw) -> PairDataset``. The real datasets are here; others
-#: are added with :func:`register_dataset`.
+#: come from the ``nibcore.datasets`` entry points (:func:`provided_datasets`) or
+#: :func:`register_dataset`.
 LOADERS: dict[str, Callable[..., PairDataset]] = {
     "cc": conceptual_captions, "imagenet": tiny_imagenet, "flickr8k": flickr8k}
-#: Datasets provided by a module outside the library, imported on first use (like a package's
-#: entry points): the synthetic world registers its scenes, so the library never imports it.
-PROVIDERS = {"scenes": "nibcore.world.data", "scenes_text": "nibcore.world.data"}
-DATASETS = tuple(LOADERS) + tuple(PROVIDERS)
+#: The entry-point group through which an installed package provides datasets (the synthetic
+#: world's scenes come this way, declared in ``pyproject.toml``: the library never names it).
+ENTRY_POINTS = "nibcore.datasets"
+
+
+def provided_datasets() -> dict[str, importlib.metadata.EntryPoint]:
+    """The datasets installed packages provide, by name (their loaders are imported on use)."""
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINTS)}
 
 
 def register_dataset(name: str, loader: Callable[..., PairDataset]) -> None:
@@ -294,15 +300,21 @@ def register_dataset(name: str, loader: Callable[..., PairDataset]) -> None:
     LOADERS[name] = loader
 
 
+def dataset_names() -> list[str]:
+    """Every name :func:`load_dataset` accepts (aliases aside)."""
+    return list(dict.fromkeys([*LOADERS, *provided_datasets()]))
+
+
 def load_dataset(name: str, root: str | Path | None = None, **kw: Any) -> PairDataset:
     """A dataset by name (see the module docstring); ``kw`` go to its loader
     (``model=`` for flickr8k; ``n=``, ``n_objects=``, ``caption=`` for scenes)."""
     key = ALIASES.get(name, name)
-    if key not in LOADERS and key in PROVIDERS:
-        importlib.import_module(PROVIDERS[key])
     if key not in LOADERS:
-        raise ValueError(f"unknown dataset {name!r}; "
-                         f"choose one of {sorted(set(DATASETS) | set(LOADERS))}")
+        provided = provided_datasets()
+        if key not in provided:
+            raise ValueError(f"unknown dataset {name!r}; choose one of {dataset_names()} (the "
+                             f"scenes come with nibcore's own install: reinstall it if missing)")
+        register_dataset(key, provided[key].load())
     return LOADERS[key](root, **kw)
 
 
@@ -479,6 +491,6 @@ def _image_saver(target: Path) -> Callable[[bytes], None]:
     return save
 
 
-__all__ = ["Pair", "PairDataset", "DATASETS", "load_dataset", "conceptual_captions",
+__all__ = ["Pair", "PairDataset", "dataset_names", "load_dataset", "conceptual_captions",
            "tiny_imagenet", "flickr8k", "data_root", "register_dataset", "CHECKSUMS",
            "download_tiny_imagenet", "download_flickr8k", "download_conceptual_captions"]

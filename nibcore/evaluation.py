@@ -59,7 +59,8 @@ import pandas as pd
 import torch
 
 from . import columns, resultfile
-from .attribution import METHODS, SIDES, Attribution, explain
+from .attribution import Attribution, explain
+from .base import METHODS, SIDES
 from .checks import check_output_file
 from .datasets import Pair, load_dataset
 from .inputs import prepare_images
@@ -134,14 +135,10 @@ def seeded_subset(size: int, n: int | None, seed: int) -> list[int]:
     return [int(i) for i in (order if n is None else order[:n])]
 
 
-def _finite(x: np.ndarray) -> np.ndarray:
-    """Non-finite map values replaced by 0 (such a map is counted as degenerate)."""
-    return np.nan_to_num(np.asarray(x, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-
-
 def _image_metrics(model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor, atts,
                    pairs: Sequence[Pair]) -> list[dict[str, Any]]:
-    maps = np.stack([_finite(a.scores) for a in atts])
+    # maps as they are: every metric scores a non-finite map by the degenerate rules itself
+    maps = np.stack([np.asarray(a.scores, dtype=np.float32) for a in atts])
     conf = image_confidence(model, pixels, ids, maps)
     curves = insertion_deletion(model, pixels, ids, maps)
     out = []
@@ -171,7 +168,7 @@ def _word_positions(model: ClipModel, caption: str, phrase: str, word: str) -> l
 
 def _text_metrics(model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor, atts,
                   pairs: Sequence[Pair], protocols: Sequence[str]) -> list[dict[str, Any]]:
-    scores = [_finite(a.scores) for a in atts]
+    scores = [np.asarray(a.scores, dtype=np.float32) for a in atts]
     with torch.no_grad():
         image_features = model.encode_image(pixels)
     out: list[dict[str, Any]] = [{} for _ in atts]

@@ -30,8 +30,8 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
-from .models import (AttentionRecorder, ClipModel, PassCounter, Tower, explicit_attention,
-                     end_of_text_id, padding_id)
+from .models import (AttentionRecorder, ClipModel, PassCounter, Tower, end_of_text_id,
+                     explicit_attention, padding_id, register_loader)
 
 CLIP_VOCAB = 49408
 
@@ -368,3 +368,6 @@ def load_hf(source: Any, device: str | torch.device | None = None,
                         f"SiglipModel (not vision- or text-only models, nor Siglip2Model)")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     return model.to(device)
+
+
+register_loader(is_hf_source, load_hf)

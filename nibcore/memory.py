@@ -232,7 +232,7 @@ def _nib_nodes(call: Call) -> tuple[int, int]:
 
 
 def _nib(call: Call) -> Parts:
-    from .attribution import default_layer
+    from .base import default_layer
 
     s = call.shape
     blocks = s.blocks - call.layer(default_layer(call.tower))

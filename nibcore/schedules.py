@@ -44,7 +44,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .attribution import COSINE_EPS
+from .base import COSINE_EPS
 from .checks import check_positive_int
 
 Schedule = Callable[[int], tuple[torch.Tensor, torch.Tensor]]

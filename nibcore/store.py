@@ -24,7 +24,6 @@ measured tolerances)::
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
@@ -42,10 +41,8 @@ import numpy as np
 import torch
 
 from . import resultfile
-from . import checks
-from .checks import check_output_file
 from .downloads import file_digest
-from .attribution import METHODS
+from .base import METHODS
 from .methods import PAPER_LINEUP
 from .metrics import METRICS_VERSION, TEXT_PROTOCOLS, hardware
 from .models import ClipModel, bundled_file
@@ -580,64 +577,7 @@ def load_timing(model: str = "mini", root: str | Path | None = None
     return pd.DataFrame(meta.pop("rows")), meta
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nibcore.store", description=__doc__.split(
-        "\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    g = sub.add_parser("generate", help="compute or continue a store file")
-    g.add_argument("names", nargs="+", choices=sorted(SPECS))
-    g.add_argument("--model", default="mini")
-    g.add_argument("--n", type=int, default=None, help="pairs (default: the spec's)")
-    g.add_argument("--no-progress", action="store_true")
-    g.add_argument("--root", type=Path, default=None, help="folder (default: data/results)")
-    t = sub.add_parser("timing", help="time every method on a separate subset (FPS)")
-    t.add_argument("--model", default="mini")
-    t.add_argument("--pairs", type=int, default=2)
-    t.add_argument("--repeats", type=int, default=3)
-    t.add_argument("--root", type=Path, default=None)
-    a = sub.add_parser("audit", help="recompute a seeded sample of stored rows")
-    a.add_argument("files", nargs="*", type=Path)
-    a.add_argument("--pairs", type=int, default=2)
-    a.add_argument("--seed", type=int, default=0)
-    a.add_argument("--report", type=Path, default=None,
-                   help="write every mismatch and excused flip to this JSON file")
-    args = parser.parse_args(argv)
-    if args.command == "generate":
-        try:
-            for name in args.names:
-                path = generate(name, args.model, args.n, args.root,
-                                progress=not args.no_progress)
-                meta = read_meta(path)
-                print(f"{path}: {meta['rows']} rows, {meta['wall_seconds']:.0f} s in all")
-        except resultfile.ResultFileError as err:
-            print(f"GENERATE FAILED: {err}", file=sys.stderr)
-            return 1
-        return 0
-    if args.command == "timing":
-        path = generate_timing(args.model, args.root, args.pairs, args.repeats)
-        print(f"{path} written")
-        return 0
-    from .audit import audit_all
+if __name__ == "__main__":  # `python -m nibcore.store ...`: the command line's `store` commands
+    from .cli import main
 
-    try:
-        if args.report is not None:
-            check_output_file(args.report, "audit report")
-        report = audit_all(args.files, args.pairs, args.seed)
-    except (AssertionError, OSError, ValueError, MemoryError) as err:
-        print(f"AUDIT FAILED: {checks.describe(err, None)}", file=sys.stderr)
-        return 1
-    if args.report is not None:
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(json.dumps(report.to_json(), indent=1) + "\n")
-    for m in report.excused:
-        print(f"excused (margin within the measured noise): {m}")
-    for m in report.mismatches:
-        print(f"AUDIT FAILED: {m}", file=sys.stderr)
-    print(f"audit: {report.checked} rows recomputed, {len(report.mismatches)} mismatch(es), "
-          f"{len(report.excused)} flip(s) excused", file=sys.stderr if report.mismatches
-          else sys.stdout)
-    return 0 if report.ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["store", *sys.argv[1:]]))

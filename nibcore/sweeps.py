@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .attribution import MIN_BLOCKS_ABOVE
+from .base import MIN_BLOCKS_ABOVE
 from .evaluation import evaluate
 from .models import ClipModel
 from .downloads import file_digest

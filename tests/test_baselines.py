@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from noise import assert_paths_close
 import nibcore
-from nibcore.attribution import logit, other_features
+from nibcore.base import logit, other_features
 
 torch.set_num_threads(1)
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from nibcore.attribution import METHODS, Method, RawResult
+from nibcore.base import METHODS, Method, RawResult
 from nibcore.datasets import Pair, PairDataset
 from nibcore.world.data import scene_pairs
 

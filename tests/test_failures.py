@@ -114,7 +114,7 @@ def offline_tag(tiny_registered, monkeypatch):
     cfg = {"hf_hub": "nib-test/tiny-clip/", "url": "https://example.invalid/abc/nib-tiny.pt",
            "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
     monkeypatch.setitem(registry._PRETRAINED, "nib-tiny", {"openai": cfg})
-    monkeypatch.setattr(nibcore.models, "network_available", lambda *a, **k: False)
+    monkeypatch.setattr(nibcore.models.loading, "network_available", lambda *a, **k: False)
     return tiny_registered
 
 
@@ -137,6 +137,19 @@ def test_offline_tag_uses_the_hub_cache(offline_tag, tmp_path):
     for k, v in model.clip.state_dict().items():
         assert torch.equal(loaded.clip.state_dict()[k], v), k
     assert tuple(loaded.mean) == (0.5, 0.5, 0.5), "the tag's preprocessing is kept"
+
+
+def test_cached_weights_load_without_a_network_probe(offline_tag, tmp_path, monkeypatch):
+    """Weights already on disk are used as they are: the load path never asks the network."""
+    def probe(*args, **kwargs):
+        raise AssertionError("network probed although the weights are cached")
+
+    monkeypatch.setattr(nibcore.models.loading, "network_available", probe)
+    model, _ = offline_tag
+    _write_hub_entry(tmp_path, model)
+    loaded = load_model("nib-tiny", "openai", device="cpu", cache_dir=tmp_path)
+    assert torch.equal(loaded.clip.state_dict()["visual.conv1.weight"],
+                       model.clip.state_dict()["visual.conv1.weight"])
 
 
 def test_offline_tag_uses_a_cached_url_download(offline_tag, tmp_path):

@@ -23,7 +23,7 @@ def _append(path: Path, text: str) -> None:
 
 def test_the_fingerprinted_files_include_methods_and_datasets() -> None:
     names = {p.relative_to(sweeps.PACKAGE_ROOT).as_posix() for p in sweeps.fingerprint_files()}
-    assert {"attribution.py", "metrics.py", "evaluation.py", "models.py", "datasets.py",
+    assert {"attribution.py", "metrics.py", "evaluation.py", "models/towers.py", "datasets.py",
             "methods/nib.py", "methods/legrad.py", "world/scenes.py", "world/data.py"} <= names
     assert not any(n.startswith("book/") for n in names) and "viz.py" not in names
 

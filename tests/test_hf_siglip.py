@@ -138,7 +138,7 @@ def test_features_match_transformers_forward(stacks, picture):
         torch.testing.assert_close(image, out.vision_model_output.pooler_output, rtol=0, atol=1e-5)
         torch.testing.assert_close(text, out.text_model_output.pooler_output, rtol=0, atol=1e-5)
         # the sigmoid logit: scaled cosine plus the bias, as transformers computes it
-        logit = hf.clip.logit_scale.exp() * nibcore.attribution.cosine(image, text) \
+        logit = hf.clip.logit_scale.exp() * nibcore.base.cosine(image, text) \
             + hf.clip.logit_bias
         torch.testing.assert_close(logit, out.logits_per_image[:, 0], rtol=0, atol=1e-5)
 

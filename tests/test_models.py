@@ -72,7 +72,7 @@ def test_missing_checkpoint_file(tmp_path):
 
 
 def test_network_tag_offline_says_what_to_do(monkeypatch):
-    monkeypatch.setattr(nibcore.models, "network_available", lambda *a, **k: False)
+    monkeypatch.setattr(nibcore.models.loading, "network_available", lambda *a, **k: False)
     hint = "pretrained='/path/to/weights.pt'.*load_model\\('mini'\\)"
     with pytest.raises(RuntimeError, match=hint):
         nibcore.load_model("ViT-B-32", pretrained="openai")

@@ -5,7 +5,7 @@ from PIL import Image
 
 from noise import assert_paths_close
 import nibcore
-from nibcore.attribution import cosine
+from nibcore.base import cosine
 
 
 @pytest.mark.parametrize("side", ["image", "text"])
@@ -95,7 +95,7 @@ def test_signed_attributions_are_kept(tiny, picture):
 
 
 def test_default_layer_is_the_papers_nine_of_twelve(tiny, picture):
-    from nibcore.attribution import default_layer
+    from nibcore.base import default_layer
 
     class T:  # a stand-in tower
         def __init__(self, n):

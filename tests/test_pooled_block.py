@@ -14,8 +14,8 @@ from PIL import Image
 
 from noise import assert_paths_close
 import nibcore
-from nibcore import models
-from nibcore.attribution import default_layer
+from nibcore.models import towers
+from nibcore.base import default_layer
 from nibcore.hf import HFImageTower, HFSiglipImageTower, HFSiglipTextTower, HFTextTower
 from nibcore.models import AttentionRecorder, Tower
 
@@ -38,15 +38,15 @@ def vitb32():
 
 @pytest.fixture
 def calls(monkeypatch):
-    """The blocks :func:`nibcore.models._pooled_block` ran, in call order."""
+    """The blocks :func:`nibcore.models.blocks.pooled_block` ran, in call order."""
     seen = []
-    original = models._pooled_block
+    original = towers.pooled_block
 
     def spy(block, *args):
         seen.append(block)
         return original(block, *args)
 
-    monkeypatch.setattr(models, "_pooled_block", spy)
+    monkeypatch.setattr(towers, "pooled_block", spy)
     return seen
 
 

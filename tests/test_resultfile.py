@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 import nibcore
+from nibcore import cli
 from nibcore import evaluation as ev
 from nibcore import resultfile as rf
 from nibcore import store
@@ -221,8 +222,8 @@ def test_store_generate_refuses_a_malformed_middle_line_in_one_line(stored, mini
     lines[1] = lines[1][:30] + "\n"
     path.write_text("".join(lines))
     before = path.read_bytes(), store.meta_file(path).read_bytes()
-    assert store.main(["generate", UNIT, "--n", "2", "--root", str(tmp_path),
-                       "--no-progress"]) == 1
+    assert cli.main(["store", "generate", UNIT, "--n", "2", "--root", str(tmp_path),
+                     "--no-progress"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"GENERATE FAILED: {path}: line 2 is not JSON") and "\n" not in err
     assert (path.read_bytes(), store.meta_file(path).read_bytes()) == before  # nothing written

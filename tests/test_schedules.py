@@ -8,7 +8,7 @@ from conftest import TINY_CFG
 
 import nibcore
 from nibcore import schedules
-from nibcore.attribution import COSINE_EPS, cosine, default_layer, other_features
+from nibcore.base import COSINE_EPS, cosine, default_layer, other_features
 from nibcore.methods.nib import path_values
 from nibcore.schedules import (DEPTHS, KINK_TOLERANCE, completeness, completeness_decades,
                                make_schedule, probe_points)

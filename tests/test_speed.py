@@ -19,7 +19,7 @@ from PIL import Image
 
 from noise import assert_paths_close
 import nibcore
-from nibcore.attribution import cosine, default_layer
+from nibcore.base import cosine, default_layer
 from nibcore.inputs import prepare_pairs
 from nibcore.schedules import make_schedule
 

@@ -65,7 +65,7 @@ class _Tower:  # a stand-in tower: default_layer reads only n_blocks
 def test_papers_nine_lands_on_default_layer_never_in_the_top_blocks(n_blocks):
     """The one layer rule: the paper's default 9 is nibcore's default layer on every depth, and
     no paper layer lands closer to the top than MIN_BLOCKS_ABOVE (where a tower has room)."""
-    from nibcore.attribution import MIN_BLOCKS_ABOVE, default_layer
+    from nibcore.base import MIN_BLOCKS_ABOVE, default_layer
 
     assert sweeps.paper_layer(9, n_blocks) == default_layer(_Tower(n_blocks))
     top = max(0, n_blocks - MIN_BLOCKS_ABOVE)

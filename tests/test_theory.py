@@ -82,7 +82,7 @@ def test_full_context_attribution_zero_on_padding(tiny, picture):
 
 
 def test_sweep_spread_and_mask_means(tiny, picture):
-    runs = theory.sweep(tiny, picture, "a red circle", "nib", "num_steps", [2, 3])
+    runs = theory.explain_over(tiny, picture, "a red circle", "nib", "num_steps", [2, 3])
     assert [a.params["num_steps"] for a in runs] == [2, 3]
     s = theory.spread([np.zeros((2, 2)), np.ones((2, 2)), np.ones((2, 2))])
     assert s["max_pairwise"] == 1.0 and s["std"].shape == (2, 2)

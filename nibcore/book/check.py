@@ -280,7 +280,7 @@ def ex_neg_minmax(zero_value: Callable, trials: int = 200, seed: int = 0) -> boo
         return _bad("pass a function: check.ex_neg_minmax(zero_value), zero_value(scores)")
     import torch
 
-    from nibcore.attribution import minmax
+    from nibcore.base import minmax
 
     rng = np.random.default_rng(seed)
     for _ in range(trials):

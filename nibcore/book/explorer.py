@@ -12,7 +12,8 @@ from typing import Any
 
 from PIL import Image
 
-from ..attribution import METHODS, Attribution, explain
+from ..attribution import Attribution, explain
+from ..base import METHODS
 from ..models import ClipModel
 from ..world import scenes
 from . import figures as viz

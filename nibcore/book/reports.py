@@ -23,7 +23,7 @@ from ..columns import GROUND_TRUTH, labels, lower_is_better, side_of
 from ..evaluation import fps
 from ..metrics import text_perturbation
 from ..models import ClipModel
-from ..attribution import default_layer
+from ..base import default_layer
 from ..sweeps import PAPER_BLOCKS, highest_layer, layer_map
 from .paper import (BOOK_ORDER, DISPLAY, GT_METRICS, METRIC_LABELS, PAPER_METRICS, PAPER_ORDER,
                     SHORT_METRICS)

@@ -29,7 +29,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..attribution import METHODS, Attribution, cosine, default_layer, explain
+from ..attribution import Attribution, explain
+from ..base import METHODS, cosine, default_layer
 from ..inputs import prepare_pairs
 from ..methods.common import split_state
 from ..models import MINI, ClipModel, bundled_file, build_clip, load_model
@@ -285,9 +286,10 @@ def full_context_attribution(model: ClipModel, image, text: str, layer: int | No
 # --- sweeps and properties ---------------------------------------------------------------------
 
 
-def sweep(model: ClipModel, image, text: str, method: str, param: str, values: Sequence,
-          side: str = "image", **fixed: Any) -> list[Attribution]:
-    """One attribution per value of the parameter ``param`` (others fixed)."""
+def explain_over(model: ClipModel, image, text: str, method: str, param: str, values: Sequence,
+                 side: str = "image", **fixed: Any) -> list[Attribution]:
+    """One attribution of one pair per value of the parameter ``param`` (others fixed); over a
+    dataset, :func:`nibcore.sweeps.sweep` evaluates the same."""
     return [explain(model, image, text, method=method, side=side, **{param: v}, **fixed)
             for v in values]
 

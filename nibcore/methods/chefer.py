@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from ..attribution import Method, RawResult, register
+from ..base import Method, RawResult, register
 from ..checks import check_choice
 from ..models import ClipModel
-from .common import attention_pass, grad_of, query_row
+from .common import attention_pass, check_token_pooled, grad_of, query_row
 
 VARIANTS = ("paper", "rollout")
 
@@ -41,6 +41,8 @@ class Chefer(Method):
 
     def attribute(self, model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor,
                   side: str) -> RawResult:
+        check_token_pooled(model, side, "chefer", "and Chefer's relevance is the row of CLS, "
+                           "which is not the pooled token there")
         tower = model.tower(side)
         rollout = self.variant == "rollout"
         layers = range(tower.n_blocks) if rollout else (-1,)

@@ -37,8 +37,8 @@ from typing import NamedTuple, Sequence
 
 import torch
 
-from ..attribution import MIN_BLOCKS_ABOVE, cosine, default_layer, logit, other_features
-from ..models import AttentionRecorder, ClipModel, Tower
+from ..base import MIN_BLOCKS_ABOVE, cosine, default_layer, logit, other_features
+from ..models import AttentionRecorder, ClipModel, ImageTower, Tower
 
 OBJECTIVES = ("cosine", "logit")
 
@@ -204,3 +204,17 @@ def rise_masks(grids: torch.Tensor, shifts: torch.Tensor, size: tuple[int, int])
     cols = dx[:, None] + torch.arange(w, device=grids.device)[None]  # (n, W)
     idx = torch.arange(n, device=grids.device)[:, None, None]
     return up[idx, rows[:, :, None], cols[:, None, :]].clamp_(0, 1)
+
+
+def check_token_pooled(model: ClipModel, side: str, method: str, why: str) -> None:
+    """A one-line ``ValueError`` naming ``method``, the tower and ``why`` when ``model``'s
+    ``side`` tower is an open_clip ViT whose head does not pool the one CLS token: average
+    pooling (``pool_type='avg'``, open_clip's CLIPA configs) or no pooling."""
+    tower = model.tower(side)
+    pool = getattr(tower.visual, "pool_type", "tok") if isinstance(tower, ImageTower) else "tok"
+    if pool == "tok":
+        return
+    how = "averages the patch tokens (pool_type='avg', as open_clip's CLIPA configs)" \
+        if pool == "avg" else f"does not pool one token (pool_type={pool!r})"
+    raise ValueError(f"{method} cannot explain the {side} tower of {model.name!r}: its head "
+                     f"{how}, {why}: use nib, gradcam, m2ib, rise or mfaba")

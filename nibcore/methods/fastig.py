@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..attribution import Method, RawResult, register
+from ..base import Method, RawResult, register
 from ..models import ClipModel
 from .common import attention_pass, grad_of, query_row
 

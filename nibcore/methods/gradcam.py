@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..attribution import Method, RawResult, register
+from ..base import Method, RawResult, register
 from ..checks import check_choice, check_layer_param
 from ..models import ClipModel
 from .common import block_output_layer, objective, split_state

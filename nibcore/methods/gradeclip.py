@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..attribution import Method, RawResult, register
+from ..base import Method, RawResult, register
 from ..checks import check_layer_param
-from ..models import ClipModel, ImageTower, Tower
-from .common import attention_pass, check_query_token, grad_of, tower_inputs
+from ..models import ClipModel, Tower
+from .common import attention_pass, check_query_token, check_token_pooled, grad_of, tower_inputs
 
 
 def default_gradeclip_layer(tower: Tower) -> int:
@@ -17,20 +17,6 @@ def default_gradeclip_layer(tower: Tower) -> int:
     if tower.side == "image":
         return tower.n_blocks - 1
     return tower.n_blocks - max(1, (2 * tower.n_blocks) // 3)
-
-
-def check_token_pooled(model: ClipModel, side: str, method: str, why: str) -> None:
-    """A one-line ``ValueError`` naming ``method``, the tower and ``why`` when ``model``'s
-    ``side`` tower is an open_clip ViT whose head does not pool the one CLS token: average
-    pooling (``pool_type='avg'``, open_clip's CLIPA configs) or no pooling."""
-    tower = model.tower(side)
-    pool = getattr(tower.visual, "pool_type", "tok") if isinstance(tower, ImageTower) else "tok"
-    if pool == "tok":
-        return
-    how = "averages the patch tokens (pool_type='avg', as open_clip's CLIPA configs)" \
-        if pool == "avg" else f"does not pool one token (pool_type={pool!r})"
-    raise ValueError(f"{method} cannot explain the {side} tower of {model.name!r}: its head "
-                     f"{how}, {why}: use nib, gradcam, m2ib, rise or mfaba")
 
 
 def key_mask(tower: Tower, query: torch.Tensor, n: int) -> torch.Tensor:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from ..attribution import Method, RawResult, cosine, other_features, register
+from ..base import Method, RawResult, cosine, other_features, register
 from ..checks import check_layer_param
 from ..models import AttentionRecorder, ClipModel, Tower
-from .gradeclip import check_token_pooled
+from .common import check_token_pooled
 
 
 def default_legrad_layer(tower: Tower) -> int:

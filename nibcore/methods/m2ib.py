@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..attribution import Method, RawResult, cosine, register
+from ..base import Method, RawResult, cosine, register
 from ..checks import check_layer_param, check_number, check_positive_int, check_seed
 from ..models import ClipModel
 from .common import block_output_layer, generator, split_state

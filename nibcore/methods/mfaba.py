@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..attribution import Method, RawResult, other_features, register
+from ..base import Method, RawResult, other_features, register
 from ..checks import check_choice, check_number, check_positive_int
 from ..models import ClipModel
 from .common import OBJECTIVES, objective, tower_inputs

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from ..attribution import Method, RawResult, cosine, default_layer, register
+from ..base import Method, RawResult, cosine, default_layer, register
 from ..checks import check_positive_int
 from ..models import ClipModel, Tower
 from ..schedules import make_schedule

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..attribution import Method, RawResult, cosine, other_features, register
+from ..base import Method, RawResult, cosine, other_features, register
 from ..checks import check_number, check_positive_int, check_seed
 from ..models import ClipModel
 from .common import generator, rise_grids, rise_masks

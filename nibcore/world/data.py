@@ -1,6 +1,7 @@
 """The synthetic world as evaluation datasets: held-out scenes with exact object masks
 (``"scenes"``) and held-out scenes captioned with one present and one absent object
-(``"scenes_text"``). Registered with :func:`nibcore.datasets.register_dataset` on import."""
+(``"scenes_text"``). Provided to :func:`nibcore.datasets.load_dataset` through the
+``nibcore.datasets`` entry points declared in ``pyproject.toml``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..datasets import Pair, PairDataset, register_dataset
+from ..datasets import Pair, PairDataset
 from . import scenes as _scenes
 
 
@@ -92,5 +93,7 @@ def _generated(loader):
     return load
 
 
-register_dataset("scenes", _generated(scene_pairs))
-register_dataset("scenes_text", _generated(scene_text_pairs))
+#: The loaders ``load_dataset`` finds through the ``nibcore.datasets`` entry points
+#: (``pyproject.toml``).
+scenes = _generated(scene_pairs)
+scenes_text = _generated(scene_text_pairs)
