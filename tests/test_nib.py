@@ -226,7 +226,7 @@ def test_text_trim_is_exact(tiny, picture):
         target = tiny.encode_image(pixels)
         z = tiny.text.lower(ids, 1)
     lambdas, weights = paper(10)
-    grad_sum, _ = scaled_path(tiny.text, z, 1, ids, target, lambdas, weights, max_rows=64)
+    grad_sum, _, _ = scaled_path(tiny.text, z, 1, ids, target, lambdas, weights, max_rows=64)
     full = (z * grad_sum).sum(-1)[0]
     assert torch.all(full[5:] == 0)  # padding gets exactly nothing
     assert_paths_close(a.raw, full[:5].numpy(), rtol=1e-4)

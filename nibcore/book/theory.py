@@ -279,7 +279,7 @@ def full_context_attribution(model: ClipModel, image, text: str, layer: int | No
 
     z, target, ids, layer = bottleneck(model, image, text, "text", layer)
     lambdas, weights = make_schedule(schedule, num_steps)
-    grad_sum, _ = scaled_path(model.text, z, layer, ids, target, lambdas, weights, 128)
+    grad_sum, _, _ = scaled_path(model.text, z, layer, ids, target, lambdas, weights, 128)
     return (z * grad_sum).sum(dim=-1)[0].detach().cpu().numpy()
 
 

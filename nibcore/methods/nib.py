@@ -16,6 +16,8 @@ up to float32 rounding.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from ..base import Method, RawResult, cosine, default_layer, register
@@ -25,13 +27,20 @@ from ..schedules import make_schedule
 from .common import split_state
 
 
+class PathResult(NamedTuple):
+    """What :func:`scaled_path` computes along the path λ·z."""
+
+    grad_sum: torch.Tensor  #: Σ_s w_s ∂f/∂z̃(λ_s z), ``(B, N, D)``
+    values: torch.Tensor    #: f(λ_s z), ``(S, B)``
+    features: torch.Tensor  #: the projected features upper(λ_s z), ``(S, B, E)``, no graph
+
+
 def scaled_path(tower: Tower, z: torch.Tensor, layer: int, ids: torch.Tensor | None,
                 target: torch.Tensor, lambdas: torch.Tensor, weights: torch.Tensor,
-                max_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weighted gradient sum and objective along the path λ·z.
+                max_rows: int) -> PathResult:
+    """Weighted gradient sum, objective and features along the path λ·z.
 
     ``z`` ``(B, N, D)``, ``target`` ``(B, E)``, ``lambdas``/``weights`` ``(S,)``.
-    Returns ``(Σ_s w_s ∂f/∂z̃(λ_s z)`` ``(B, N, D)``, ``f(λ_s z)`` ``(S, B))``.
     Gradients are taken with respect to the scaled state only (no parameter gradients).
     """
     steps, batch = lambdas.shape[0], z.shape[0]
@@ -41,25 +50,34 @@ def scaled_path(tower: Tower, z: torch.Tensor, layer: int, ids: torch.Tensor | N
     pair_of_row = torch.arange(batch, device=z.device).repeat(steps)
     grad_sum = torch.zeros_like(z)
     values = torch.empty(steps * batch, dtype=z.dtype, device=z.device)
+    features = torch.empty(steps * batch, target.shape[-1], dtype=z.dtype, device=z.device)
     for start in range(0, steps * batch, max_rows):
         s = step_of_row[start:start + max_rows]
         p = pair_of_row[start:start + max_rows]
         scaled = (lam[s, None, None] * z[p]).requires_grad_(True)
-        f = cosine(tower.upper(scaled, layer, None if ids is None else ids[p]), target[p])
+        feature = tower.upper(scaled, layer, None if ids is None else ids[p])
+        f = cosine(feature, target[p])
         (grad,) = torch.autograd.grad(f.sum(), scaled)
         grad_sum.index_add_(0, p, w[s, None, None] * grad)
         values[start:start + max_rows] = f.detach()
-    return grad_sum, values.view(steps, batch)
+        features[start:start + max_rows] = feature.detach()
+    return PathResult(grad_sum, values.view(steps, batch), features.view(steps, batch, -1))
 
 
 def objective(tower: Tower, z: torch.Tensor, layer: int, ids: torch.Tensor | None,
               target: torch.Tensor, lam: float) -> torch.Tensor:
-    """f(λ z) ``(B,)`` for one λ, forward only (no graph). At λ = 0 on a tower that pools without
-    token ids (the image tower) the state is the same zero tensor for every pair, so one row is
-    run and its feature is scored against every target."""
+    """f(λ z) ``(B,)`` for one λ, forward only (no graph).
+
+    At λ = 0 on a tower that pools without token ids (the image tower) the state is the same zero
+    tensor for every pair, so one row is run and its feature is scored against every target; and
+    every token of that row is the same and stays so through blocks that add no positions (the
+    positions enter below the bottleneck), so two tokens stand for all N — the pooled one and one
+    more, which average pooling reads. The same feature in real arithmetic; in float32 the
+    attention averages two equal values with an exact ½ instead of N with a rounded 1/N (float
+    noise, :data:`nibcore.numerics.FLOAT_NOISE_RTOL`), for 2/N of the work."""
     with torch.no_grad():
         if lam == 0.0 and ids is None:
-            feature = tower.upper(torch.zeros_like(z[:1]), layer)
+            feature = tower.upper(torch.zeros_like(z[:1, :2]), layer)
             return cosine(feature.expand(z.shape[0], -1), target)
         return cosine(tower.upper(lam * z, layer, ids), target)
 
@@ -131,37 +149,45 @@ class NIB(Method):
             ids = model.trim(ids)
         tower, layer, z, pool_ids, target = split_state(model, pixels, ids, side,
                                                         self._layer(model.tower(side)))
-        return self._path(tower, z, layer, pool_ids, target)
+        return self._path(tower, z, layer, pool_ids, target)[0]
 
     def attribute_both(self, model: ClipModel, pixels: torch.Tensor,
                        ids: torch.Tensor) -> dict[str, RawResult]:
         """Both sides of every pair, each tower's lower blocks run once: the state entering the
         bottleneck of one tower, continued through its upper blocks at λ = 1, is the target
-        feature of the other side (the same operations on the same batch as
-        :func:`~nibcore.attribution.other_features`, so the same bits), instead of the full
-        other tower again. Same results as :meth:`attribute` on each side."""
+        feature of the other side, instead of the full other tower again. The text feature is
+        that one pass (the same operations on the same batch as
+        :func:`~nibcore.base.other_features`, so the same bits); the image feature is the image
+        path's own row at λ = 1 where the schedule has one (the paper's does) — the same feature,
+        computed in a batch of all the path's rows (float noise of another batch shape,
+        :data:`nibcore.numerics.FLOAT_NOISE_RTOL`), with no pass of its own."""
         ids = model.trim(ids)
         image, text = model.tower("image"), model.tower("text")
         image_layer, text_layer = self._layer(image), self._layer(text)
         with torch.no_grad():
             z_image, z_text = image.lower(pixels, image_layer), text.lower(ids, text_layer)
-            image_feature = image.upper(z_image, image_layer)
             text_feature = text.upper(z_text, text_layer, ids)
-        return {"image": self._path(image, z_image, image_layer, None, text_feature),
-                "text": self._path(text, z_text, text_layer, ids, image_feature)}
+        image_result, image_feature = self._path(image, z_image, image_layer, None, text_feature)
+        if image_feature is None:
+            with torch.no_grad():
+                image_feature = image.upper(z_image, image_layer)
+        text_result, _ = self._path(text, z_text, text_layer, ids, image_feature)
+        return {"image": image_result, "text": text_result}
 
     def _path(self, tower: Tower, z: torch.Tensor, layer: int, pool_ids: torch.Tensor | None,
-              target: torch.Tensor) -> RawResult:
-        """The schedule, the path's gradients, f(0) and f(1) from the bottleneck state ``z``."""
+              target: torch.Tensor) -> tuple[RawResult, torch.Tensor | None]:
+        """The schedule, the path's gradients, f(0) and f(1) from the bottleneck state ``z``; and
+        the feature at λ = 1 ``(B, E)`` when the schedule ends there (else None)."""
         def path_at(lam: torch.Tensor, pairs: torch.Tensor | None = None,
                     ) -> tuple[torch.Tensor, torch.Tensor]:  # probes (completeness schedule)
             return path_values(tower, z, layer, pool_ids, target, lam, self.rows_per_call, pairs)
 
         lambdas, weights = make_schedule(self.schedule, self.num_steps, path_at)
-        grad_sum, values = scaled_path(tower, z, layer, pool_ids, target, lambdas, weights,
-                                       self.params["rows_per_call"])
-        raw = (z * grad_sum).sum(dim=-1)
+        path = scaled_path(tower, z, layer, pool_ids, target, lambdas, weights,
+                           self.params["rows_per_call"])
+        raw = (z * path.grad_sum).sum(dim=-1)
         f0 = objective(tower, z, layer, pool_ids, target, 0.0)
         has_one = float(lambdas[-1]) == 1.0
-        f1 = values[-1] if has_one else objective(tower, z, layer, pool_ids, target, 1.0)
-        return RawResult(raw=raw, f1=f1, f0=f0, extras={"layer": layer, "nodes": len(lambdas)})
+        f1 = path.values[-1] if has_one else objective(tower, z, layer, pool_ids, target, 1.0)
+        result = RawResult(raw=raw, f1=f1, f0=f0, extras={"layer": layer, "nodes": len(lambdas)})
+        return result, path.features[-1] if has_one else None
