@@ -105,3 +105,70 @@ def test_no_unittest_mock_in_shipped_code() -> None:
             if any(n == "unittest.mock" or n.startswith("unittest.mock.") for n in names):
                 uses.append(f"{path.relative_to(PACKAGE.parent).as_posix()}:{node.lineno}")
     assert not uses, "unittest.mock in shipped code: " + ", ".join(uses)
+
+
+# --- requirements.txt: every pin is needed -----------------------------------------------------
+
+REQUIREMENTS = PACKAGE.parent / "requirements.txt"
+
+
+def _pins() -> list[str]:
+    """The distributions requirements.txt pins whose markers hold on this machine."""
+    from packaging.requirements import Requirement
+
+    out = []
+    for line in REQUIREMENTS.read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            req = Requirement(line)
+            if req.marker is None or req.marker.evaluate():
+                out.append(_normalised(req.name))
+    return out
+
+
+def _requires(name: str, extras: frozenset[str] = frozenset()) -> set[tuple[str, frozenset]]:
+    """``(distribution, extras it is asked for with)`` the installed distribution ``name``
+    requires on this machine, with its ``extras`` (torch asks for ``cuda-toolkit[cudart, ...]``)."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    from packaging.requirements import Requirement
+
+    try:
+        found = requires(name) or []
+    except PackageNotFoundError:
+        return set()
+    out = set()
+    for line in found:
+        req = Requirement(line)
+        if req.marker is None or any(req.marker.evaluate({"extra": e})
+                                     for e in ("", *sorted(extras))):
+            out.add((_normalised(req.name), frozenset(req.extras)))
+    return out
+
+
+def _top_level_pins() -> list[str]:
+    """The pins above "Everything else" in requirements.txt: what the project asks for itself
+    (the library, the book's tools, the tests, lint, the build); the rest is their closure."""
+    head = REQUIREMENTS.read_text(encoding="utf-8").split("# Everything else", 1)[0]
+    return [_normalised(line.split("=")[0].split(";")[0].strip()) for line in head.splitlines()
+            if line.strip() and not line.startswith("#")]
+
+
+def test_every_pin_is_needed() -> None:
+    """Each distribution requirements.txt pins (for this machine) is one the project asks for at
+    the top of the file or one those require, transitively: no orphan like scikit-learn was."""
+    project = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]
+    declared_deps = [*project["dependencies"],
+                     *(r for rs in project["optional-dependencies"].values() for r in rs)]
+    roots = _top_level_pins() + [_normalised(re.match(r"[A-Za-z0-9._-]+", r).group(0))
+                                 for r in declared_deps]
+    needed, seen, todo = set(), set(), [(name, frozenset()) for name in roots]
+    while todo:
+        item = todo.pop()
+        if item not in seen:
+            seen.add(item)
+            needed.add(item[0])
+            todo.extend(_requires(*item))
+    orphans = sorted(set(_pins()) - needed)
+    assert not orphans, f"pinned in requirements.txt but needed by nothing: {orphans}"
+    assert {"open_clip_torch", "jupyter_book", "pytest"} <= needed
