@@ -192,3 +192,51 @@ def test_clip_confusions(capsys, mini):
     assert len(hints) == 1, "the hint is the same whatever the wrong answer (it gives nothing away)"
     assert "one word" in run(capsys, check.ex_clip_confusions, 3, model=mini)[1]
     assert "one word" in run(capsys, check.ex_clip_confusions, "the shapes", model=mini)[1]
+
+
+# --- ex-passes-nib -------------------------------------------------------------------------------
+
+def make_nib(layer_shift=0, grid="paper", times_z=True, chunk=4, steps=10):
+    """NIB from the split model (the exercise's solution), with named ways to get it wrong."""
+    import torch
+
+    from nibcore.base import default_layer
+    from nibcore.inputs import prepare_pairs
+
+    def my_nib(model, image, text, side):
+        pixels, ids = prepare_pairs(model, image, text)
+        tower = model.tower(side)
+        layer = default_layer(tower) + layer_shift
+        with torch.no_grad():
+            other = model.encode_text(ids) if side == "image" else model.encode_image(pixels)
+            z = tower.lower(pixels if side == "image" else ids, layer)
+        k = torch.arange(1, steps + 1.0) if grid == "paper" else torch.arange(0, steps + 0.0)
+        lam = k / steps
+        total = torch.zeros_like(z[0])
+        for part in lam.split(chunk):
+            zs = (part[:, None, None] * z).requires_grad_()
+            feats = tower.upper(zs, layer, None if side == "image"
+                                else ids.expand(len(part), -1))
+            f = torch.cosine_similarity(feats, other, dim=-1)
+            (g,) = torch.autograd.grad(f.sum(), zs)
+            total += g.sum(0)
+        grad = total / steps
+        return ((z[0] * grad) if times_z else grad).sum(-1).numpy()
+
+    return my_nib
+
+
+def test_passes_nib(capsys, mini):
+    for chunk in (4, 3, 10):             # any chunking is accepted
+        assert run(capsys, check.ex_passes_nib, make_nib(chunk=chunk), model=mini)[0], chunk
+    wrong = {"gradient alone, no z ⊙ ∂f/∂z": make_nib(times_z=False),
+             "one layer lower": make_nib(layer_shift=-1),
+             "left Riemann sum, λ_k = (k - 1)/n": make_nib(grid="left"),
+             "five steps instead of ten": make_nib(steps=5)}
+    for name, answer in wrong.items():
+        ok, out = run(capsys, check.ex_passes_nib, answer, model=mini)
+        assert not ok, name
+    assert "1-D" in run(capsys, check.ex_passes_nib, lambda *a: [[1, 2], [3, 4]], model=mini)[1]
+    assert "one score per token" in run(capsys, check.ex_passes_nib, lambda *a: np.zeros(3),
+                                        model=mini)[1]
+    assert "raised" in run(capsys, check.ex_passes_nib, lambda m, i: 0, model=mini)[1]

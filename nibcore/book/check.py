@@ -17,6 +17,7 @@ Checks (exercise label → function):
 * ``ex-claims-strict`` → :func:`ex_claims_strict`
 * ``ex-narrow-tight`` → :func:`ex_narrow_tight`
 * ``ex-passes-predict`` → :func:`ex_passes_predict`
+* ``ex-passes-nib`` → :func:`ex_passes_nib` (NIB implemented from the split model)
 * ``ex-abl-map`` → :func:`ex_abl_map`
 * ``ex-neg-minmax`` → :func:`ex_neg_minmax`
 """
@@ -233,6 +234,69 @@ def ex_passes_predict(prediction, model, image, text, num_steps: int = 20,
         "backward_rows": "backward rows: only the scaled copies carry a gradient",
     }
     return _say(False, f"{', '.join(wrong)} off — {hints[wrong[0]]}")
+
+
+def _as_scores(x) -> np.ndarray | None:
+    try:
+        if hasattr(x, "detach"):
+            x = x.detach().cpu().numpy()
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    arr = arr.squeeze()
+    return arr if arr.ndim == 1 else None
+
+
+def ex_passes_nib(my_nib: Callable, model=None, pairs: int = 2) -> bool:
+    """``ex-passes-nib``: your ``my_nib(model, image, text, side)``, NIB's raw score per token
+    from the split model, against ``explain(model, image, text, side=side).raw`` on ``pairs``
+    held-out pairs and both sides, within the noise measured across numeric paths (the audit's
+    ``raw_rtol`` × the largest score, :class:`nibcore.audit.Tolerances`). Any chunking of the
+    scaled copies is accepted; on the text side the padding after EOT may be left out or kept
+    (its scores must then be 0)."""
+    if not callable(my_nib):
+        return _bad("pass a function: check.ex_passes_nib(my_nib), my_nib(model, image, text, "
+                    "side) -> one score per token")
+    import nibcore
+    from nibcore import explain
+    from nibcore.audit import Tolerances
+    from nibcore.datasets import load_dataset
+
+    model = nibcore.load_model("mini") if model is None else model
+    rtol = Tolerances.load().raw_rtol
+    data = load_dataset("scenes")
+    for k in range(pairs):
+        pair = data[k]
+        for side in ("image", "text"):
+            ref = np.asarray(explain(model, pair.image, pair.text, side=side).raw,
+                             dtype=np.float64)
+            try:
+                got = my_nib(model, pair.image, pair.text, side)
+            except Exception as err:  # noqa: BLE001 - the student's function may fail any way
+                return _bad(f"my_nib(model, image, text, {side!r}) raised "
+                            f"{type(err).__name__}: {err}")
+            got = _as_scores(got)
+            if got is None:
+                return _bad("my_nib must return one score per token: a 1-D array (or tensor)")
+            if side == "text" and got.size > ref.size:
+                if np.abs(got[ref.size:]).max() > rtol * np.abs(ref).max():
+                    return _say(False, "the text side: tokens after EOT cannot change the "
+                                       "pooled feature, so their scores must be 0")
+                got = got[:ref.size]
+            if got.size != ref.size:
+                return _bad(f"{side} side: one score per token of the tower's input (CLS or SOT "
+                            "first), as explain(...).raw")
+            scale = np.abs(ref).max()
+            if np.abs(got - ref).max() <= rtol * scale:
+                continue
+            if np.corrcoef(got, ref)[0, 1] > 0.999 and not np.isclose(got.sum(), ref.sum(),
+                                                                      rtol=1e-3):
+                return _say(False, f"{side} side: the right shape of map, the wrong size: is "
+                                   "every λ step weighted 1/n?")
+            return _say(False, f"{side} side: not explain()'s scores — check the layer "
+                               "(default_layer(tower)), the schedule (λ_k = k/n, k = 1..n) and "
+                               "the product z ⊙ ∂f/∂z summed over channels")
+    return _say(True, "")
 
 
 # --- results_ablations.ipynb ------------------------------------------------------------------
