@@ -240,3 +240,32 @@ def test_passes_nib(capsys, mini):
     assert "one score per token" in run(capsys, check.ex_passes_nib, lambda *a: np.zeros(3),
                                         model=mini)[1]
     assert "raised" in run(capsys, check.ex_passes_nib, lambda m, i: 0, model=mini)[1]
+
+
+# --- ex-metrics-game -----------------------------------------------------------------------------
+
+def test_metrics_game(capsys, mini):
+    from nibcore import metrics
+    from nibcore.inputs import prepare_images
+
+    scene = scenes.heldout(1, n_objects=2, start=900)[0]
+    caption = scene.caption_for([0])
+    pixels = prepare_images(mini, [scene.image])
+    ids = mini.tokenize([caption])
+    scores = explain(mini, scene.image, caption).scores
+    # the reference solution: the solution's one call
+    ps = check.GAME_POWERS
+    ref = metrics.image_confidence(mini, pixels.expand(5, -1, -1, -1), ids.expand(5, -1),
+                                   np.stack([scores ** p for p in ps]))
+    assert run(capsys, check.ex_metrics_game, list(ref["drop"]), mini, pixels, ids, scores)[0]
+    assert np.ptp(ref["drop"]) > 0, "the power changes the Drop (the point of the exercise)"
+    wrong = {"p from 4 down to 0.25": ref["drop"][::-1],
+             "the map without the power": [ref["drop"][2]] * 5,
+             "s1 instead of the Drop": ref["s1"],
+             "the Increase": ref["increase"]}
+    for name, answer in wrong.items():
+        ok, out = run(capsys, check.ex_metrics_game, list(answer), mini, pixels, ids, scores)
+        assert not ok, name
+        hides(out, *[float(d) for d in ref["drop"]])
+    assert "5 numbers" in run(capsys, check.ex_metrics_game, [1, 2], mini, pixels, ids,
+                              scores)[1]

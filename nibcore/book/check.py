@@ -19,6 +19,7 @@ Checks (exercise label → function):
 * ``ex-passes-predict`` → :func:`ex_passes_predict`
 * ``ex-passes-nib`` → :func:`ex_passes_nib` (NIB implemented from the split model)
 * ``ex-abl-map`` → :func:`ex_abl_map`
+* ``ex-metrics-game`` → :func:`ex_metrics_game`
 * ``ex-neg-minmax`` → :func:`ex_neg_minmax`
 """
 
@@ -331,6 +332,47 @@ def ex_abl_map(from_top: Callable[[int, int], int]) -> bool:
                            "not the relative depth")
     return _say(False, "on a 12-block tower every layer must map to itself; on an L-block "
                        "tower, to as many blocks below the top as in the paper")
+
+
+# --- results_metrics.ipynb -------------------------------------------------------------------
+
+GAME_POWERS = (0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+def expected_metrics_game(model, pixels, ids, scores, powers=GAME_POWERS) -> dict:
+    """Image Confidence Drop and Increase of the map ``scores`` raised to each power, on the
+    running example (``pixels``, ``ids``), by :func:`nibcore.metrics.image_confidence`."""
+    from nibcore import metrics
+
+    scores = np.asarray(scores, dtype=np.float32)
+    maps = np.stack([scores ** p for p in powers])
+    n = len(powers)
+    return metrics.image_confidence(model, pixels.expand(n, -1, -1, -1), ids.expand(n, -1),
+                                    maps)
+
+
+def ex_metrics_game(drops, model, pixels, ids, scores) -> bool:
+    """``ex-metrics-game``: the image Confidence Drop of NIB's map of the running example raised
+    to p = 0.25, 0.5, 1, 2, 4 (five numbers, in that order). Pass the chapter's ``model``,
+    ``pixels``, ``ids`` and ``atts["nib"].scores`` after your answer."""
+    got = _as_scores(drops)
+    if got is None or got.size != len(GAME_POWERS) or not np.all(np.isfinite(got)):
+        return _bad(f"pass {len(GAME_POWERS)} numbers, the Drops for p = "
+                    f"{', '.join(f'{p:g}' for p in GAME_POWERS)} in that order")
+    conf = expected_metrics_game(model, pixels, ids, scores)
+    want = np.asarray(conf["drop"], dtype=np.float64)
+    tol = 1e-3 * max(np.abs(want).max(), 1e-6)
+    if np.abs(got - want).max() <= tol:
+        return _say(True, "")
+    if np.abs(got[::-1] - want).max() <= tol:
+        return _say(False, "the right values in the wrong order: p = 0.25 first")
+    if np.ptp(got) <= tol:
+        return _say(False, "all five are the same: raise the map to the power p before masking")
+    if np.abs(got - np.asarray(conf["s1"])).max() <= tol:
+        return _say(False, "those are the masked image's cosines (s1); the Drop compares them "
+                           "with s0")
+    return _say(False, "mask the image with map ** p (metrics.image_confidence, one row per p) "
+                       "and read its 'drop'")
 
 
 # --- negative_properties.ipynb -----------------------------------------------------------------
