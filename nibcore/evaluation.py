@@ -52,6 +52,7 @@ import json
 import time
 import warnings
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -212,9 +213,9 @@ def evaluate(model: ClipModel, dataset, methods: str | Sequence[str],
     ``n``: pairs to use (``None``: all), the first ``n`` of a permutation seeded by ``seed``.
     ``params``: method name -> kwargs, e.g. ``{"nib": {"num_steps": 5}}``.
     ``out``: a JSON Lines file; rows are appended per batch, and rows already there are reused.
-    ``batch_size``: pairs per :func:`explain` call for methods that allow batching (a method class
-    may set ``batchable = False``); batches are fixed chunks of the subset, so results do not
-    depend on where a run was interrupted. ``warmup``: one untimed call per method × side first.
+    ``batch_size``: pairs per :func:`explain` call; batches are fixed chunks of the subset, so
+    results do not depend on where a run was interrupted. ``warmup``: one untimed call per
+    method × side first.
     ``distributed``: ``None`` shards the batches over the ranks when ``torch.distributed`` is
     initialised (see the module docstring; call it on every rank), ``False`` never shards,
     ``True`` requires an initialised process group.
@@ -223,88 +224,125 @@ def evaluate(model: ClipModel, dataset, methods: str | Sequence[str],
     ``explain(..., side="both")`` call (the same maps and metrics; fewer passes; see the ``sides``
     column). Off by default: timings then stay one side per call.
     """
-    if isinstance(dataset, str):
-        kw = dict(dataset_kw or {})
-        if dataset in ("flickr8k", "flickr"):
-            kw.setdefault("model", model)
-        dataset = load_dataset(dataset, **kw)
+    dataset = _resolve_dataset(model, dataset, dataset_kw)
     methods, params, sides, protocols = _check_args(methods, params, sides, text_protocols,
                                                     batch_size)
     ds_name = getattr(dataset, "name", type(dataset).__name__)
     rank, world = _rank_world(distributed)
-    hw = hardware(model.device)
     indices = seeded_subset(len(dataset), n, seed)
     chunks = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
     mine = list(range(rank, len(chunks), world))  # this rank's shard: batches r, r + K, ...
     path = check_output_file(out, "results file") if out is not None else None
-    write_to = path if path is None or world == 1 else resultfile.part_file(path, rank, world)
     book = _Ledger(ds_name, model.name, {m: params_json(params.get(m, {})) for m in methods},
                    path, protocols)
-
+    run = _Run(model, ds_name, hardware(model.device), methods, sides, params, protocols, book,
+               warmup, share_sides, write_to=path if path is None or world == 1
+               else resultfile.part_file(path, rank, world))
     total = sum(len(chunks[c]) for c in mine) * len(methods) * len(sides)
     already = sum(1 for c in mine for i in chunks[c] for m in methods for s in sides
                   if book.has(i, m, s))
-    warmed: set[tuple[str, str]] = set()
-    skipped: list[str] = []
-    unsupported: set[tuple[str, str]] = set()
     from tqdm.auto import tqdm
     desc = f"evaluate {ds_name}" + (f" (rank 0's shard of {world})" if world > 1 else "")
     bar = tqdm(total=total, initial=already, disable=not progress or rank != 0, desc=desc,
                unit="row")
     try:
         for chunk in (chunks[c] for c in mine):
-            if not book.missing(chunk, methods, sides):
-                continue
-            pairs = [dataset[i] for i in chunk]  # data loading: outside the timed calls
-            for i, pair in zip(chunk, pairs):
-                book.learn(i, pair)
-            keep = [j for j, p in enumerate(pairs) if model.text_problem(p.text) is None]
-            skipped += [pairs[j].id for j in range(len(pairs)) if j not in keep]
-            bar.update((len(pairs) - len(keep)) * len(methods) * len(sides))
-            todo = book.missing(chunk, methods, sides)
-            if not keep:
-                continue
-            pairs, idx = [pairs[j] for j in keep], [chunk[j] for j in keep]
-            pixels = prepare_images(model, [p.image for p in pairs])
-            ids = model.tokenize([p.text for p in pairs])
-            shared = {m for m in methods if share_sides and METHODS[m].shares_sides()
-                      and all((m, s) in todo for s in SIDES)}
-            runs = [(m, s) for m, s in todo if m not in shared] + [(m, "both") for m in shared]
-            runs.sort(key=lambda ms: methods.index(ms[0]))  # stable: sides keep their order
-            for m, s in runs:
-                if (m, s) in unsupported:
-                    continue
-                run_sides = list(SIDES) if s == "both" else [s]
-                need = {r: [j for j, p in enumerate(pairs) if not book.has_pair(p.id, m, r)]
-                        for r in run_sides}
-                if not any(need.values()):
-                    continue
-                try:
-                    results, _ = score_pairs(model, m, s, params.get(m, {}), pairs, pixels,
-                                             ids, protocols, warm=warmup and (m, s) not in warmed)
-                except NotImplementedError as err:
-                    warnings.warn(f"{m} does not support the {s} side ({err}); skipped")
-                    unsupported.add((m, s))
-                    continue
-                warmed.add((m, s))
-                new = []
-                for r, j in ((r, j) for r in run_sides for j in need[r]):
-                    pair = pairs[j]
-                    row = dict(dataset=ds_name, model=model.name, id=pair.id, index=idx[j],
-                               method=m, side=r, params=book.pjson[m], text=pair.text,
-                               **_scalar_meta(pair.meta), hardware=hw, **results[r][j])
-                    new.append(book.add(json.loads(json.dumps(
-                        {k: _jsonable(v) for k, v in row.items()}))))
-                if write_to is not None:
-                    resultfile.append(write_to, new)
-                bar.update(len(new))
+            if book.missing(chunk, methods, sides):
+                bar.update(run.chunk(dataset, chunk))
     finally:
         bar.close()
-    if skipped:
-        warnings.warn(f"{len(skipped)} pair(s) skipped: caption longer than the model's context "
-                      f"({model.context_length - 2} tokens): {skipped[:5]}")
+    if run.skipped:
+        warnings.warn(f"{len(run.skipped)} pair(s) skipped: caption longer than the model's "
+                      f"context ({model.context_length - 2} tokens): {run.skipped[:5]}")
     rows = _gather(book, chunks, mine, methods, sides, rank, world, path)
     return book.frame(rows, indices, methods, sides)
+
+
+def _resolve_dataset(model: ClipModel, dataset, dataset_kw: dict[str, Any] | None):
+    """A dataset object from a name (:func:`~nibcore.datasets.load_dataset`; flickr8k gets the
+    model) or the object itself."""
+    if not isinstance(dataset, str):
+        return dataset
+    kw = dict(dataset_kw or {})
+    if dataset in ("flickr8k", "flickr"):
+        kw.setdefault("model", model)
+    return load_dataset(dataset, **kw)
+
+
+@dataclass
+class _Run:
+    """One :func:`evaluate` run's settings and state, scoring one batch of the subset at a time
+    (:meth:`chunk`): what is missing from the ledger is explained, scored, recorded and appended
+    to ``write_to``."""
+
+    model: ClipModel
+    ds_name: str
+    hw: str
+    methods: list[str]
+    sides: list[str]
+    params: dict[str, dict[str, Any]]
+    protocols: list[str]
+    book: "_Ledger"
+    warmup: bool
+    share_sides: bool
+    write_to: Path | None
+    warmed: set[tuple[str, str]] = field(default_factory=set)
+    unsupported: set[tuple[str, str]] = field(default_factory=set)
+    skipped: list[str] = field(default_factory=list)
+
+    def chunk(self, dataset, chunk: list[int]) -> int:
+        """Score what is missing of the pairs ``chunk`` (dataset indices); returns the number of
+        rows done (computed, or skipped for a caption the model cannot read)."""
+        model, book, methods = self.model, self.book, self.methods
+        pairs = [dataset[i] for i in chunk]  # data loading: outside the timed calls
+        for i, pair in zip(chunk, pairs):
+            book.learn(i, pair)
+        keep = [j for j, p in enumerate(pairs) if model.text_problem(p.text) is None]
+        self.skipped += [pairs[j].id for j in range(len(pairs)) if j not in keep]
+        done = (len(pairs) - len(keep)) * len(methods) * len(self.sides)
+        todo = book.missing(chunk, methods, self.sides)
+        if not keep:
+            return done
+        pairs, idx = [pairs[j] for j in keep], [chunk[j] for j in keep]
+        pixels = prepare_images(model, [p.image for p in pairs])
+        ids = model.tokenize([p.text for p in pairs])
+        shared = {m for m in methods if self.share_sides and METHODS[m].shares_sides()
+                  and all((m, s) in todo for s in SIDES)}
+        runs = [(m, s) for m, s in todo if m not in shared] + [(m, "both") for m in shared]
+        runs.sort(key=lambda ms: methods.index(ms[0]))  # stable: sides keep their order
+        for m, s in runs:
+            if (m, s) not in self.unsupported:
+                done += self._method(m, s, pairs, idx, pixels, ids)
+        return done
+
+    def _method(self, m: str, s: str, pairs: list[Pair], idx: list[int], pixels: torch.Tensor,
+                ids: torch.Tensor) -> int:
+        """Method ``m`` on side ``s`` (or ``"both"``) of a batch: the rows it adds."""
+        run_sides = list(SIDES) if s == "both" else [s]
+        need = {r: [j for j, p in enumerate(pairs) if not self.book.has_pair(p.id, m, r)]
+                for r in run_sides}
+        if not any(need.values()):
+            return 0
+        try:
+            results, _ = score_pairs(self.model, m, s, self.params.get(m, {}), pairs, pixels,
+                                     ids, self.protocols,
+                                     warm=self.warmup and (m, s) not in self.warmed)
+        except NotImplementedError as err:
+            warnings.warn(f"{m} does not support the {s} side ({err}); skipped")
+            self.unsupported.add((m, s))
+            return 0
+        self.warmed.add((m, s))
+        new = []
+        for r, j in ((r, j) for r in run_sides for j in need[r]):
+            pair = pairs[j]
+            row = dict(dataset=self.ds_name, model=self.model.name, id=pair.id, index=idx[j],
+                       method=m, side=r, params=self.book.pjson[m], text=pair.text,
+                       **_scalar_meta(pair.meta), hardware=self.hw, **results[r][j])
+            new.append(self.book.add(json.loads(json.dumps(
+                {k: _jsonable(v) for k, v in row.items()}))))
+        if self.write_to is not None:
+            resultfile.append(self.write_to, new)
+        return len(new)
 
 
 def _check_args(methods: str | Sequence[str], params: dict[str, dict[str, Any]] | None,
@@ -426,8 +464,8 @@ def score_pairs(model: ClipModel, method: str, side: str, kw: dict[str, Any],
                 pairs: list[Pair], pixels: torch.Tensor, ids: torch.Tensor,
                 protocols: Sequence[str], warm: bool = False
                 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[Attribution]]]:
-    """Explain one batch of ``pairs`` (batched if the method allows) on ``side`` (``"both"``:
-    both sides in one call), time it and score it.
+    """Explain one batch of ``pairs`` in one call on ``side`` (``"both"``: both sides in one
+    call), time it and score it.
 
     Args:
         model: the model.
@@ -440,27 +478,21 @@ def score_pairs(model: ClipModel, method: str, side: str, kw: dict[str, Any],
     Returns ``({side: one row of metric values and costs per pair}, {side: the attributions})``.
     """
     texts = [p.text for p in pairs]
-    batchable = getattr(METHODS[method], "batchable", True)
-    groups = [list(range(len(pairs)))] if batchable else [[j] for j in range(len(pairs))]
     run_sides = list(SIDES) if side == "both" else [side]
     if warm:
         _explain(model, method, side, kw, pixels[:1], texts[:1])
-    atts: dict[str, list] = {s: [None] * len(pairs) for s in run_sides}
-    cost: dict[str, list[dict[str, Any]]] = {s: [{} for _ in pairs] for s in run_sides}
-    for g in groups:
-        sync_device(model)
-        t0 = time.perf_counter()
-        result = _explain(model, method, side, kw, pixels[g], [texts[j] for j in g])
-        sync_device(model)
-        elapsed = time.perf_counter() - t0
-        for s, part in zip(run_sides, result if side == "both" else [result]):
-            for j, att in zip(g, part):
-                atts[s][j] = att
-                cost[s][j] = dict(batch=len(g), seconds=elapsed / len(g) / len(run_sides),
-                                  fwd=att.passes.get("forward"), bwd=att.passes.get("backward"),
-                                  fwd_rows=att.passes.get("forward_rows"),
-                                  bwd_rows=att.passes.get("backward_rows"),
-                                  **({"sides": 2} if side == "both" else {}))
+    sync_device(model)
+    t0 = time.perf_counter()
+    result = _explain(model, method, side, kw, pixels, texts)
+    sync_device(model)
+    elapsed = time.perf_counter() - t0
+    atts = dict(zip(run_sides, result if side == "both" else [result]))
+    cost = {s: [dict(batch=len(pairs), seconds=elapsed / len(pairs) / len(run_sides),
+                     fwd=att.passes.get("forward"), bwd=att.passes.get("backward"),
+                     fwd_rows=att.passes.get("forward_rows"),
+                     bwd_rows=att.passes.get("backward_rows"),
+                     **({"sides": 2} if side == "both" else {})) for att in atts[s]]
+            for s in run_sides}
     out = {}
     for s in run_sides:
         if s == "image":

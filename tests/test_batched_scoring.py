@@ -18,6 +18,7 @@ import pytest
 import nibcore
 from nibcore import evaluation as ev
 from nibcore.datasets import load_dataset
+from nibcore.numerics import FLOAT_NOISE_RTOL
 from nibcore.inputs import prepare_images
 from nibcore.metrics import TEXT_PROTOCOLS, image_confidence, insertion_deletion, text_confidence
 from nibcore.numerics import FLOAT_NOISE_RTOL
@@ -95,8 +96,11 @@ def test_share_sides_changes_only_the_cost_columns(tiny, tmp_path):
     assert "sides" not in apart
     assert (shared.loc[shared.method == "nib", "sides"] == 2).all()
     assert shared.loc[shared.method == "saliency", "sides"].isna().all()  # no sharing there
+    # the same metrics; within float noise (FLOAT_NOISE_RTOL, on values up to 100) where NIB's
+    # text side takes its target from the image path's row at λ = 1 (another batch shape)
     pd.testing.assert_frame_equal(apart.drop(columns=COST),
-                                  shared.drop(columns=COST + ["sides"]))
+                                  shared.drop(columns=COST + ["sides"]), check_exact=False,
+                                  rtol=FLOAT_NOISE_RTOL, atol=100 * FLOAT_NOISE_RTOL)
     nib = shared[shared.method == "nib"]
     # per pair the two sides split one call's time and report that call's passes
     for _, two in nib.groupby("id"):

@@ -28,7 +28,7 @@ TARGETS = check.all_targets()
 CUDA = re.compile(r"^(nvidia-|cuda-|triton$)")
 #: what the book and the tests import: pinned on every target
 CORE = ["torch", "torchvision", "open-clip-torch", "safetensors", "numpy", "pillow", "pandas",
-        "matplotlib", "scikit-learn", "scipy", "tqdm", "jupyter-book", "papermill", "ipykernel",
+        "matplotlib", "scipy", "tqdm", "jupyter-book", "papermill", "ipykernel",
         "ipywidgets", "pytest", "transformers", "ruff", "captum", "setuptools", "wheel"]
 
 
