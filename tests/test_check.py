@@ -269,3 +269,40 @@ def test_metrics_game(capsys, mini):
         hides(out, *[float(d) for d in ref["drop"]])
     assert "5 numbers" in run(capsys, check.ex_metrics_game, [1, 2], mini, pixels, ids,
                               scores)[1]
+
+
+# --- ex-main-lab ---------------------------------------------------------------------------------
+
+def lab_means(model, pairs, transform):
+    """The lab's solution: mean Drop and Increase of NIB's (transformed) maps on the lab's pairs
+    (``pairs``: (pair, NIB's map), computed once)."""
+    from nibcore import metrics
+    from nibcore.inputs import prepare_images
+
+    rng = np.random.default_rng(0)
+    pixels = prepare_images(model, [p.image for p, _ in pairs])
+    ids = model.tokenize([p.text for p, _ in pairs])
+    maps = np.stack([transform(scores, rng) for _, scores in pairs])
+    conf = metrics.image_confidence(model, pixels, ids, maps)
+    drops, incrs = conf["drop"], conf["increase"]
+    return float(np.mean(drops)), float(np.mean(incrs))
+
+
+def test_main_lab(capsys, mini):
+    n = 200
+    data = load_dataset("scenes")
+    pairs = [(data[i], explain(mini, data[i].image, data[i].text).scores)
+             for i in check.lab_pairs(n)]
+    ref = lab_means(mini, pairs, lambda s, rng: s)
+    assert run(capsys, check.ex_main_lab, *ref, n)[0]
+    want = check.expected_main_lab(n)
+    wrong = {"the inverted map": lab_means(mini, pairs, lambda s, rng: 1 - s),
+             "a random map": lab_means(mini, pairs, lambda s, rng: rng.random(s.shape)
+                                       .astype(np.float32)),
+             "the Drop as a fraction": (ref[0] / 100, ref[1]),
+             "half the pairs": lab_means(mini, pairs[:n // 2], lambda s, rng: s)}
+    for name, answer in wrong.items():
+        ok, out = run(capsys, check.ex_main_lab, *answer, n)
+        assert not ok, name
+        hides(out, *want)
+    assert "two numbers" in run(capsys, check.ex_main_lab, "1.6", 20.0, n)[1]

@@ -20,6 +20,7 @@ Checks (exercise label → function):
 * ``ex-passes-nib`` → :func:`ex_passes_nib` (NIB implemented from the split model)
 * ``ex-abl-map`` → :func:`ex_abl_map`
 * ``ex-metrics-game`` → :func:`ex_metrics_game`
+* ``ex-main-lab`` → :func:`ex_main_lab` (a lab: the student's means against the store's)
 * ``ex-neg-minmax`` → :func:`ex_neg_minmax`
 """
 
@@ -373,6 +374,56 @@ def ex_metrics_game(drops, model, pixels, ids, scores) -> bool:
                            "with s0")
     return _say(False, "mask the image with map ** p (metrics.image_confidence, one row per p) "
                        "and read its 'drop'")
+
+
+# --- results_main.ipynb -------------------------------------------------------------------------
+
+#: the lab's agreement: means of per-pair percentages, in percentage points (the store keeps
+#: 6 significant digits; recomputing on another numeric path moves a Drop by ~1e-4 of 100·s0)
+LAB_ATOL = 0.01
+
+
+def lab_pairs(n: int = 200, method: str = "nib", side: str = "image") -> list[int]:
+    """The dataset indices of the lab's pairs: the ``n`` smallest indices of the results store's
+    ``table2`` rows of ``method`` on ``side`` (``load_dataset("scenes")[i]`` is the pair)."""
+    from nibcore import store
+
+    df = store.load("table2")
+    rows = df[(df.method == method) & (df.side == side)]
+    return sorted(int(i) for i in rows["index"])[:n]
+
+
+def expected_main_lab(n: int = 200, method: str = "nib") -> tuple[float, float]:
+    """The store's mean image Confidence Drop and Increase over :func:`lab_pairs`."""
+    from nibcore import store
+
+    df = store.load("table2")
+    rows = df[(df.method == method) & (df.side == "image")]
+    rows = rows[rows["index"].isin(lab_pairs(n, method))]
+    return float(rows.img_conf_drop.mean()), float(rows.img_conf_incr.mean())
+
+
+def ex_main_lab(drop_mean, increase_mean, n: int = 200, method: str = "nib") -> bool:
+    """``ex-main-lab``: your mean image Confidence Drop and Increase (in %, as in Table 2) of
+    ``method`` over the ``n`` pairs of :func:`lab_pairs`, against the committed store's rows of
+    the same pairs (agreement within :data:`LAB_ATOL` percentage points)."""
+    if not (_is_number(drop_mean) and _is_number(increase_mean)):
+        return _bad("pass two numbers: check.ex_main_lab(drop_mean, increase_mean, n)")
+    if not _is_int(n) or n < 1:
+        return _bad("n is the number of pairs you evaluated (an int)")
+    if len(lab_pairs(n, method)) < n:
+        return _bad(f"the store has fewer than {n} pairs of {method!r}")
+    want_drop, want_incr = expected_main_lab(n, method)
+    ok_drop = abs(float(drop_mean) - want_drop) <= LAB_ATOL
+    ok_incr = abs(float(increase_mean) - want_incr) <= LAB_ATOL
+    if ok_drop and ok_incr:
+        return _say(True, "")
+    if 0 <= float(drop_mean) <= 1 and want_drop > 1:
+        return _say(False, "Table 2 states the Drop in %: multiply by 100")
+    which = "Drop" if not ok_drop else "Increase"
+    return _say(False, f"your {which} does not reproduce the store's: the pairs of "
+                       "check.lab_pairs(n), NIB's default parameters, the map "
+                       "explain(...).scores as it is, metrics.image_confidence")
 
 
 # --- negative_properties.ipynb -----------------------------------------------------------------
