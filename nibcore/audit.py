@@ -54,7 +54,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from .metrics import (CURVE_STEPS, METRICS_VERSION, TEXT_PROTOCOLS, degenerate_map, fit_mask,
-                      pixel_order, raw_pixel_map)
+                      raw_pixel_map, rise_counts)
 from .models import ClipModel
 from .numerics import FLOAT_NOISE_RTOL
 from .store import (UNAUDITED, metrics_version, model_hashes, read_meta, read_rows,
@@ -201,18 +201,23 @@ def _rel_span(values: np.ndarray) -> float:
     return float(values.max() - values.min()) / mag if mag > 0 else 0.0
 
 
-def curve_boundary_gap(scores: np.ndarray, steps: int = CURVE_STEPS) -> float:
+def curve_boundary_gap(scores: np.ndarray, counts: Sequence[int] | np.ndarray | None = None
+                       ) -> float:
     """Smallest value gap between the last pixel shown and the first pixel hidden at any step
-    of the insertion/deletion curves (``inf`` for a degenerate map, which has a fixed order).
-    Exact ties at 0 (a ReLU's zero region) stay tied on every path and do not count."""
+    of the insertion/deletion curves (``inf`` for a degenerate map, one tie on every path).
+    Exact ties (a ReLU's zero region) are changed together (:func:`changed_share`) and stay
+    tied on every path: they do not count."""
     scores = np.asarray(scores, dtype=np.float64)
     if degenerate_map(scores):
         return math.inf
-    values = scores.ravel()[pixel_order(scores)]
-    counts = np.rint(np.arange(1, steps) / steps * values.size).astype(int)
+    values = -np.sort(-scores.ravel())
+    if counts is None:  # ours: K steps
+        counts = np.rint(np.arange(CURVE_STEPS + 1) / CURVE_STEPS * values.size).astype(int)
+    counts = np.asarray(counts)
+    counts = counts[(counts > 0) & (counts < values.size)]  # the curve's inner boundaries
     above, below = values[counts - 1], values[counts]
     gaps = above - below
-    gaps = gaps[~((above == 0) & (below == 0))]
+    gaps = gaps[above != below]
     return float(gaps.min()) if gaps.size else math.inf
 
 
@@ -279,6 +284,12 @@ def fragile_columns(row: dict[str, Any], att, model: ClipModel, mask: np.ndarray
         if gap <= noise:
             for c in ("img_insertion", "img_deletion"):
                 out[c] = f"a curve step boundary's value gap is {gap:.3g}"
+        if "img_insertion_rise" in row:  # RISE's steps: one image row each
+            h, w = np.shape(att.scores)
+            gap = curve_boundary_gap(att.scores, rise_counts(h * w, w))
+            if gap <= noise:
+                for c in ("img_insertion_rise", "img_deletion_rise"):
+                    out[c] = f"a RISE curve step boundary's value gap is {gap:.3g}"
         raw = raw_pixel_map(att.raw, model.grid, model.image_size)
         span = _rel_span(raw)
         if span <= DEGENERATE_BAND * FLOAT_NOISE_RTOL:  # the whole map may flip to constant
@@ -435,11 +446,12 @@ def recompute(path: Path, model: ClipModel, meta: dict[str, Any], rows: list[dic
         yield from _recompute_randomisation(path, model, meta, rows, pairs, seed, noise)
         return
     from .datasets import load_dataset
-    from .evaluation import score_pairs
+    from .evaluation import rise_classes, score_pairs
     from .inputs import prepare_images
 
     dataset = load_dataset(meta["dataset"])
     protocols = meta["text_protocols"]
+    classes = rise_classes(model, dataset, meta.get("curve_protocols", ["ours"]))
     for i in audit_sample(rows, pairs, seed):
         r = rows[i]
         pair = dataset[int(r["index"])]
@@ -449,7 +461,8 @@ def recompute(path: Path, model: ClipModel, meta: dict[str, Any], rows: list[dic
         pixels = prepare_images(model, [pair.image])
         ids = model.tokenize([pair.text])
         scored, atts = score_pairs(model, r["method"], r["side"], json.loads(r["params"]),
-                                   [pair], pixels, ids, protocols, warm=False)
+                                   [pair], pixels, ids, protocols, warm=False,
+                                   class_features=classes)
         yield Recomputed(i + 1, r, scored[r["side"]][0], atts[r["side"]][0],
                          pair.meta.get("mask"))
 

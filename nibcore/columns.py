@@ -74,6 +74,10 @@ def _registry() -> dict[str, Column]:
                "auc"),
         Column("img_deletion", "Image Deletion AUC", "deletion", "image", "lower", "points",
                "auc"),
+        Column("img_insertion_rise", "Image Insertion AUC", "insertion (RISE)", "image",
+               "higher", "points", "auc", note="RISE protocol"),
+        Column("img_deletion_rise", "Image Deletion AUC", "deletion (RISE)", "image", "lower",
+               "points", "auc", note="RISE protocol"),
     ]
     for p in TEXT_PROTOCOLS:
         cols += [
@@ -149,7 +153,9 @@ def side_of(name: str) -> str | None:
     return column(name).side
 
 
-def metric_columns(protocols=TEXT_PROTOCOLS) -> list[str]:
-    """The evaluation's per-pair metric columns for the text ``protocols``, in table order."""
+def metric_columns(protocols=TEXT_PROTOCOLS, curve_protocols=("ours", "rise")) -> list[str]:
+    """The evaluation's per-pair metric columns for the text ``protocols`` and the insertion /
+    deletion ``curve_protocols``, in table order."""
     return [n for n in METRIC_COLUMNS
-            if not n.startswith("txt_") or n.rsplit("_", 1)[1] in protocols]
+            if (not n.startswith("txt_") or n.rsplit("_", 1)[1] in protocols)
+            and (not n.endswith("_rise") or "rise" in curve_protocols)]

@@ -208,7 +208,9 @@ def tiny_imagenet(root: str | Path | None = None, per_class: int = 5,
         return Pair(_open_rgb(root / "val" / "images" / filename), prompt + words[wnid], filename,
                     {"wnid": wnid, "label": label})
 
-    return PairDataset("imagenet", len(items), make, root, {"classes": len(by_class)})
+    prompts = [prompt + words[wnid] for wnid in sorted(by_class)]
+    return PairDataset("imagenet", len(items), make, root,
+                       {"classes": len(by_class), "class_prompts": prompts})
 
 
 # --- Flickr8k --------------------------------------------------------------------------------

@@ -65,10 +65,10 @@ from .base import METHODS, SIDES
 from .checks import check_output_file
 from .datasets import Pair, load_dataset
 from .inputs import prepare_images
-from .metrics import (TEXT_PROTOCOLS, degenerate_map, degenerate_text, energy_in_mask,
-                      fit_mask, hardware, image_confidence, insertion_deletion, no_positive_mass,
-                      phrase_positions, pointing_game, raw_pixel_map, text_confidence,
-                      text_ground_truth)
+from .metrics import (CURVE_PROTOCOLS, TEXT_PROTOCOLS, class_text_features, degenerate_map,
+                      degenerate_text, energy_in_mask, fit_mask, hardware, image_confidence,
+                      insertion_deletion, no_positive_mass, phrase_positions, pointing_game,
+                      raw_pixel_map, text_confidence, text_ground_truth)
 from .models import ClipModel
 
 KEY = ("dataset", "model", "id", "text", "method", "side", "params")
@@ -137,17 +137,23 @@ def seeded_subset(size: int, n: int | None, seed: int) -> list[int]:
 
 
 def _image_metrics(model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor, atts,
-                   pairs: Sequence[Pair]) -> list[dict[str, Any]]:
+                   pairs: Sequence[Pair], class_features: torch.Tensor | None = None
+                   ) -> list[dict[str, Any]]:
     # maps as they are: every metric scores a non-finite map by the degenerate rules itself
     maps = np.stack([np.asarray(a.scores, dtype=np.float32) for a in atts])
     conf = image_confidence(model, pixels, ids, maps)
     curves = insertion_deletion(model, pixels, ids, maps)
+    rise = None if class_features is None else insertion_deletion(
+        model, pixels, ids, maps, protocol="rise", class_features=class_features)
     out = []
     for b, (att, pair) in enumerate(zip(atts, pairs)):
         row = dict(img_s0=conf["s0"][b], img_s1=conf["s1"][b], img_conf_drop=conf["drop"][b],
                    img_conf_incr=conf["increase"][b], img_insertion=curves["insertion"][b],
                    img_deletion=curves["deletion"][b],
                    degenerate=int(degenerate_map(att.scores)))
+        if rise is not None:
+            row.update(img_insertion_rise=rise["insertion"][b],
+                       img_deletion_rise=rise["deletion"][b])
         mask = pair.meta.get("mask")
         if mask is not None:
             mask = fit_mask(mask, att.scores.shape)
@@ -204,7 +210,8 @@ def evaluate(model: ClipModel, dataset, methods: str | Sequence[str],
              text_protocols: Sequence[str] = TEXT_PROTOCOLS, out: str | Path | None = None,
              progress: bool = True, batch_size: int = 8, warmup: bool = True,
              dataset_kw: dict[str, Any] | None = None,
-             distributed: bool | None = None, share_sides: bool = False) -> pd.DataFrame:
+             distributed: bool | None = None, share_sides: bool = False,
+             curve_protocols: Sequence[str] = ("ours",)) -> pd.DataFrame:
     """Attribute ``n`` pairs of ``dataset`` with each of ``methods`` on each of ``sides`` and score
     every map (see the module docstring for the columns).
 
@@ -223,6 +230,10 @@ def evaluate(model: ClipModel, dataset, methods: str | Sequence[str],
     between them (:meth:`nibcore.attribution.Method.shares_sides`: NIB), explain them in one
     ``explain(..., side="both")`` call (the same maps and metrics; fewer passes; see the ``sides``
     column). Off by default: timings then stay one side per call.
+    ``curve_protocols``: the insertion / deletion protocols scored (:data:`CURVE_PROTOCOLS`):
+    ``"ours"`` always (``img_insertion``, ``img_deletion``); with ``"rise"`` also RISE's
+    (``img_insertion_rise``, ``img_deletion_rise``: softmax over the dataset's class prompts,
+    ``dataset.info["class_prompts"]``).
     """
     dataset = _resolve_dataset(model, dataset, dataset_kw)
     methods, params, sides, protocols = _check_args(methods, params, sides, text_protocols,
@@ -237,7 +248,8 @@ def evaluate(model: ClipModel, dataset, methods: str | Sequence[str],
                    path, protocols)
     run = _Run(model, ds_name, hardware(model.device), methods, sides, params, protocols, book,
                warmup, share_sides, write_to=path if path is None or world == 1
-               else resultfile.part_file(path, rank, world))
+               else resultfile.part_file(path, rank, world),
+               class_features=rise_classes(model, dataset, curve_protocols))
     total = sum(len(chunks[c]) for c in mine) * len(methods) * len(sides)
     already = sum(1 for c in mine for i in chunks[c] for m in methods for s in sides
                   if book.has(i, m, s))
@@ -256,6 +268,34 @@ def evaluate(model: ClipModel, dataset, methods: str | Sequence[str],
                       f"context ({model.context_length - 2} tokens): {run.skipped[:5]}")
     rows = _gather(book, chunks, mine, methods, sides, rank, world, path)
     return book.frame(rows, indices, methods, sides)
+
+
+def rise_classes(model: ClipModel, dataset, curve_protocols: Sequence[str]
+                 ) -> torch.Tensor | None:
+    """The text features of ``dataset``'s class prompts when ``curve_protocols`` include
+    ``"rise"`` (None otherwise); a one-line error for an unknown protocol or a dataset without
+    class prompts.
+
+    Args:
+        model: the model.
+        dataset: the dataset (its ``info["class_prompts"]``).
+        curve_protocols: insertion / deletion protocols (:data:`CURVE_PROTOCOLS`).
+    """
+    for p in curve_protocols:
+        if p not in CURVE_PROTOCOLS:
+            raise ValueError(f"unknown insertion/deletion protocol {p!r}; choose from "
+                             f"{list(CURVE_PROTOCOLS)}")
+    if "ours" not in curve_protocols:
+        raise ValueError('curve_protocols must include "ours" (the img_insertion/img_deletion '
+                         'columns every table reads)')
+    if "rise" not in curve_protocols:
+        return None
+    prompts = getattr(dataset, "info", {}).get("class_prompts")
+    if not prompts:
+        raise ValueError(f"RISE's insertion/deletion protocol needs the dataset's class prompts "
+                         f"(info['class_prompts']); "
+                         f"{getattr(dataset, 'name', type(dataset).__name__)} has none")
+    return class_text_features(model, prompts)
 
 
 def _resolve_dataset(model: ClipModel, dataset, dataset_kw: dict[str, Any] | None):
@@ -286,6 +326,7 @@ class _Run:
     warmup: bool
     share_sides: bool
     write_to: Path | None
+    class_features: torch.Tensor | None = None  # RISE's protocol: the class prompts' features
     warmed: set[tuple[str, str]] = field(default_factory=set)
     unsupported: set[tuple[str, str]] = field(default_factory=set)
     skipped: list[str] = field(default_factory=list)
@@ -326,7 +367,8 @@ class _Run:
         try:
             results, _ = score_pairs(self.model, m, s, self.params.get(m, {}), pairs, pixels,
                                      ids, self.protocols,
-                                     warm=self.warmup and (m, s) not in self.warmed)
+                                     warm=self.warmup and (m, s) not in self.warmed,
+                                     class_features=self.class_features)
         except NotImplementedError as err:
             warnings.warn(f"{m} does not support the {s} side ({err}); skipped")
             self.unsupported.add((m, s))
@@ -462,7 +504,8 @@ def _explain(model: ClipModel, method: str, side: str, kw: dict[str, Any], pixel
 
 def score_pairs(model: ClipModel, method: str, side: str, kw: dict[str, Any],
                 pairs: list[Pair], pixels: torch.Tensor, ids: torch.Tensor,
-                protocols: Sequence[str], warm: bool = False
+                protocols: Sequence[str], warm: bool = False,
+                class_features: torch.Tensor | None = None
                 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[Attribution]]]:
     """Explain one batch of ``pairs`` in one call on ``side`` (``"both"``: both sides in one
     call), time it and score it.
@@ -474,6 +517,8 @@ def score_pairs(model: ClipModel, method: str, side: str, kw: dict[str, Any],
         pairs: the pairs; ``pixels`` and ``ids`` their prepared images and tokenised captions.
         protocols: text protocols scored (:data:`nibcore.metrics.TEXT_PROTOCOLS`).
         warm: explain the first pair once untimed first.
+        class_features: also score RISE's insertion/deletion protocol over these class
+            prompts' features (:func:`rise_classes`); None: ours only.
 
     Returns ``({side: one row of metric values and costs per pair}, {side: the attributions})``.
     """
@@ -496,7 +541,7 @@ def score_pairs(model: ClipModel, method: str, side: str, kw: dict[str, Any],
     out = {}
     for s in run_sides:
         if s == "image":
-            scores = _image_metrics(model, pixels, ids, atts[s], pairs)
+            scores = _image_metrics(model, pixels, ids, atts[s], pairs, class_features)
         else:
             scores = _text_metrics(model, pixels, ids, atts[s], pairs, protocols)
         out[s] = [{**c, **m} for c, m in zip(cost[s], scores)]

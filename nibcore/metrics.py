@@ -52,11 +52,19 @@ protocols (see :data:`CURVE_PROTOCOLS`):
     blur of the image (:func:`rise_blur`: ``gkern(klen=11, nsig=5)``, zero padding) and copies
     the original pixels in; the score is the softmax probability, over a set of class prompts,
     of the class the model predicts on the original image; AUC = ``(Σ a − a₀/2 − a_last/2) /
-    (len(a) − 1)`` × 100. Ties in the map are ordered as ``"ours"`` orders them (RISE leaves them
-    to ``argsort``, implementation-defined).
+    (len(a) − 1)`` × 100.
+
+Ties, in both protocols and the pointing game, do not depend on where a pixel sits (version 2;
+version 1 took tied pixels in row-major order, which moved single-map AUCs of maps with large
+zero regions by up to 17 points and decided pointing verdicts by raster position): the pixels of
+one value form a group that a curve changes together, each pixel by the share of the group
+that is due (:func:`changed_share`); the pointing game credits the share of the maximal pixels
+inside the mask. Both are deterministic, unchanged for a mirrored or rotated map and mask, and
+equal on average to breaking the ties at random. RISE's own code leaves ties to ``argsort``.
 
 Ground truth (synthetic scenes, :mod:`nibcore.world.scenes`)
-    :func:`pointing_game` (is the map's maximum inside the named object's mask),
+    :func:`pointing_game` (is the map's maximum inside the named object's mask: the share of
+    the maximal pixels that are),
     :func:`energy_in_mask` (share of the positive map mass inside the mask) and
     :func:`text_ground_truth` (do the words naming a present object outscore those naming an
     absent one).
@@ -70,8 +78,8 @@ metric has a defined value for them, so no pair is silently dropped from a mean:
   non-finite values of the mask count as 0 (:func:`finite_map`: the pixel is hidden);
 * pointing game: a miss (0); energy in mask: the mask's area share (the chance level), likewise
   for the raw positive part when the raw map has no positive mass or a non-finite value;
-* insertion / deletion (both protocols): pixels taken in a fixed pseudo-random order (seed 0):
-  chance;
+* insertion / deletion (both protocols): every pixel one tie, so each point changes the same
+  share of every pixel (the expected mask of a random order: chance);
 * text protocols: as for any map (``"m2ib"`` keeps no token), non-finite token scores counting
   as 0 (:func:`finite_map`); text ground truth: a miss (the margin is 0) when a score of the map
   is non-finite.
@@ -109,8 +117,9 @@ CURVE_STEPS = 10
 #: was generated with (``metrics_version`` in its sidecar; a sidecar without the field was
 #: generated with version 1), and the audit asks for regeneration instead of comparing values
 #: when it differs from this one. Raise it with any change here that changes a stored value; a
-#: new, separately named option (a protocol, a column) leaves it as it is.
-METRICS_VERSION = 1
+#: new, separately named option (a protocol, a column) leaves it as it is. Version 2: ties
+#: independent of raster order (see the module docstring).
+METRICS_VERSION = 2
 #: The insertion / deletion protocols, see the module docstring; ``"ours"`` is the default.
 CURVE_PROTOCOLS = ("ours", "rise")
 #: RISE's Gaussian kernel for the insertion substrate, ``gkern(klen, nsig)``: (klen, nsig).
@@ -185,13 +194,27 @@ def image_confidence(model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor,
     return dict(s0=s0, s1=s1, drop=drop, increase=incr)
 
 
-def pixel_order(scores: np.ndarray) -> np.ndarray:
-    """Flat pixel indices, most salient first (ties: row-major order). A degenerate map
-    (:func:`degenerate_map`) has no order: a fixed pseudo-random permutation (seed 0), chance."""
+def changed_share(scores: np.ndarray, counts: Sequence[int] | np.ndarray) -> np.ndarray:
+    """For a curve that changes the ``counts[k]`` most salient pixels at point ``k``: the share
+    of each pixel changed at each point, ``(len(counts), H·W)`` in [0, 1].
+
+    Ties do not depend on where a pixel sits: the pixels of one value form a group, changed
+    together in proportion — when ``c`` of its ``g`` places are due, each of them is changed by
+    ``c / g``: the expected mask over every order of the tied pixels, deterministic, and the
+    same for a map mirrored or rotated together with its image. A map without ties gives 0 or 1
+    everywhere (the plain ranking). A degenerate map (:func:`degenerate_map`: flat up to float
+    noise, or non-finite) is one group: every point changes the same share of every pixel.
+
+    Args:
+        scores: the map ``(H, W)``.
+        counts: pixels due at each point of the curve, nondecreasing, in 0..H·W.
+    """
     scores = np.asarray(scores, dtype=np.float64)
-    if degenerate_map(scores):
-        return np.random.default_rng(0).permutation(scores.size)
-    return np.argsort(-scores.ravel(), kind="stable")
+    flat = np.zeros(scores.size) if degenerate_map(scores) else scores.ravel()
+    _, group, size = np.unique(-flat, return_inverse=True, return_counts=True)
+    start = (np.cumsum(size) - size)[group]  # pixels strictly more salient than each pixel
+    due = np.asarray(counts, dtype=np.float64)[:, None]
+    return np.clip((due - start[None]) / size[group][None], 0.0, 1.0)
 
 
 def curve_inputs(pixels: torch.Tensor, scores: np.ndarray, steps: int = CURVE_STEPS
@@ -200,17 +223,15 @@ def curve_inputs(pixels: torch.Tensor, scores: np.ndarray, steps: int = CURVE_ST
 
     ``pixels`` ``(3, H, W)`` normalised; ``scores`` ``(H, W)``. Image ``k`` of the deletion curve
     has its ``round(k / steps · H·W)`` most salient pixels set to 0 (the dataset-mean colour),
-    image ``k`` of the insertion curve has only those pixels and 0 elsewhere."""
+    image ``k`` of the insertion curve has only those pixels and 0 elsewhere; tied pixels are
+    changed together, each by its share (:func:`changed_share`)."""
     h, w = pixels.shape[-2:]
     if tuple(np.shape(scores)) != (h, w):
         raise ValueError(f"map of shape {tuple(np.shape(scores))} does not match the image's "
                          f"{(h, w)}: expected the map at the model's input size")
-    order = torch.from_numpy(pixel_order(scores)).to(pixels.device)
     counts = np.rint(np.arange(steps + 1) / steps * h * w).astype(int)
-    rank = torch.empty(h * w, dtype=torch.long, device=pixels.device)
-    rank[order] = torch.arange(h * w, device=pixels.device)
-    shown = rank[None] < torch.as_tensor(counts, device=pixels.device)[:, None]  # (K+1, HW)
-    shown = shown.reshape(steps + 1, 1, h, w).to(pixels.dtype)
+    shown = torch.from_numpy(changed_share(scores, counts)).to(pixels.device, pixels.dtype)
+    shown = shown.reshape(steps + 1, 1, h, w)
     return pixels[None] * (1 - shown), pixels[None] * shown
 
 
@@ -356,11 +377,12 @@ def rise_auc(curve: np.ndarray) -> np.ndarray:
     return (curve.sum(axis=-1) - curve[..., 0] / 2 - curve[..., -1] / 2) / (curve.shape[-1] - 1)
 
 
-def rise_curve_inputs(pixels: torch.Tensor, substrate: torch.Tensor, order: np.ndarray,
-                      counts: np.ndarray) -> torch.Tensor:
+def rise_curve_inputs(pixels: torch.Tensor, substrate: torch.Tensor, share: np.ndarray
+                      ) -> torch.Tensor:
     """The images of one RISE curve that starts from ``pixels`` and ends at ``substrate``:
-    image ``k`` holds ``substrate`` at the first ``counts[k]`` pixels of ``order`` and
-    ``pixels`` elsewhere, ``(len(counts), C, H, W)`` (copied values, no arithmetic).
+    image ``k`` holds ``substrate`` where ``share[k]`` is 1, ``pixels`` where it is 0 (copied
+    values) and the blend ``pixels + share · (substrate − pixels)`` for a tied group partly due
+    (:func:`changed_share`), ``(len(share), C, H, W)``.
 
     Deletion: ``pixels`` the image, ``substrate`` zeros; insertion: ``pixels`` the blurred
     image, ``substrate`` the image.
@@ -368,16 +390,12 @@ def rise_curve_inputs(pixels: torch.Tensor, substrate: torch.Tensor, order: np.n
     Args:
         pixels: the curve's first image ``(C, H, W)``.
         substrate: its last image ``(C, H, W)``.
-        order: flat pixel indices, the first changed first (:func:`pixel_order`).
-        counts: pixels changed at each point (:func:`rise_counts`).
+        share: each pixel's changed share at each point ``(K, H·W)`` (:func:`changed_share`).
     """
     h, w = pixels.shape[-2:]
-    rank = torch.empty(h * w, dtype=torch.long, device=pixels.device)
-    rank[torch.as_tensor(order, device=pixels.device)] = torch.arange(h * w,
-                                                                      device=pixels.device)
-    changed = rank[None] < torch.as_tensor(counts, device=pixels.device)[:, None]
-    changed = changed.reshape(len(counts), 1, h, w)
-    return torch.where(changed, substrate[None], pixels[None])
+    share = torch.as_tensor(share, device=pixels.device).reshape(len(share), 1, h, w)
+    blend = pixels[None] + share.to(pixels.dtype) * (substrate - pixels)[None]
+    return torch.where(share == 1, substrate[None], torch.where(share == 0, pixels[None], blend))
 
 
 def clip_class_logits(model: ClipModel, class_features: torch.Tensor,
@@ -437,8 +455,9 @@ def rise_insertion_deletion(logits, pixels: torch.Tensor, maps: torch.Tensor | n
     """Insertion and deletion as the RISE authors' ``CausalMetric`` computes them, per pair.
 
     For each image the class ``c`` is the classifier's top class on the original image. Pixels
-    are taken in the map's order (:func:`pixel_order`; a degenerate map: a seeded random
-    order), ``step`` per step. Deletion: from the image towards zeros; insertion: from
+    are taken in the map's order, ``step`` per step, tied pixels together in proportion
+    (:func:`changed_share`; a degenerate map is one tie). Deletion: from the image towards
+    zeros; insertion: from
     :func:`rise_blur` of the image towards the image. Each curve scores every image by the
     softmax probability of ``c``; AUC by :func:`rise_auc`. ``2 · (ceil(H·W / step) + 1)``
     classifier rows per pair.
@@ -468,9 +487,9 @@ def rise_insertion_deletion(logits, pixels: torch.Tensor, maps: torch.Tensor | n
     blurred = rise_blur(pixels, klen, nsig)
     curves, tops = [], []
     for b in range(pixels.shape[0]):
-        order = pixel_order(maps[b])
-        deletion = rise_curve_inputs(pixels[b], torch.zeros_like(pixels[b]), order, counts)
-        insertion = rise_curve_inputs(blurred[b], pixels[b], order, counts)
+        share = changed_share(maps[b], counts)
+        deletion = rise_curve_inputs(pixels[b], torch.zeros_like(pixels[b]), share)
+        insertion = rise_curve_inputs(blurred[b], pixels[b], share)
         probs = _class_probabilities(logits, torch.cat([deletion, insertion]), rows_per_call)
         top = int(torch.argmax(probs[0]))  # deletion's first image is the original
         curves.append(probs[:, top].cpu().numpy().reshape(2, len(counts)))
@@ -601,17 +620,20 @@ def fit_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return F.interpolate(t, size=tuple(shape), mode="nearest")[0, 0].numpy() > 0.5
 
 
-def pointing_game(scores: np.ndarray, mask: np.ndarray) -> bool:
-    """Is the maximum of the map ``(H, W)`` inside ``mask`` ``(H, W)``?
-
-    Ties: the first maximal pixel in row-major order. A constant map points nowhere: a miss.
-    The mask is resized (nearest) to the map's size if needed.
+def pointing_game(scores: np.ndarray, mask: np.ndarray) -> float:
+    """The share of the map's maximal pixels that lie inside ``mask`` ``(H, W)``, in [0, 1]:
+    1 when the maximum is inside (the usual hit), 0 when outside, and for a maximum shared by
+    several pixels the fraction of them inside — deterministic, the same for a map mirrored or
+    rotated with its mask, and on average what a random choice among the tied pixels scores.
+    A degenerate map points nowhere: 0. The mask is resized (nearest) to the map's size if
+    needed.
     """
     scores = np.asarray(scores, dtype=np.float64)
     mask = fit_mask(mask, scores.shape)
     if degenerate_map(scores):
-        return False
-    return bool(mask.flat[int(np.argmax(scores))])
+        return 0.0
+    top = scores == scores.max()
+    return float(mask[top].sum() / top.sum())
 
 
 def energy_in_mask(scores: np.ndarray, mask: np.ndarray) -> float:

@@ -32,6 +32,7 @@ import platform
 import subprocess
 import sys
 import time
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -78,6 +79,9 @@ class Spec:
     seed: int = 0
     text_protocols: tuple[str, ...] = TEXT_PROTOCOLS
     about: str = ""
+    #: the insertion / deletion protocols scored (``"rise"`` adds RISE's, over the dataset's
+    #: class prompts: :func:`nibcore.evaluate`'s ``curve_protocols``)
+    curve_protocols: tuple[str, ...] = ("ours",)
     #: what the rows are: ``"evaluate"`` (:func:`nibcore.evaluate` rows) or ``"randomisation"``
     #: (:func:`nibcore.sanity.randomisation_report` rows of one run's methods, both towers)
     check: str = "evaluate"
@@ -89,17 +93,22 @@ TABLE5_BETAS = (0.01, 0.02, 0.05, 0.1, 0.3, 0.9)
 TABLE5_SEEDS = (0, 1, 2, 3, 4)
 
 _NO_RISE = tuple(m for m in ALL_METHODS if m != "rise")
+#: the Table 2 files score both insertion/deletion protocols: ours and RISE's (6.2x the cost of
+#: ours per image row, about 43 core-minutes over the three files)
+BOTH_CURVES = ("ours", "rise")
 
 #: The store's files by name (the file is ``<model>-<name>.jsonl``).
 SPECS: dict[str, Spec] = {
-    "table2": Spec("scenes", 1000, (Run(_NO_RISE),),
+    "table2": Spec("scenes", 1000, (Run(_NO_RISE),), curve_protocols=BOTH_CURVES,
                    about="Table 2 and the image ground truth: every method but RISE, both sides"),
     "table2-rise-text": Spec("scenes", 1000, (Run(("rise",), ("text",), warmup=False),),
                              about="Table 2: RISE, text side (200 masks, the paper's)"),
     "table2-rise-image": Spec("scenes", 200, (Run(("rise",), ("image",), warmup=False),),
+                              curve_protocols=BOTH_CURVES,
                               about="Table 2: RISE, image side (6000 masks, the paper's) on "
                                     "fewer pairs"),
     "table2-beyond": Spec("scenes", 1000, (Run(("gradeclip",)), Run(("legrad",), ("image",))),
+                          curve_protocols=BOTH_CURVES,
                           about="Table 2 beyond the paper: Grad-ECLIP (both sides) and LeGrad "
                                 "(image side only) on table2's pairs"),
     "text-gt": Spec("scenes_text", 1000, (Run(ALL_METHODS, ("text",), warmup=False),),
@@ -223,7 +232,8 @@ def provenance(model: ClipModel, spec: Spec) -> dict[str, Any]:
         "git_dirty_nibcore": bool(dirty) if dirty is not None else None,
         "model": model.name, **model_hashes(model),
         "check": spec.check, "dataset": spec.dataset, "n": spec.n, "seed": spec.seed,
-        "text_protocols": list(spec.text_protocols), "about": spec.about,
+        "text_protocols": list(spec.text_protocols),
+        "curve_protocols": list(spec.curve_protocols), "about": spec.about,
         "params": spec_params(spec),
         "torch": torch.__version__, "python": platform.python_version(),
         "hardware": hardware(model.device), "threads": torch.get_num_threads(),
@@ -378,8 +388,7 @@ def generate(name: str, model: ClipModel | str = "mini", n: int | None = None,
     if spec is None:
         raise ValueError(f"unknown store file {name!r}; known: {sorted(SPECS)}")
     if n is not None:
-        spec = Spec(spec.dataset, int(n), spec.runs, spec.seed, spec.text_protocols, spec.about,
-                    spec.check)
+        spec = dataclasses.replace(spec, n=int(n))
     if isinstance(model, str):
         model = load_model(model)
     path = store_file(name, model.name, root)
@@ -419,7 +428,8 @@ def generate(name: str, model: ClipModel | str = "mini", n: int | None = None,
                 evaluate(model, spec.dataset, list(run.methods), sides=list(run.sides),
                          n=spec.n, seed=spec.seed, params=run.params,
                          text_protocols=spec.text_protocols, out=path, progress=progress,
-                         batch_size=1, warmup=run.warmup)
+                         batch_size=1, warmup=run.warmup,
+                         curve_protocols=spec.curve_protocols)
     finally:
         wall = time.perf_counter() - t0
         key = RANDOMISATION_KEY if spec.check == "randomisation" else None

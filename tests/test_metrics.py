@@ -12,7 +12,7 @@ from nibcore.inputs import prepare_images
 from nibcore.metrics import (CURVE_STEPS, TEXT_PROTOCOLS, curve_inputs, degenerate_map,
                              degenerate_text, drop_increase, energy_in_mask, hardware,
                              image_confidence, insertion_deletion,
-                             no_positive_mass, perturb_image, phrase_positions, pixel_order,
+                             no_positive_mass, perturb_image, phrase_positions, changed_share,
                              pointing_game, raw_pixel_map, scaled_text_embedding,
                              text_confidence, text_ground_truth, text_perturbation)
 
@@ -203,13 +203,15 @@ def test_pointing_game():
     mask[2:4, 2:4] = True
     m = np.zeros((8, 8))
     m[3, 3] = 1.0
-    assert pointing_game(m, mask)
+    assert pointing_game(m, mask) == 1.0
     m[6, 6] = 2.0
-    assert not pointing_game(m, mask)
-    assert not pointing_game(np.ones((8, 8)), mask)  # a constant map points nowhere
+    assert pointing_game(m, mask) == 0.0
+    assert pointing_game(np.ones((8, 8)), mask) == 0.0  # a constant map points nowhere
+    m[2, 2] = 2.0  # the maximum shared by one pixel inside and one outside: half a hit
+    assert pointing_game(m, mask) == 0.5
     big = np.zeros((16, 16))
     big[6, 6] = 1.0
-    assert pointing_game(big, mask)  # mask resized (nearest) to the map
+    assert pointing_game(big, mask) == 1.0  # mask resized (nearest) to the map
 
 
 def test_energy_in_mask():
@@ -239,11 +241,12 @@ def test_degenerate_maps():
     assert not degenerate_text([1.0, 0.2, 0.5, 0.0])
 
 
-def test_pixel_order_and_curve_inputs(pixels):
+def test_changed_share_and_curve_inputs(pixels):
     m = np.arange(16, dtype=float).reshape(4, 4)
-    assert pixel_order(m)[:3].tolist() == [15, 14, 13]
-    flat = np.zeros((4, 4))
-    np.testing.assert_array_equal(pixel_order(flat), np.random.default_rng(0).permutation(16))
+    share = changed_share(m, [0, 3, 16])
+    assert share[1].nonzero()[0].tolist() == [13, 14, 15] and set(share.ravel()) == {0.0, 1.0}
+    np.testing.assert_array_equal(changed_share(np.zeros((4, 4)), [0, 4, 16]),
+                                  np.repeat([[0.0], [0.25], [1.0]], 16, axis=1))
     img = pixels[0]
     h, w = img.shape[-2:]
     scores = np.random.default_rng(1).random((h, w))

@@ -11,7 +11,7 @@ import torch
 
 from nibcore.metrics import (TEXT_PROTOCOLS, class_text_features, degenerate_map,
                              degenerate_text, energy_in_mask, finite_map, image_confidence,
-                             insertion_deletion, no_positive_mass, perturb_image, pixel_order,
+                             insertion_deletion, no_positive_mass, perturb_image, changed_share,
                              pointing_game, raw_pixel_map, text_confidence, text_ground_truth)
 
 BAD = [np.nan, np.inf, -np.inf]
@@ -33,12 +33,12 @@ def _peaked(bad: float) -> np.ndarray:
 
 @pytest.mark.parametrize("bad", BAD)
 def test_pointing_game_is_a_miss(bad):
-    assert pointing_game(_peaked(0.0), _mask())  # the same map, finite, is a hit
+    assert pointing_game(_peaked(0.0), _mask()) == 1.0  # the same map, finite, is a hit
     assert degenerate_map(_peaked(bad))
-    assert pointing_game(_peaked(bad), _mask()) is False
+    assert pointing_game(_peaked(bad), _mask()) == 0.0
     inside = _peaked(0.0)
     inside[2, 2] = bad  # also inside the mask, also +inf (which argmax would pick)
-    assert pointing_game(inside, _mask()) is False
+    assert pointing_game(inside, _mask()) == 0.0
 
 
 @pytest.mark.parametrize("bad", BAD)
@@ -58,15 +58,15 @@ def test_energy_and_energy_pos_are_the_chance_level(bad, tiny):
 
 
 @pytest.mark.parametrize("bad", BAD)
-def test_curves_take_the_seeded_order_in_both_protocols(bad, tiny):
+def test_curves_treat_a_non_finite_map_as_one_tie_in_both_protocols(bad, tiny):
     g = torch.Generator().manual_seed(0)
     pixels = torch.randn(1, 3, *tiny.image_size, generator=g)
     ids = tiny.tokenize(["a red circle"])
     m = np.random.default_rng(0).random((1, *tiny.image_size))
     m[0, 5, 5] = bad
-    np.testing.assert_array_equal(pixel_order(m[0]),
-                                  np.random.default_rng(0).permutation(m[0].size))
-    flat = np.zeros_like(m)  # a constant map: the same seeded order, so the same curves
+    np.testing.assert_array_equal(changed_share(m[0], [0, 8, m[0].size]),
+                                  changed_share(np.zeros_like(m[0]), [0, 8, m[0].size]))
+    flat = np.zeros_like(m)  # a constant map: the same single tie, so the same curves
     for kw in ({}, {"protocol": "rise",
                     "class_features": class_text_features(tiny, ["a red circle", "a ring"])}):
         got = insertion_deletion(tiny, pixels, ids, m, **kw)

@@ -594,8 +594,8 @@ def passes_comparison(ours: pd.DataFrame, paper: pd.DataFrame, side: str = "imag
 
 #: The main metrics of the results chapters: evaluation column -> label (from the registry).
 MAIN_METRICS = labels(["img_conf_drop", "img_conf_incr", "img_deletion", "img_insertion",
-                               "txt_conf_drop_paper", "txt_conf_incr_paper", "pointing",
-                               "energy"])
+                       "img_deletion_rise", "img_insertion_rise", "txt_conf_drop_paper",
+                       "txt_conf_incr_paper", "pointing", "energy"])
 #: Labels of the ground-truth metrics.
 GT_LABELS = labels(GROUND_TRUTH)
 

@@ -38,7 +38,8 @@ def scene_pairs(n: int = 1000, n_objects: int | None = None, caption: str = "one
         return Pair(scene.image, text, f"scene-{scene.seed}", meta)
 
     name = "scenes" + ("" if caption == "one" else "-all") + _k_suffix(n_objects)
-    return PairDataset(name, n, make, None, {"caption": caption, "n_objects": n_objects})
+    return PairDataset(name, n, make, None, {"caption": caption, "n_objects": n_objects,
+                                             "class_prompts": class_prompts()})
 
 
 def scene_text_pairs(n: int = 1000, n_objects: int | None = None, start: int = 0) -> PairDataset:
@@ -67,7 +68,13 @@ def scene_text_pairs(n: int = 1000, n_objects: int | None = None, start: int = 0
         return Pair(scene.image, f"a {first} and a {second}", f"scene-{scene.seed}", meta)
 
     return PairDataset("scenes_text" + _k_suffix(n_objects), n, make, None,
-                       {"n_objects": n_objects})
+                       {"n_objects": n_objects, "class_prompts": class_prompts()})
+
+
+def class_prompts() -> list[str]:
+    """The scenes' classes as prompts, ``"a <colour> <shape>"`` (30): the softmax of RISE's
+    insertion/deletion protocol (:func:`nibcore.metrics.insertion_deletion`)."""
+    return [f"a {p}" for p in _scenes.phrases()]
 
 
 def _k_suffix(n_objects: int | None) -> str:
