@@ -21,7 +21,6 @@ from nibcore.datasets import load_dataset
 from nibcore.numerics import FLOAT_NOISE_RTOL
 from nibcore.inputs import prepare_images
 from nibcore.metrics import TEXT_PROTOCOLS, image_confidence, insertion_deletion, text_confidence
-from nibcore.numerics import FLOAT_NOISE_RTOL
 
 NIB = {"nib": {"num_steps": 3}}
 COST = ["seconds", "batch", "fwd", "bwd", "fwd_rows", "bwd_rows"]
