@@ -306,3 +306,37 @@ def test_main_lab(capsys, mini):
         assert not ok, name
         hides(out, *want)
     assert "two numbers" in run(capsys, check.ex_main_lab, "1.6", 20.0, n)[1]
+
+
+# --- ex-text-lab ---------------------------------------------------------------------------------
+
+def test_text_lab(capsys, mini):
+    from nibcore import metrics
+    from nibcore.inputs import prepare_images
+
+    n = 200
+    data = load_dataset("scenes")
+    pairs = [data[i] for i in check.lab_pairs(n, side="text")]
+    scores = [explain(mini, p.image, p.text, side="text").scores for p in pairs]
+    pixels = prepare_images(mini, [p.image for p in pairs])
+    ids = mini.tokenize([p.text for p in pairs])
+    rng = np.random.default_rng(0)
+
+    def drop(maps, protocol="paper", k=n):
+        conf = metrics.text_confidence(mini, pixels[:k], ids[:k], maps[:k], protocol)
+        return float(conf["drop"].mean())
+
+    ref = drop(scores)
+    assert run(capsys, check.ex_text_lab, ref, n)[0]
+    assert run(capsys, check.ex_text_lab, drop(scores, "clean"), n, "clean")[0]
+    want = check.expected_text_lab(n)
+    wrong = {"the inverted map": drop([1 - s for s in scores]),
+             "a random map": drop([rng.random(s.shape) for s in scores]),
+             "the clean protocol": drop(scores, "clean"),
+             "half the pairs": drop(scores, k=n // 2),
+             "a fraction instead of %": ref / 100}
+    for name, answer in wrong.items():
+        ok, out = run(capsys, check.ex_text_lab, answer, n)
+        assert not ok, name
+        hides(out, want)
+    assert "one number" in run(capsys, check.ex_text_lab, [ref], n)[1]

@@ -21,6 +21,7 @@ Checks (exercise label → function):
 * ``ex-abl-map`` → :func:`ex_abl_map`
 * ``ex-metrics-game`` → :func:`ex_metrics_game`
 * ``ex-main-lab`` → :func:`ex_main_lab` (a lab: the student's means against the store's)
+* ``ex-text-lab`` → :func:`ex_text_lab` (a lab: the text side, the paper's protocol)
 * ``ex-neg-minmax`` → :func:`ex_neg_minmax`
 """
 
@@ -424,6 +425,40 @@ def ex_main_lab(drop_mean, increase_mean, n: int = 200, method: str = "nib") -> 
     return _say(False, f"your {which} does not reproduce the store's: the pairs of "
                        "check.lab_pairs(n), NIB's default parameters, the map "
                        "explain(...).scores as it is, metrics.image_confidence")
+
+
+# --- results_text.ipynb -------------------------------------------------------------------------
+
+def expected_text_lab(n: int = 200, protocol: str = "paper", method: str = "nib") -> float:
+    """The store's mean text Confidence Drop under ``protocol`` over the lab's text pairs."""
+    from nibcore import store
+
+    df = store.load("table2")
+    rows = df[(df.method == method) & (df.side == "text")]
+    rows = rows[rows["index"].isin(lab_pairs(n, method, side="text"))]
+    return float(rows[f"txt_conf_drop_{protocol}"].mean())
+
+
+def ex_text_lab(drop_mean, n: int = 200, protocol: str = "paper", method: str = "nib") -> bool:
+    """``ex-text-lab``: your mean text Confidence Drop (in %) of ``method`` under ``protocol``
+    over the ``n`` pairs of ``lab_pairs(n, side="text")``, against the committed store's rows of
+    the same pairs (within :data:`LAB_ATOL` percentage points)."""
+    if not _is_number(drop_mean):
+        return _bad("pass one number: check.ex_text_lab(drop_mean, n)")
+    if not _is_int(n) or n < 1:
+        return _bad("n is the number of pairs you evaluated (an int)")
+    if protocol not in ("paper", "m2ib", "clean"):
+        return _bad('protocol is one of "paper", "m2ib", "clean"')
+    if len(lab_pairs(n, method, side="text")) < n:
+        return _bad(f"the store has fewer than {n} text pairs of {method!r}")
+    want = expected_text_lab(n, protocol, method)
+    if abs(float(drop_mean) - want) <= LAB_ATOL:
+        return _say(True, "")
+    if 0 <= float(drop_mean) <= 1 and want > 1:
+        return _say(False, "Table 2 states the Drop in %: multiply by 100")
+    return _say(False, "not the store's: the pairs of check.lab_pairs(n, side='text'), NIB's "
+                       "text map explain(..., side='text').scores over SOT..EOT, and "
+                       f"metrics.text_confidence(..., protocol={protocol!r})")
 
 
 # --- negative_properties.ipynb -----------------------------------------------------------------
