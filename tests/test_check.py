@@ -340,3 +340,48 @@ def test_text_lab(capsys, mini):
         assert not ok, name
         hides(out, want)
     assert "one number" in run(capsys, check.ex_text_lab, [ref], n)[1]
+
+
+# --- ex-abl-lab, ex-beta-lab ---------------------------------------------------------------------
+
+def image_drops(model, pairs, maps):
+    from nibcore import metrics
+    from nibcore.inputs import prepare_images
+
+    conf = metrics.image_confidence(model, prepare_images(model, [p.image for p in pairs]),
+                                    model.tokenize([p.text for p in pairs]), np.stack(maps))
+    return float(conf["drop"].mean())
+
+
+@pytest.mark.parametrize("lab", ["abl", "beta"])
+def test_store_labs(capsys, mini, lab):
+    n = 100
+    data = load_dataset("scenes")
+    if lab == "abl":
+        layer = 2
+        params, kw = {"layer": layer}, {"layer": layer}
+        file, method, fn, args = "ablation-layers", "nib", check.ex_abl_lab, (layer, n)
+        other_kw = {"layer": layer + 1}
+    else:
+        n = 50                     # M2IB optimises each map: the lab's 50 pairs
+        params, kw = {"beta": 0.01, "seed": 0}, {"beta": 0.01, "seed": 0}
+        file, method, fn, args = "table5-beta", "m2ib", check.ex_beta_lab, (0.01, 0, n)
+        other_kw = None
+    pairs = [data[i] for i in check.store_lab_pairs(file, n, method, "image", params)]
+    maps = [explain(mini, p.image, p.text, method=method, **kw).scores for p in pairs]
+    ref = image_drops(mini, pairs, maps)
+    assert run(capsys, fn, ref, *args)[0]
+    rng = np.random.default_rng(0)
+    want = check.expected_store_lab(file, "img_conf_drop", n, method, "image", params)
+    wrong = {"the inverted map": image_drops(mini, pairs, [1 - m for m in maps]),
+             "a random map": image_drops(mini, pairs, [rng.random(m.shape).astype(np.float32)
+                                                       for m in maps]),
+             "a fraction instead of %": ref / 100}
+    if other_kw is not None:
+        wrong["another layer"] = image_drops(mini, pairs, [
+            explain(mini, p.image, p.text, method=method, **other_kw).scores for p in pairs])
+    for name, answer in wrong.items():
+        ok, out = run(capsys, fn, answer, *args)
+        assert not ok, name
+        hides(out, want)
+    assert "one number" in run(capsys, fn, [ref], *args)[1]

@@ -22,6 +22,8 @@ Checks (exercise label → function):
 * ``ex-metrics-game`` → :func:`ex_metrics_game`
 * ``ex-main-lab`` → :func:`ex_main_lab` (a lab: the student's means against the store's)
 * ``ex-text-lab`` → :func:`ex_text_lab` (a lab: the text side, the paper's protocol)
+* ``ex-abl-lab`` → :func:`ex_abl_lab` (a lab: NIB at one layer, ``ablation-layers``)
+* ``ex-beta-lab`` → :func:`ex_beta_lab` (a lab: M2IB at one β and seed, ``table5-beta``)
 * ``ex-neg-minmax`` → :func:`ex_neg_minmax`
 """
 
@@ -459,6 +461,73 @@ def ex_text_lab(drop_mean, n: int = 200, protocol: str = "paper", method: str = 
     return _say(False, "not the store's: the pairs of check.lab_pairs(n, side='text'), NIB's "
                        "text map explain(..., side='text').scores over SOT..EOT, and "
                        f"metrics.text_confidence(..., protocol={protocol!r})")
+
+
+# --- results_ablations.ipynb, results_beta.ipynb: labs on other store files -------------------
+
+def _store_rows(file: str, method: str, side: str, params: dict):
+    import json as _json
+
+    from nibcore import store
+
+    df = store.load(file)
+    rows = df[(df.method == method) & (df.side == side)]
+    keep = rows.params.map(lambda p: _json.loads(p) == params)
+    return rows[keep]
+
+
+def store_lab_pairs(file: str, n: int, method: str, side: str, params: dict) -> list[int]:
+    """The dataset indices of a lab's pairs: the ``n`` smallest indices of the store file's
+    rows of ``method`` on ``side`` with exactly these ``params``."""
+    return sorted(int(i) for i in _store_rows(file, method, side, params)["index"])[:n]
+
+
+def expected_store_lab(file: str, column: str, n: int, method: str, side: str,
+                       params: dict) -> float:
+    """The store's mean of ``column`` over :func:`store_lab_pairs`."""
+    rows = _store_rows(file, method, side, params)
+    rows = rows[rows["index"].isin(store_lab_pairs(file, n, method, side, params))]
+    return float(rows[column].mean())
+
+
+def _store_lab(mean, n, file, column, method, side, params, call: str, hint: str) -> bool:
+    if not _is_number(mean):
+        return _bad(f"pass one number: {call}")
+    if not _is_int(n) or n < 1:
+        return _bad("n is the number of pairs you evaluated (an int)")
+    if len(store_lab_pairs(file, n, method, side, params)) < n:
+        return _bad(f"the store has fewer than {n} such pairs")
+    want = expected_store_lab(file, column, n, method, side, params)
+    if abs(float(mean) - want) <= LAB_ATOL:
+        return _say(True, "")
+    if 0 <= float(mean) <= 1 and want > 1:
+        return _say(False, "the store states the Drop in %: multiply by 100")
+    return _say(False, hint)
+
+
+def ex_abl_lab(drop_mean, layer: int, n: int = 100) -> bool:
+    """``ex-abl-lab``: your mean image Confidence Drop (in %) of NIB at ``layer`` (a block of the
+    bundled model's image tower) over ``check.store_lab_pairs("ablation-layers", n, "nib",
+    "image", {"layer": layer})``, against the store's rows of the same pairs."""
+    if not _is_int(layer):
+        return _bad("layer is a block index (an int)")
+    return _store_lab(drop_mean, n, "ablation-layers", "img_conf_drop", "nib", "image",
+                      {"layer": int(layer)}, "check.ex_abl_lab(drop_mean, layer, n)",
+                      "not the store's: those pairs, explain(..., layer=layer) with the other "
+                      "parameters at their defaults, metrics.image_confidence")
+
+
+def ex_beta_lab(drop_mean, beta: float = 0.01, seed: int = 0, n: int = 50) -> bool:
+    """``ex-beta-lab``: your mean image Confidence Drop (in %) of M2IB at ``beta`` and noise
+    ``seed`` over ``check.store_lab_pairs("table5-beta", n, "m2ib", "image", {"beta": beta,
+    "seed": seed})``, against the store's rows of the same pairs."""
+    if not (_is_number(beta) and _is_int(seed)):
+        return _bad("beta is a number, seed an int")
+    return _store_lab(drop_mean, n, "table5-beta", "img_conf_drop", "m2ib", "image",
+                      {"beta": float(beta), "seed": int(seed)},
+                      "check.ex_beta_lab(drop_mean, beta, seed, n)",
+                      "not the store's: those pairs, explain(..., method='m2ib', beta=beta, "
+                      "seed=seed), metrics.image_confidence")
 
 
 # --- negative_properties.ipynb -----------------------------------------------------------------
