@@ -385,3 +385,31 @@ def test_store_labs(capsys, mini, lab):
         assert not ok, name
         hides(out, want)
     assert "one number" in run(capsys, fn, [ref], *args)[1]
+
+
+# --- ex-beyond-lab -------------------------------------------------------------------------------
+
+def test_beyond_lab(capsys, mini):
+    from nibcore import metrics
+
+    n = 200
+    data = load_dataset("scenes")
+    pairs = [data[i] for i in check.lab_pairs(n)]
+    maps = [explain(mini, p.image, p.text).scores for p in pairs]
+    rng = np.random.default_rng(0)
+
+    def means(ms, k=n):
+        point = [100.0 * metrics.pointing_game(m, p.meta["mask"]) for m, p in zip(ms, pairs)]
+        energy = [100.0 * metrics.energy_in_mask(m, p.meta["mask"]) for m, p in zip(ms, pairs)]
+        return float(np.mean(point[:k])), float(np.mean(energy[:k]))
+
+    ref = means(maps)
+    assert run(capsys, check.ex_beyond_lab, *ref, n)[0]
+    wrong = {"the inverted map": means([1 - m for m in maps]),
+             "a random map": means([rng.random(m.shape) for m in maps]),
+             "fractions instead of %": (ref[0] / 100, ref[1] / 100),
+             "half the pairs": means(maps, n // 2)}
+    for name, answer in wrong.items():
+        ok, out = run(capsys, check.ex_beyond_lab, *answer, n)
+        assert not ok, name
+    assert "two numbers" in run(capsys, check.ex_beyond_lab, "50", 20.0, n)[1]

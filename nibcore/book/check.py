@@ -22,6 +22,7 @@ Checks (exercise label → function):
 * ``ex-metrics-game`` → :func:`ex_metrics_game`
 * ``ex-main-lab`` → :func:`ex_main_lab` (a lab: the student's means against the store's)
 * ``ex-text-lab`` → :func:`ex_text_lab` (a lab: the text side, the paper's protocol)
+* ``ex-beyond-lab`` → :func:`ex_beyond_lab` (a lab: NIB's pointing game and energy in mask)
 * ``ex-abl-lab`` → :func:`ex_abl_lab` (a lab: NIB at one layer, ``ablation-layers``)
 * ``ex-beta-lab`` → :func:`ex_beta_lab` (a lab: M2IB at one β and seed, ``table5-beta``)
 * ``ex-neg-minmax`` → :func:`ex_neg_minmax`
@@ -528,6 +529,37 @@ def ex_beta_lab(drop_mean, beta: float = 0.01, seed: int = 0, n: int = 50) -> bo
                       "check.ex_beta_lab(drop_mean, beta, seed, n)",
                       "not the store's: those pairs, explain(..., method='m2ib', beta=beta, "
                       "seed=seed), metrics.image_confidence")
+
+
+# --- results_beyond.ipynb ---------------------------------------------------------------------
+
+def ex_beyond_lab(pointing_mean, energy_mean, n: int = 200, method: str = "nib") -> bool:
+    """``ex-beyond-lab``: your pointing-game hit rate and energy in mask (both in %) of
+    ``method``'s [0, 1] image maps over :func:`lab_pairs`, against the store's rows of the same
+    pairs. The energy must agree within :data:`LAB_ATOL` points; the pointing game within one
+    pair (a maximum at an exact tie may land on the other side of a mask's edge on another
+    numeric path)."""
+    if not (_is_number(pointing_mean) and _is_number(energy_mean)):
+        return _bad("pass two numbers: check.ex_beyond_lab(pointing_mean, energy_mean, n)")
+    if not _is_int(n) or n < 1:
+        return _bad("n is the number of pairs you evaluated (an int)")
+    if len(lab_pairs(n, method)) < n:
+        return _bad(f"the store has fewer than {n} pairs of {method!r}")
+    from nibcore import store
+
+    df = store.load("table2")
+    rows = df[(df.method == method) & (df.side == "image")]
+    rows = rows[rows["index"].isin(lab_pairs(n, method))]
+    ok_point = abs(float(pointing_mean) - rows.pointing.mean()) <= 100 / n + LAB_ATOL
+    ok_energy = abs(float(energy_mean) - rows.energy.mean()) <= LAB_ATOL
+    if ok_point and ok_energy:
+        return _say(True, "")
+    if max(float(pointing_mean), float(energy_mean)) <= 1:
+        return _say(False, "the store states both in %: multiply by 100")
+    which = "energy in mask" if ok_point else "pointing game"
+    return _say(False, f"your {which} is not the store's: the pairs of check.lab_pairs(n), "
+                       "the [0, 1] map explain(...).scores, the pair's mask pair.meta['mask'], "
+                       "metrics.pointing_game and metrics.energy_in_mask")
 
 
 # --- negative_properties.ipynb -----------------------------------------------------------------
