@@ -57,3 +57,20 @@ def test_seeds_are_disjoint_from_the_scenes():
     for i, a in enumerate(ranges):
         for b in ranges[i + 1:]:
             assert a.stop <= b.start or b.stop <= a.start
+
+
+def test_training_batches_of_the_cue_worlds():
+    from nibcore.world.train import make_batch
+
+    imgs, caps, sets = make_batch(0, 3, 8, "cues")
+    assert imgs.shape == (8, scenes.IMAGE_SIZE, scenes.IMAGE_SIZE, 3)
+    assert all(len(s) == 1 and c == f"a {next(iter(s))}" for c, s in zip(caps, sets))
+    again = make_batch(0, 3, 8, "cues")
+    assert np.array_equal(imgs, again[0]) and caps == again[1]
+    control = make_batch(0, 3, 8, "cues-control")
+    assert control[1] == caps  # the same scenes and captions; only the glyph's colour differs
+    assert not np.array_equal(control[0], imgs)
+    scenes_batch = make_batch(0, 3, 8)  # the bundled model's world is unchanged
+    assert scenes_batch[0].shape == imgs.shape
+    with pytest.raises(ValueError, match="unknown world"):
+        make_batch(0, 0, 2, "glyphs")
