@@ -15,8 +15,13 @@ object's colour), ``"conflict"`` (another colour: the caption candidates then di
 evidence to follow) and ``"absent"`` (no cue). Training and test seeds are disjoint
 (:data:`TRAIN_SEEDS`, :data:`TEST_SEEDS`).
 
-Not built yet (issue 24): the two trained models, the reliance measurements, the intervention
-ground truth per pair and the leaderboard.
+Reliance (:func:`reliance`) is measured behaviourally on the test scenes: on conflict scenes,
+how often the model's better caption of the two candidates — the object's colour or the cue's,
+with the object's shape — follows the cue; and the image–text similarity lost when the cue is
+painted out against when the object is.
+
+Not built yet (issue 24): the two trained and bundled models, the intervention ground truth per
+pair, the faithfulness metrics and the leaderboard.
 """
 
 from __future__ import annotations
@@ -24,8 +29,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from PIL import Image
 
+from ..base import cosine
+from ..inputs import prepare_pairs
+from ..models import ClipModel
+from ..stats import interval, wilson
 from . import scenes
 
 #: Side of the glyph (px): one 8-px patch of the mini model holds most of it.
@@ -135,3 +145,39 @@ def remove(scene: CueScene, region: str) -> Image.Image:
     img = np.array(scene.image)
     img[masks[region]] = np.array(scene.background)[masks[region]]
     return Image.fromarray(img)
+
+
+@torch.no_grad()
+def similarity(model: ClipModel, images: list[Image.Image], captions: list[str]) -> np.ndarray:
+    """The cosine of each image's feature with its caption's, ``(B,)``."""
+    pixels, ids = prepare_pairs(model, images, captions)
+    return cosine(model.encode_image(pixels), model.encode_text(ids)).cpu().numpy()
+
+
+def reliance(model: ClipModel, n: int = 300, start: int = 0) -> dict[str, object]:
+    """How much ``model`` relies on the cue, on ``n`` test scenes.
+
+    ``follows_cue``: on conflict scenes, the share (with a Wilson interval) where the caption
+    naming the cue's colour scores above the one naming the object's (both with the object's
+    shape): 0 for a model that reads the object, 1 for one that reads the glyph.
+    ``drop_cue`` / ``drop_object``: the mean similarity with the true caption lost when the cue
+    / the object is painted out (:func:`remove`) on agree scenes, with bootstrap intervals.
+
+    Args:
+        model: the model.
+        n: test scenes of each kind.
+        start: the first test scene.
+    """
+    conflict = [test_scene(start + i, "conflict") for i in range(n)]
+    shape = [s.phrase.split()[1] for s in conflict]
+    by_object = similarity(model, [s.image for s in conflict], [s.caption for s in conflict])
+    by_cue = similarity(model, [s.image for s in conflict],
+                        [f"a {s.cue_colour} {sh}" for s, sh in zip(conflict, shape)])
+    k = int((by_cue > by_object).sum())
+    agree = [test_scene(start + i, "agree") for i in range(n)]
+    captions = [s.caption for s in agree]
+    base = similarity(model, [s.image for s in agree], captions)
+    drops = {region: base - similarity(model, [remove(s, region) for s in agree], captions)
+             for region in ("cue", "object")}
+    return {"n": n, "follows_cue": wilson(k, n),
+            "drop_cue": interval(drops["cue"]), "drop_object": interval(drops["object"])}
