@@ -288,11 +288,17 @@ def lab_means(model, pairs, transform):
     return float(np.mean(drops)), float(np.mean(incrs))
 
 
-def test_main_lab(capsys, mini):
-    n = 200
+@pytest.fixture(scope="module")
+def lab_nib(mini):
+    """The lab's 200 pairs and NIB's maps of them (shared by the image-side labs)."""
     data = load_dataset("scenes")
-    pairs = [(data[i], explain(mini, data[i].image, data[i].text).scores)
-             for i in check.lab_pairs(n)]
+    pairs = [data[i] for i in check.lab_pairs(200)]
+    return pairs, [explain(mini, p.image, p.text).scores for p in pairs]
+
+
+def test_main_lab(capsys, mini, lab_nib):
+    n = 200
+    pairs = list(zip(*lab_nib))
     ref = lab_means(mini, pairs, lambda s, rng: s)
     assert run(capsys, check.ex_main_lab, *ref, n)[0]
     want = check.expected_main_lab(n)
@@ -389,13 +395,11 @@ def test_store_labs(capsys, mini, lab):
 
 # --- ex-beyond-lab -------------------------------------------------------------------------------
 
-def test_beyond_lab(capsys, mini):
+def test_beyond_lab(capsys, mini, lab_nib):
     from nibcore import metrics
 
     n = 200
-    data = load_dataset("scenes")
-    pairs = [data[i] for i in check.lab_pairs(n)]
-    maps = [explain(mini, p.image, p.text).scores for p in pairs]
+    pairs, maps = lab_nib
     rng = np.random.default_rng(0)
 
     def means(ms, k=n):
