@@ -417,3 +417,23 @@ def test_beyond_lab(capsys, mini, lab_nib):
         ok, out = run(capsys, check.ex_beyond_lab, *answer, n)
         assert not ok, name
     assert "two numbers" in run(capsys, check.ex_beyond_lab, "50", 20.0, n)[1]
+
+
+# --- ex-metrics-pool -----------------------------------------------------------------------------
+
+def test_metrics_pool(capsys, mini):
+    words = check.pooled_words(mini)
+    reference = sum(w in shapes for w, shapes in words)
+    assert 0 < reference < len(words), "the exercise has something to find both ways"
+    assert run(capsys, check.ex_metrics_pool, reference, model=mini)[0]
+    colour = sum(w not in shapes for w, shapes in words)
+    wrong = {"never": 0, "always": len(words), "the other captions": colour,
+             "one off": reference + 1}
+    for name, answer in wrong.items():
+        if answer == reference:
+            continue
+        ok, out = run(capsys, check.ex_metrics_pool, answer, model=mini)
+        assert not ok, name
+        hides(out, reference)
+    assert "one integer" in run(capsys, check.ex_metrics_pool, 46.0, model=mini)[1]
+    assert "between 0 and" in run(capsys, check.ex_metrics_pool, 51, model=mini)[1]

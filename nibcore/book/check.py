@@ -20,6 +20,7 @@ Checks (exercise label → function):
 * ``ex-passes-nib`` → :func:`ex_passes_nib` (NIB implemented from the split model)
 * ``ex-abl-map`` → :func:`ex_abl_map`
 * ``ex-metrics-game`` → :func:`ex_metrics_game`
+* ``ex-metrics-pool`` → :func:`ex_metrics_pool`
 * ``ex-main-lab`` → :func:`ex_main_lab` (a lab: the student's means against the store's)
 * ``ex-text-lab`` → :func:`ex_text_lab` (a lab: the text side, the paper's protocol)
 * ``ex-beyond-lab`` → :func:`ex_beyond_lab` (a lab: NIB's pointing game and energy in mask)
@@ -378,6 +379,40 @@ def ex_metrics_game(drops, model, pixels, ids, scores) -> bool:
                            "with s0")
     return _say(False, "mask the image with map ** p (metrics.image_confidence, one row per p) "
                        "and read its 'drop'")
+
+
+def pooled_words(model=None, n: int = 50) -> list[tuple[str, set[str]]]:
+    """For the captions of ``scenes.heldout(n)``: the word the ``paper`` text protocol pools at
+    (:func:`nibcore.book.reports.protocol_view`) and the shape words of the scene's objects."""
+    import nibcore
+    from nibcore.book import reports
+    from nibcore.world import scenes
+
+    model = nibcore.load_model("mini") if model is None else model
+    out = []
+    for scene in scenes.heldout(n):
+        tokens = model.token_strings(model.tokenize([scene.caption])[0])
+        view = reports.protocol_view(model, scene.caption, np.linspace(0, 1, len(tokens)),
+                                     "paper")
+        pooled = view[view.pooled.isin(["s1", "s0 and s1"])].token1.iloc[0]
+        out.append((pooled, {o.split()[1] for o in scene.objects}))
+    return out
+
+
+def ex_metrics_pool(count, model=None, n: int = 50) -> bool:
+    """``ex-metrics-pool``: of the captions of ``scenes.heldout(n)``, how many does the paper
+    protocol pool at a shape word of one of the scene's objects (an integer)."""
+    if not _is_int(count):
+        return _bad("pass one integer: check.ex_metrics_pool(count)")
+    if not 0 <= count <= n:
+        return _bad(f"a count of captions lies between 0 and {n}")
+    words = pooled_words(model, n)
+    want = sum(w in shapes for w, shapes in words)
+    if count == want:
+        return _say(True, "")
+    return _say(False, "for each caption, read the row whose `pooled` column is not empty in "
+                       "reports.protocol_view(model, caption, scores, 'paper'), and compare its "
+                       "token with the objects' shape words")
 
 
 # --- results_main.ipynb -------------------------------------------------------------------------
