@@ -437,3 +437,19 @@ def test_metrics_pool(capsys, mini):
         hides(out, reference)
     assert "one integer" in run(capsys, check.ex_metrics_pool, 46.0, model=mini)[1]
     assert "between 0 and" in run(capsys, check.ex_metrics_pool, 51, model=mini)[1]
+
+
+# --- ex-compl-random -----------------------------------------------------------------------------
+
+def test_compl_random(capsys):
+    want = check.expected_compl_random()
+    assert run(capsys, check.ex_compl_random, *want)[0]
+    others = {(a, b) for a in (True, False) for b in (True, False)} - {want}
+    assert len(others) == 3
+    hints = set()
+    for answer in others:
+        ok, out = run(capsys, check.ex_compl_random, *answer)
+        assert not ok, answer
+        hints.add(out)
+    assert len(hints) == 1, "the hint does not say which of the two is wrong"
+    assert "two booleans" in run(capsys, check.ex_compl_random, "yes", 1)[1]

@@ -16,6 +16,7 @@ Checks (exercise label → function):
 * ``ex-clip-confusions`` → :func:`ex_clip_confusions`
 * ``ex-claims-strict`` → :func:`ex_claims_strict`
 * ``ex-narrow-tight`` → :func:`ex_narrow_tight`
+* ``ex-compl-random`` → :func:`ex_compl_random`
 * ``ex-passes-predict`` → :func:`ex_passes_predict`
 * ``ex-passes-nib`` → :func:`ex_passes_nib` (NIB implemented from the split model)
 * ``ex-abl-map`` → :func:`ex_abl_map`
@@ -209,6 +210,43 @@ def ex_narrow_tight(lam, mi: Mapping, sq_norms, mc_lambdas, mc_sigmas) -> bool:
         return _say(False, "too late: compare the bound with 1.1 × mi[s] at every λ, from "
                            "the smallest")
     return _say(False, "too early: is it the middle σ, mc_sigmas[1]? at λ = 0 both are 0")
+
+
+# --- completeness.ipynb -----------------------------------------------------------------------
+
+#: "complete": the median |relative gap| below this (the chapter's verdict on Theorem 3)
+COMPLETE_RTOL = 1e-2
+
+
+def expected_compl_random(seed: int = 0, n_pairs: int = 2, num_steps: int = 10
+                          ) -> tuple[bool, bool]:
+    """(is the completeness schedule complete, is the paper's) on ``theory.random_twin(seed)``:
+    the median |relative gap| of :func:`nibcore.book.theory.completeness_table` on the first
+    ``n_pairs`` held-out two-object pairs below :data:`COMPLETE_RTOL`."""
+    from nibcore.book import theory
+    from nibcore.world import scenes
+
+    twin = theory.random_twin(seed)
+    pairs = [(s.image, s.caption) for s in scenes.heldout(n_pairs, n_objects=2)]
+    summary = theory.completeness_summary(theory.completeness_table(
+        twin, pairs, num_steps=[num_steps]))
+    gap = summary["median_abs_relative_gap"]
+    return (bool(gap.loc[("completeness", num_steps)] < COMPLETE_RTOL),
+            bool(gap.loc[("paper", num_steps)] < COMPLETE_RTOL))
+
+
+def ex_compl_random(completeness_complete, paper_complete) -> bool:
+    """``ex-compl-random``: on the untrained twin (``theory.random_twin(0)``), is the
+    ``"completeness"`` schedule still complete, and is the paper's? Two booleans."""
+    if not (isinstance(completeness_complete, bool) and isinstance(paper_complete, bool)):
+        return _bad("pass two booleans: check.ex_compl_random(completeness_complete, "
+                    "paper_complete)")
+    want = expected_compl_random()
+    got = (completeness_complete, paper_complete)
+    if got == want:
+        return _say(True, "")
+    return _say(False, "run theory.completeness_table on the twin (both schedules) and compare "
+                       "each median |relative gap| with 1 %")
 
 
 # --- results_passes.ipynb ----------------------------------------------------------------------
