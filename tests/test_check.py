@@ -453,3 +453,29 @@ def test_compl_random(capsys):
         hints.add(out)
     assert len(hints) == 1, "the hint does not say which of the two is wrong"
     assert "two booleans" in run(capsys, check.ex_compl_random, "yes", 1)[1]
+
+
+# --- ex-preface-one ------------------------------------------------------------------------------
+
+def test_preface_one(capsys, mini):
+    from nibcore.book import theory
+
+    scene = scenes.sample(7, n_objects=2)          # the preface's SCENE_SEED
+    att = explain(mini, scene.image, scene.caption_for([0]))
+    means = theory.mask_means(att.scores, scene.masks)
+    reference = scene.objects[int(np.argmax(means))]
+    assert run(capsys, check.ex_preface_one, reference, mini, scene)[0]
+    assert run(capsys, check.ex_preface_one, reference.upper(), mini, scene)[0]
+    other = [o for o in scene.objects if o != reference][0]
+    full = explain(mini, scene.image, scene.caption)
+    wrong = {"the other object": other, "it does not move": "neither",
+             "where the full caption's map peaks, if different":
+                 scene.objects[int(np.argmax(theory.mask_means(full.scores, scene.masks)))]}
+    for name, answer in wrong.items():
+        if answer == reference:
+            continue
+        ok, out = run(capsys, check.ex_preface_one, answer, mini, scene)
+        assert not ok, name
+    assert "one of the scene's objects" in run(capsys, check.ex_preface_one, "blue moon", mini,
+                                               scene)[1]
+    assert "phrase" in run(capsys, check.ex_preface_one, 0, mini, scene)[1]

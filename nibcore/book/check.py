@@ -12,6 +12,7 @@ two named wrong answers (each must fail), and makes sure no output shows the exp
 
 Checks (exercise label → function):
 
+* ``ex-preface-one`` → :func:`ex_preface_one`
 * ``ex-clip-tokens`` → :func:`ex_clip_tokens`
 * ``ex-clip-confusions`` → :func:`ex_clip_confusions`
 * ``ex-claims-strict`` → :func:`ex_claims_strict`
@@ -63,6 +64,34 @@ def _is_int(x) -> bool:
 
 def _close(a: float, b: float, rtol: float = RTOL) -> bool:
     return abs(float(a) - float(b)) <= rtol * max(abs(float(b)), 1e-12)
+
+
+# --- preface.ipynb ------------------------------------------------------------------------------
+
+def expected_preface_one(model, scene) -> str:
+    """The object whose mask holds the higher mean of NIB's [0, 1] map when the caption names
+    only the scene's first object (``scene.caption_for([0])``)."""
+    from nibcore import explain
+    from nibcore.book import theory
+
+    att = explain(model, scene.image, scene.caption_for([0]))
+    return scene.objects[int(np.argmax(theory.mask_means(att.scores, scene.masks)))]
+
+
+def ex_preface_one(obj, model, scene) -> bool:
+    """``ex-preface-one``: which object (its phrase, e.g. ``"red circle"``) the map moves to
+    with a caption naming only the first object — the one whose mask holds the higher mean of
+    the map (``"neither"`` if it does not move). Pass the chapter's ``model`` and ``scene``
+    after your answer."""
+    if not isinstance(obj, str):
+        return _bad('answer with the object\'s phrase, e.g. "red circle" (scene.objects)')
+    if obj.strip().lower() not in [o.lower() for o in scene.objects] + ["neither"]:
+        return _bad(f"answer with one of the scene's objects ({', '.join(scene.objects)}) or "
+                    '"neither"')
+    if obj.strip().lower() == expected_preface_one(model, scene).lower():
+        return _say(True, "")
+    return _say(False, "judge by numbers, not by eye: theory.mask_means(a.scores, scene.masks) "
+                       "gives the map's mean inside each object")
 
 
 # --- clip.ipynb --------------------------------------------------------------------------------
