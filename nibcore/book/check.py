@@ -62,6 +62,16 @@ def _is_int(x) -> bool:
     return isinstance(x, Integral) and not isinstance(x, bool)
 
 
+def _lab_size_hint(n, pairs, what: str) -> str | None:
+    """The hint for a lab's ``n`` that is not a positive int, or exceeds the store's pairs
+    (``pairs(n)``: the lab's pairs; ``what``: how the hint names them); None when it is fine."""
+    if not _is_int(n) or n < 1:
+        return "n is the number of pairs you evaluated (an int)"
+    if len(pairs(n)) < n:
+        return f"the store has fewer than {n} {what}"
+    return None
+
+
 def _close(a: float, b: float, rtol: float = RTOL) -> bool:
     return abs(float(a) - float(b)) <= rtol * max(abs(float(b)), 1e-12)
 
@@ -515,10 +525,9 @@ def ex_main_lab(drop_mean, increase_mean, n: int = 200, method: str = "nib") -> 
     the same pairs (agreement within :data:`LAB_ATOL` percentage points)."""
     if not (_is_number(drop_mean) and _is_number(increase_mean)):
         return _bad("pass two numbers: check.ex_main_lab(drop_mean, increase_mean, n)")
-    if not _is_int(n) or n < 1:
-        return _bad("n is the number of pairs you evaluated (an int)")
-    if len(lab_pairs(n, method)) < n:
-        return _bad(f"the store has fewer than {n} pairs of {method!r}")
+    hint = _lab_size_hint(n, lambda k: lab_pairs(k, method), f"pairs of {method!r}")
+    if hint:
+        return _bad(hint)
     want_drop, want_incr = expected_main_lab(n, method)
     ok_drop = abs(float(drop_mean) - want_drop) <= LAB_ATOL
     ok_incr = abs(float(increase_mean) - want_incr) <= LAB_ATOL
@@ -596,10 +605,10 @@ def expected_store_lab(file: str, column: str, n: int, method: str, side: str,
 def _store_lab(mean, n, file, column, method, side, params, call: str, hint: str) -> bool:
     if not _is_number(mean):
         return _bad(f"pass one number: {call}")
-    if not _is_int(n) or n < 1:
-        return _bad("n is the number of pairs you evaluated (an int)")
-    if len(store_lab_pairs(file, n, method, side, params)) < n:
-        return _bad(f"the store has fewer than {n} such pairs")
+    hint = _lab_size_hint(n, lambda k: store_lab_pairs(file, k, method, side, params),
+                          "such pairs")
+    if hint:
+        return _bad(hint)
     want = expected_store_lab(file, column, n, method, side, params)
     if abs(float(mean) - want) <= LAB_ATOL:
         return _say(True, "")
@@ -643,10 +652,9 @@ def ex_beyond_lab(pointing_mean, energy_mean, n: int = 200, method: str = "nib")
     numeric path)."""
     if not (_is_number(pointing_mean) and _is_number(energy_mean)):
         return _bad("pass two numbers: check.ex_beyond_lab(pointing_mean, energy_mean, n)")
-    if not _is_int(n) or n < 1:
-        return _bad("n is the number of pairs you evaluated (an int)")
-    if len(lab_pairs(n, method)) < n:
-        return _bad(f"the store has fewer than {n} pairs of {method!r}")
+    hint = _lab_size_hint(n, lambda k: lab_pairs(k, method), f"pairs of {method!r}")
+    if hint:
+        return _bad(hint)
     from nibcore import store
 
     df = store.load("table2")
