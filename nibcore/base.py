@@ -66,7 +66,8 @@ def other_features(model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor,
 MIN_BLOCKS_ABOVE = 2
 """Blocks a default bottleneck keeps above it. With one block left, every token but the pooled one
 reaches the output only through LayerNorm, which is scale-invariant, so z_j · ∂f/∂z_j ≈ 0 for every
-such token (Euler's theorem for degree-0 homogeneous functions): the attribution degenerates."""
+such token wherever λ²·var(z_j) ≫ the LayerNorm's ε — at every node of the paper's schedule
+(Euler's theorem for degree-0 homogeneous functions): the attribution degenerates."""
 
 
 def default_layer(tower: Tower) -> int:

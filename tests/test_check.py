@@ -288,11 +288,17 @@ def lab_means(model, pairs, transform):
     return float(np.mean(drops)), float(np.mean(incrs))
 
 
-def test_main_lab(capsys, mini):
-    n = 200
+@pytest.fixture(scope="module")
+def lab_nib(mini):
+    """The lab's 200 pairs and NIB's maps of them (shared by the image-side labs)."""
     data = load_dataset("scenes")
-    pairs = [(data[i], explain(mini, data[i].image, data[i].text).scores)
-             for i in check.lab_pairs(n)]
+    pairs = [data[i] for i in check.lab_pairs(200)]
+    return pairs, [explain(mini, p.image, p.text).scores for p in pairs]
+
+
+def test_main_lab(capsys, mini, lab_nib):
+    n = 200
+    pairs = list(zip(*lab_nib))
     ref = lab_means(mini, pairs, lambda s, rng: s)
     assert run(capsys, check.ex_main_lab, *ref, n)[0]
     want = check.expected_main_lab(n)
@@ -306,3 +312,170 @@ def test_main_lab(capsys, mini):
         assert not ok, name
         hides(out, *want)
     assert "two numbers" in run(capsys, check.ex_main_lab, "1.6", 20.0, n)[1]
+
+
+# --- ex-text-lab ---------------------------------------------------------------------------------
+
+def test_text_lab(capsys, mini):
+    from nibcore import metrics
+    from nibcore.inputs import prepare_images
+
+    n = 200
+    data = load_dataset("scenes")
+    pairs = [data[i] for i in check.lab_pairs(n, side="text")]
+    scores = [explain(mini, p.image, p.text, side="text").scores for p in pairs]
+    pixels = prepare_images(mini, [p.image for p in pairs])
+    ids = mini.tokenize([p.text for p in pairs])
+    rng = np.random.default_rng(0)
+
+    def drop(maps, protocol="paper", k=n):
+        conf = metrics.text_confidence(mini, pixels[:k], ids[:k], maps[:k], protocol)
+        return float(conf["drop"].mean())
+
+    ref = drop(scores)
+    assert run(capsys, check.ex_text_lab, ref, n)[0]
+    assert run(capsys, check.ex_text_lab, drop(scores, "clean"), n, "clean")[0]
+    want = check.expected_text_lab(n)
+    wrong = {"the inverted map": drop([1 - s for s in scores]),
+             "a random map": drop([rng.random(s.shape) for s in scores]),
+             "the clean protocol": drop(scores, "clean"),
+             "half the pairs": drop(scores, k=n // 2),
+             "a fraction instead of %": ref / 100}
+    for name, answer in wrong.items():
+        ok, out = run(capsys, check.ex_text_lab, answer, n)
+        assert not ok, name
+        hides(out, want)
+    assert "one number" in run(capsys, check.ex_text_lab, [ref], n)[1]
+
+
+# --- ex-abl-lab, ex-beta-lab ---------------------------------------------------------------------
+
+def image_drops(model, pairs, maps):
+    from nibcore import metrics
+    from nibcore.inputs import prepare_images
+
+    conf = metrics.image_confidence(model, prepare_images(model, [p.image for p in pairs]),
+                                    model.tokenize([p.text for p in pairs]), np.stack(maps))
+    return float(conf["drop"].mean())
+
+
+@pytest.mark.parametrize("lab", ["abl", "beta"])
+def test_store_labs(capsys, mini, lab):
+    n = 100
+    data = load_dataset("scenes")
+    if lab == "abl":
+        layer = 2
+        params, kw = {"layer": layer}, {"layer": layer}
+        file, method, fn, args = "ablation-layers", "nib", check.ex_abl_lab, (layer, n)
+        other_kw = {"layer": layer + 1}
+    else:
+        n = 50                     # M2IB optimises each map: the lab's 50 pairs
+        params, kw = {"beta": 0.01, "seed": 0}, {"beta": 0.01, "seed": 0}
+        file, method, fn, args = "table5-beta", "m2ib", check.ex_beta_lab, (0.01, 0, n)
+        other_kw = None
+    pairs = [data[i] for i in check.store_lab_pairs(file, n, method, "image", params)]
+    maps = [explain(mini, p.image, p.text, method=method, **kw).scores for p in pairs]
+    ref = image_drops(mini, pairs, maps)
+    assert run(capsys, fn, ref, *args)[0]
+    rng = np.random.default_rng(0)
+    want = check.expected_store_lab(file, "img_conf_drop", n, method, "image", params)
+    wrong = {"the inverted map": image_drops(mini, pairs, [1 - m for m in maps]),
+             "a random map": image_drops(mini, pairs, [rng.random(m.shape).astype(np.float32)
+                                                       for m in maps]),
+             "a fraction instead of %": ref / 100}
+    if other_kw is not None:
+        wrong["another layer"] = image_drops(mini, pairs, [
+            explain(mini, p.image, p.text, method=method, **other_kw).scores for p in pairs])
+    for name, answer in wrong.items():
+        ok, out = run(capsys, fn, answer, *args)
+        assert not ok, name
+        hides(out, want)
+    assert "one number" in run(capsys, fn, [ref], *args)[1]
+
+
+# --- ex-beyond-lab -------------------------------------------------------------------------------
+
+def test_beyond_lab(capsys, mini, lab_nib):
+    from nibcore import metrics
+
+    n = 200
+    pairs, maps = lab_nib
+    rng = np.random.default_rng(0)
+
+    def means(ms, k=n):
+        point = [100.0 * metrics.pointing_game(m, p.meta["mask"]) for m, p in zip(ms, pairs)]
+        energy = [100.0 * metrics.energy_in_mask(m, p.meta["mask"]) for m, p in zip(ms, pairs)]
+        return float(np.mean(point[:k])), float(np.mean(energy[:k]))
+
+    ref = means(maps)
+    assert run(capsys, check.ex_beyond_lab, *ref, n)[0]
+    wrong = {"the inverted map": means([1 - m for m in maps]),
+             "a random map": means([rng.random(m.shape) for m in maps]),
+             "fractions instead of %": (ref[0] / 100, ref[1] / 100),
+             "half the pairs": means(maps, n // 2)}
+    for name, answer in wrong.items():
+        ok, out = run(capsys, check.ex_beyond_lab, *answer, n)
+        assert not ok, name
+    assert "two numbers" in run(capsys, check.ex_beyond_lab, "50", 20.0, n)[1]
+
+
+# --- ex-metrics-pool -----------------------------------------------------------------------------
+
+def test_metrics_pool(capsys, mini):
+    words = check.pooled_words(mini)
+    reference = sum(w in shapes for w, shapes in words)
+    assert 0 < reference < len(words), "the exercise has something to find both ways"
+    assert run(capsys, check.ex_metrics_pool, reference, model=mini)[0]
+    colour = sum(w not in shapes for w, shapes in words)
+    wrong = {"never": 0, "always": len(words), "the other captions": colour,
+             "one off": reference + 1}
+    for name, answer in wrong.items():
+        if answer == reference:
+            continue
+        ok, out = run(capsys, check.ex_metrics_pool, answer, model=mini)
+        assert not ok, name
+        hides(out, reference)
+    assert "one integer" in run(capsys, check.ex_metrics_pool, 46.0, model=mini)[1]
+    assert "between 0 and" in run(capsys, check.ex_metrics_pool, 51, model=mini)[1]
+
+
+# --- ex-compl-random -----------------------------------------------------------------------------
+
+def test_compl_random(capsys):
+    want = check.expected_compl_random()
+    assert run(capsys, check.ex_compl_random, *want)[0]
+    others = {(a, b) for a in (True, False) for b in (True, False)} - {want}
+    assert len(others) == 3
+    hints = set()
+    for answer in others:
+        ok, out = run(capsys, check.ex_compl_random, *answer)
+        assert not ok, answer
+        hints.add(out)
+    assert len(hints) == 1, "the hint does not say which of the two is wrong"
+    assert "two booleans" in run(capsys, check.ex_compl_random, "yes", 1)[1]
+
+
+# --- ex-preface-one ------------------------------------------------------------------------------
+
+def test_preface_one(capsys, mini):
+    from nibcore.book import theory
+
+    scene = scenes.sample(7, n_objects=2)          # the preface's SCENE_SEED
+    att = explain(mini, scene.image, scene.caption_for([0]))
+    means = theory.mask_means(att.scores, scene.masks)
+    reference = scene.objects[int(np.argmax(means))]
+    assert run(capsys, check.ex_preface_one, reference, mini, scene)[0]
+    assert run(capsys, check.ex_preface_one, reference.upper(), mini, scene)[0]
+    other = [o for o in scene.objects if o != reference][0]
+    full = explain(mini, scene.image, scene.caption)
+    wrong = {"the other object": other, "it does not move": "neither",
+             "where the full caption's map peaks, if different":
+                 scene.objects[int(np.argmax(theory.mask_means(full.scores, scene.masks)))]}
+    for name, answer in wrong.items():
+        if answer == reference:
+            continue
+        ok, out = run(capsys, check.ex_preface_one, answer, mini, scene)
+        assert not ok, name
+    assert "one of the scene's objects" in run(capsys, check.ex_preface_one, "blue moon", mini,
+                                               scene)[1]
+    assert "phrase" in run(capsys, check.ex_preface_one, 0, mini, scene)[1]

@@ -352,3 +352,12 @@ def test_measured_facts_on_the_store():
     assert C.mean_rank(C.Sources(scores), C.Unit("method", "nib"), "text_conf_drop") == (8, 8)
     rank, of, _ = C.fps_rank(timing)
     assert of == 8 and f"{C._ordinal(rank)} of 8" in table.loc["t2-fps-cc", "reason"]
+
+
+def test_every_code_note_names_a_file_of_ours():
+    from nibcore.book.claims import CODE_NOTES
+
+    root = Path(__file__).resolve().parents[1]
+    missing = [f"{key}: {path}" for key, (_, path) in CODE_NOTES.items()
+               if not (root / path).is_file()]
+    assert not missing, missing

@@ -237,9 +237,28 @@ def _span_references(span: str) -> Iterator[str]:
             yield m.group(1)
 
 
+def prose_bindings(cells: list[dict]) -> set[str]:
+    """Names the chapter's prose tells the reader to bind in a code span of its own: an import
+    (`` `from PIL import ImageFilter` ``, `` `import scipy` ``) or an assignment
+    (`` `z = states[0].numpy()` ``); a prose reference may use them."""
+    names: set[str] = set()
+    for cell in cells:
+        if cell["cell_type"] != "markdown":
+            continue
+        for span in _code_spans(_source(cell)):
+            for m in re.finditer(r"\bfrom\s+[\w.]+\s+import\s+([\w, ]+)", span):
+                names |= {n.strip() for n in m.group(1).split(",") if n.strip()}
+            names |= {m.group(1).split(".")[0]
+                      for m in re.finditer(r"(?:^|;)\s*import\s+([\w.]+)", span)}
+            names |= {m.group(1) for m in re.finditer(r"(?:^|;)\s*([A-Za-z_]\w*)\s*=(?!=)",
+                                                       span)}
+    return names
+
+
 def unresolved(path: Path) -> list[str]:
     """``"<notebook> cell <i>: <reference> (…)"`` for every reference that does not resolve."""
     nb = Notebook(path)
+    bound_in_prose = prose_bindings(nb.cells)
     problems = [f"{path.name} cell {i}: import {name}" for i, name in nb.import_errors]
     for i, cell in enumerate(nb.cells):
         refs: list[tuple[str, bool]] = []  # (reference, from a code span)
@@ -254,7 +273,7 @@ def unresolved(path: Path) -> list[str]:
             first, *rest = ref.split(".")
             known, obj = nb.root(first)
             if not known:  # code names only what it imports or assigns; prose can misname
-                if in_span and rest[0] not in MEMBERS:
+                if in_span and rest[0] not in MEMBERS and first not in bound_in_prose:
                     problems.append(f"{path.name} cell {i}: `{ref}` — no module, import or "
                                     f"variable of the chapter is called {first!r}, and no "
                                     f"nibcore object has a {rest[0]!r}")
@@ -336,3 +355,11 @@ def test_ex_passes_predict_counts_are_explains_passes():
     cell = next(_source(c) for c in _cells(nb)
                 if c["cell_type"] == "code" and "ex-passes-predict" in _source(c))
     assert f"S, R = {steps}, {rows}" in cell and "explain(model, pair.image, pair.text" in cell
+
+
+def test_prose_bindings_are_imports_and_assignments_in_code_spans():
+    cells = [{"cell_type": "markdown", "source": "Blur it (`from PIL import ImageFilter`), set "
+              "`z = states[0].numpy()` and `rng = np.random.default_rng(0)`; `import scipy`; "
+              "compare `a == b`."}]
+    assert prose_bindings(cells) == {"ImageFilter", "z", "rng", "scipy"}
+

@@ -140,18 +140,36 @@ def _calls_store_reader(tree: ast.AST) -> bool:
     return False
 
 
-def store_modules(root: Path = ROOT) -> set[str]:
+def _reading_functions(tree: ast.Module) -> set[str]:
+    """The module's top-level functions that call a store reader, directly or through another
+    such function of the same module."""
+    funcs = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    reads = {name for name, f in funcs.items() if _calls_store_reader(f)}
+    grew = True
+    while grew:
+        grew = False
+        for name, f in funcs.items():
+            called = {n.func.id for n in ast.walk(f)
+                      if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+            if name not in reads and called & reads:
+                reads.add(name)
+                grew = True
+    return reads
+
+
+def store_modules(root: Path = ROOT) -> dict[str, set[str]]:
     """``nibcore.store`` and the modules of nibcore that import it and call its reading
-    functions (a chapter calling one of them reads the store through it); package ``__init__``
-    files, which re-export, aside."""
-    found = {"nibcore.store"}
+    functions, each with the functions that read it (a chapter calling one of them reads the
+    store through it; a chapter using only the module's other functions does not); package
+    ``__init__`` files, which re-export, aside."""
+    found = {"nibcore.store": set(STORE_READERS)}
     for path in sorted((root / "nibcore").rglob("*.py")):
         parts = path.relative_to(root).with_suffix("").parts
         if parts[-1] == "__init__":
             continue
         tree = ast.parse(path.read_text())
         if _imports_store(tree, ".".join(parts[:-1])) and _calls_store_reader(tree):
-            found.add(".".join(parts))
+            found[".".join(parts)] = _reading_functions(tree)
     return found
 
 
@@ -164,18 +182,35 @@ def _code(nb: Path) -> str:
                      if not line.lstrip().startswith(("%", "!")))
 
 
-def reads_store(nb: Path, modules: set[str]) -> bool:
-    """Whether a chapter's code uses the results store: it imports ``nibcore.store`` or a module
-    of nibcore that does (``modules``, from :func:`store_modules`)."""
+def reads_store(nb: Path, modules: dict[str, set[str]]) -> bool:
+    """Whether a chapter's code uses the results store: it imports ``nibcore.store``, or it calls
+    a function of a nibcore module that reads it (``modules``, from :func:`store_modules`) —
+    ``mod.f(...)`` with ``mod`` bound by its import, or ``f(...)`` imported by name."""
     tree = ast.parse(_code(nb))
     if _imports_store(tree):
         return True
+    bound: dict[str, str] = {}   # local name -> module
+    named: set[str] = set()      # reading functions imported by name
     for node in ast.walk(tree):
-        if isinstance(node, ast.Import) and any(a.name in modules for a in node.names):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name in modules and a.asname:
+                    bound[a.asname] = a.name
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            for a in node.names:
+                full = f"{node.module}.{a.name}"
+                if full in modules:
+                    bound[a.asname or a.name] = full
+                elif node.module in modules and a.name in modules[node.module]:
+                    named.add(a.asname or a.name)
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        f = node.func
+        if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) \
+                and f.value.id in bound and f.attr in modules[bound[f.value.id]]:
             return True
-        if isinstance(node, ast.ImportFrom) and node.module and (
-                node.module in modules
-                or any(f"{node.module}.{a.name}" in modules for a in node.names)):
+        if isinstance(f, ast.Name) and f.id in named:
             return True
     return False
 
@@ -196,8 +231,12 @@ def test_store_chapters_are_found():
     assert not _calls_store_reader(ast.parse("from .store import weights_sha256"))
     modules = store_modules()
     assert "nibcore.book.claims" in modules and "nibcore.sweeps" not in modules, modules
+    assert "load_sources" in modules["nibcore.book.claims"]
     names = [nb.stem for nb in store_chapters()]
     assert names and "results_main" in names and "results_passes" not in names, names
+    # a chapter that imports a store-reading module but calls none of its reading functions
+    # (clip: the self-checks module, for a check that reads no store file) does not read it
+    assert "clip" not in names, names
 
 
 #: The first cell run in each chapter: an audit hook recording every file of the installed tree

@@ -12,15 +12,22 @@ two named wrong answers (each must fail), and makes sure no output shows the exp
 
 Checks (exercise label → function):
 
+* ``ex-preface-one`` → :func:`ex_preface_one`
 * ``ex-clip-tokens`` → :func:`ex_clip_tokens`
 * ``ex-clip-confusions`` → :func:`ex_clip_confusions`
 * ``ex-claims-strict`` → :func:`ex_claims_strict`
 * ``ex-narrow-tight`` → :func:`ex_narrow_tight`
+* ``ex-compl-random`` → :func:`ex_compl_random`
 * ``ex-passes-predict`` → :func:`ex_passes_predict`
 * ``ex-passes-nib`` → :func:`ex_passes_nib` (NIB implemented from the split model)
 * ``ex-abl-map`` → :func:`ex_abl_map`
 * ``ex-metrics-game`` → :func:`ex_metrics_game`
+* ``ex-metrics-pool`` → :func:`ex_metrics_pool`
 * ``ex-main-lab`` → :func:`ex_main_lab` (a lab: the student's means against the store's)
+* ``ex-text-lab`` → :func:`ex_text_lab` (a lab: the text side, the paper's protocol)
+* ``ex-beyond-lab`` → :func:`ex_beyond_lab` (a lab: NIB's pointing game and energy in mask)
+* ``ex-abl-lab`` → :func:`ex_abl_lab` (a lab: NIB at one layer, ``ablation-layers``)
+* ``ex-beta-lab`` → :func:`ex_beta_lab` (a lab: M2IB at one β and seed, ``table5-beta``)
 * ``ex-neg-minmax`` → :func:`ex_neg_minmax`
 """
 
@@ -55,8 +62,46 @@ def _is_int(x) -> bool:
     return isinstance(x, Integral) and not isinstance(x, bool)
 
 
+def _lab_size_hint(n, pairs, what: str) -> str | None:
+    """The hint for a lab's ``n`` that is not a positive int, or exceeds the store's pairs
+    (``pairs(n)``: the lab's pairs; ``what``: how the hint names them); None when it is fine."""
+    if not _is_int(n) or n < 1:
+        return "n is the number of pairs you evaluated (an int)"
+    if len(pairs(n)) < n:
+        return f"the store has fewer than {n} {what}"
+    return None
+
+
 def _close(a: float, b: float, rtol: float = RTOL) -> bool:
     return abs(float(a) - float(b)) <= rtol * max(abs(float(b)), 1e-12)
+
+
+# --- preface.ipynb ------------------------------------------------------------------------------
+
+def expected_preface_one(model, scene) -> str:
+    """The object whose mask holds the higher mean of NIB's [0, 1] map when the caption names
+    only the scene's first object (``scene.caption_for([0])``)."""
+    from nibcore import explain
+    from nibcore.book import theory
+
+    att = explain(model, scene.image, scene.caption_for([0]))
+    return scene.objects[int(np.argmax(theory.mask_means(att.scores, scene.masks)))]
+
+
+def ex_preface_one(obj, model, scene) -> bool:
+    """``ex-preface-one``: which object (its phrase, e.g. ``"red circle"``) the map moves to
+    with a caption naming only the first object — the one whose mask holds the higher mean of
+    the map (``"neither"`` if it does not move). Pass the chapter's ``model`` and ``scene``
+    after your answer."""
+    if not isinstance(obj, str):
+        return _bad('answer with the object\'s phrase, e.g. "red circle" (scene.objects)')
+    if obj.strip().lower() not in [o.lower() for o in scene.objects] + ["neither"]:
+        return _bad(f"answer with one of the scene's objects ({', '.join(scene.objects)}) or "
+                    '"neither"')
+    if obj.strip().lower() == expected_preface_one(model, scene).lower():
+        return _say(True, "")
+    return _say(False, "judge by numbers, not by eye: theory.mask_means(a.scores, scene.masks) "
+                       "gives the map's mean inside each object")
 
 
 # --- clip.ipynb --------------------------------------------------------------------------------
@@ -204,6 +249,43 @@ def ex_narrow_tight(lam, mi: Mapping, sq_norms, mc_lambdas, mc_sigmas) -> bool:
         return _say(False, "too late: compare the bound with 1.1 × mi[s] at every λ, from "
                            "the smallest")
     return _say(False, "too early: is it the middle σ, mc_sigmas[1]? at λ = 0 both are 0")
+
+
+# --- completeness.ipynb -----------------------------------------------------------------------
+
+#: "complete": the median |relative gap| below this (the chapter's verdict on Theorem 3)
+COMPLETE_RTOL = 1e-2
+
+
+def expected_compl_random(seed: int = 0, n_pairs: int = 2, num_steps: int = 10
+                          ) -> tuple[bool, bool]:
+    """(is the completeness schedule complete, is the paper's) on ``theory.random_twin(seed)``:
+    the median |relative gap| of :func:`nibcore.book.theory.completeness_table` on the first
+    ``n_pairs`` held-out two-object pairs below :data:`COMPLETE_RTOL`."""
+    from nibcore.book import theory
+    from nibcore.world import scenes
+
+    twin = theory.random_twin(seed)
+    pairs = [(s.image, s.caption) for s in scenes.heldout(n_pairs, n_objects=2)]
+    summary = theory.completeness_summary(theory.completeness_table(
+        twin, pairs, num_steps=[num_steps]))
+    gap = summary["median_abs_relative_gap"]
+    return (bool(gap.loc[("completeness", num_steps)] < COMPLETE_RTOL),
+            bool(gap.loc[("paper", num_steps)] < COMPLETE_RTOL))
+
+
+def ex_compl_random(completeness_complete, paper_complete) -> bool:
+    """``ex-compl-random``: on the untrained twin (``theory.random_twin(0)``), is the
+    ``"completeness"`` schedule still complete, and is the paper's? Two booleans."""
+    if not (isinstance(completeness_complete, bool) and isinstance(paper_complete, bool)):
+        return _bad("pass two booleans: check.ex_compl_random(completeness_complete, "
+                    "paper_complete)")
+    want = expected_compl_random()
+    got = (completeness_complete, paper_complete)
+    if got == want:
+        return _say(True, "")
+    return _say(False, "run theory.completeness_table on the twin (both schedules) and compare "
+                       "each median |relative gap| with 1 %")
 
 
 # --- results_passes.ipynb ----------------------------------------------------------------------
@@ -376,6 +458,40 @@ def ex_metrics_game(drops, model, pixels, ids, scores) -> bool:
                        "and read its 'drop'")
 
 
+def pooled_words(model=None, n: int = 50) -> list[tuple[str, set[str]]]:
+    """For the captions of ``scenes.heldout(n)``: the word the ``paper`` text protocol pools at
+    (:func:`nibcore.book.reports.protocol_view`) and the shape words of the scene's objects."""
+    import nibcore
+    from nibcore.book import reports
+    from nibcore.world import scenes
+
+    model = nibcore.load_model("mini") if model is None else model
+    out = []
+    for scene in scenes.heldout(n):
+        tokens = model.token_strings(model.tokenize([scene.caption])[0])
+        view = reports.protocol_view(model, scene.caption, np.linspace(0, 1, len(tokens)),
+                                     "paper")
+        pooled = view[view.pooled.isin(["s1", "s0 and s1"])].token1.iloc[0]
+        out.append((pooled, {o.split()[1] for o in scene.objects}))
+    return out
+
+
+def ex_metrics_pool(count, model=None, n: int = 50) -> bool:
+    """``ex-metrics-pool``: of the captions of ``scenes.heldout(n)``, how many does the paper
+    protocol pool at a shape word of one of the scene's objects (an integer)."""
+    if not _is_int(count):
+        return _bad("pass one integer: check.ex_metrics_pool(count)")
+    if not 0 <= count <= n:
+        return _bad(f"a count of captions lies between 0 and {n}")
+    words = pooled_words(model, n)
+    want = sum(w in shapes for w, shapes in words)
+    if count == want:
+        return _say(True, "")
+    return _say(False, "for each caption, read the row whose `pooled` column is not empty in "
+                       "reports.protocol_view(model, caption, scores, 'paper'), and compare its "
+                       "token with the objects' shape words")
+
+
 # --- results_main.ipynb -------------------------------------------------------------------------
 
 #: the lab's agreement: means of per-pair percentages, in percentage points (the store keeps
@@ -409,10 +525,9 @@ def ex_main_lab(drop_mean, increase_mean, n: int = 200, method: str = "nib") -> 
     the same pairs (agreement within :data:`LAB_ATOL` percentage points)."""
     if not (_is_number(drop_mean) and _is_number(increase_mean)):
         return _bad("pass two numbers: check.ex_main_lab(drop_mean, increase_mean, n)")
-    if not _is_int(n) or n < 1:
-        return _bad("n is the number of pairs you evaluated (an int)")
-    if len(lab_pairs(n, method)) < n:
-        return _bad(f"the store has fewer than {n} pairs of {method!r}")
+    hint = _lab_size_hint(n, lambda k: lab_pairs(k, method), f"pairs of {method!r}")
+    if hint:
+        return _bad(hint)
     want_drop, want_incr = expected_main_lab(n, method)
     ok_drop = abs(float(drop_mean) - want_drop) <= LAB_ATOL
     ok_incr = abs(float(increase_mean) - want_incr) <= LAB_ATOL
@@ -424,6 +539,137 @@ def ex_main_lab(drop_mean, increase_mean, n: int = 200, method: str = "nib") -> 
     return _say(False, f"your {which} does not reproduce the store's: the pairs of "
                        "check.lab_pairs(n), NIB's default parameters, the map "
                        "explain(...).scores as it is, metrics.image_confidence")
+
+
+# --- results_text.ipynb -------------------------------------------------------------------------
+
+def expected_text_lab(n: int = 200, protocol: str = "paper", method: str = "nib") -> float:
+    """The store's mean text Confidence Drop under ``protocol`` over the lab's text pairs."""
+    from nibcore import store
+
+    df = store.load("table2")
+    rows = df[(df.method == method) & (df.side == "text")]
+    rows = rows[rows["index"].isin(lab_pairs(n, method, side="text"))]
+    return float(rows[f"txt_conf_drop_{protocol}"].mean())
+
+
+def ex_text_lab(drop_mean, n: int = 200, protocol: str = "paper", method: str = "nib") -> bool:
+    """``ex-text-lab``: your mean text Confidence Drop (in %) of ``method`` under ``protocol``
+    over the ``n`` pairs of ``lab_pairs(n, side="text")``, against the committed store's rows of
+    the same pairs (within :data:`LAB_ATOL` percentage points)."""
+    if not _is_number(drop_mean):
+        return _bad("pass one number: check.ex_text_lab(drop_mean, n)")
+    if not _is_int(n) or n < 1:
+        return _bad("n is the number of pairs you evaluated (an int)")
+    if protocol not in ("paper", "m2ib", "clean"):
+        return _bad('protocol is one of "paper", "m2ib", "clean"')
+    if len(lab_pairs(n, method, side="text")) < n:
+        return _bad(f"the store has fewer than {n} text pairs of {method!r}")
+    want = expected_text_lab(n, protocol, method)
+    if abs(float(drop_mean) - want) <= LAB_ATOL:
+        return _say(True, "")
+    if 0 <= float(drop_mean) <= 1 and want > 1:
+        return _say(False, "Table 2 states the Drop in %: multiply by 100")
+    return _say(False, "not the store's: the pairs of check.lab_pairs(n, side='text'), NIB's "
+                       "text map explain(..., side='text').scores over SOT..EOT, and "
+                       f"metrics.text_confidence(..., protocol={protocol!r})")
+
+
+# --- results_ablations.ipynb, results_beta.ipynb: labs on other store files -------------------
+
+def _store_rows(file: str, method: str, side: str, params: dict):
+    import json as _json
+
+    from nibcore import store
+
+    df = store.load(file)
+    rows = df[(df.method == method) & (df.side == side)]
+    keep = rows.params.map(lambda p: _json.loads(p) == params)
+    return rows[keep]
+
+
+def store_lab_pairs(file: str, n: int, method: str, side: str, params: dict) -> list[int]:
+    """The dataset indices of a lab's pairs: the ``n`` smallest indices of the store file's
+    rows of ``method`` on ``side`` with exactly these ``params``."""
+    return sorted(int(i) for i in _store_rows(file, method, side, params)["index"])[:n]
+
+
+def expected_store_lab(file: str, column: str, n: int, method: str, side: str,
+                       params: dict) -> float:
+    """The store's mean of ``column`` over :func:`store_lab_pairs`."""
+    rows = _store_rows(file, method, side, params)
+    rows = rows[rows["index"].isin(store_lab_pairs(file, n, method, side, params))]
+    return float(rows[column].mean())
+
+
+def _store_lab(mean, n, file, column, method, side, params, call: str, hint: str) -> bool:
+    if not _is_number(mean):
+        return _bad(f"pass one number: {call}")
+    hint = _lab_size_hint(n, lambda k: store_lab_pairs(file, k, method, side, params),
+                          "such pairs")
+    if hint:
+        return _bad(hint)
+    want = expected_store_lab(file, column, n, method, side, params)
+    if abs(float(mean) - want) <= LAB_ATOL:
+        return _say(True, "")
+    if 0 <= float(mean) <= 1 and want > 1:
+        return _say(False, "the store states the Drop in %: multiply by 100")
+    return _say(False, hint)
+
+
+def ex_abl_lab(drop_mean, layer: int, n: int = 100) -> bool:
+    """``ex-abl-lab``: your mean image Confidence Drop (in %) of NIB at ``layer`` (a block of the
+    bundled model's image tower) over ``check.store_lab_pairs("ablation-layers", n, "nib",
+    "image", {"layer": layer})``, against the store's rows of the same pairs."""
+    if not _is_int(layer):
+        return _bad("layer is a block index (an int)")
+    return _store_lab(drop_mean, n, "ablation-layers", "img_conf_drop", "nib", "image",
+                      {"layer": int(layer)}, "check.ex_abl_lab(drop_mean, layer, n)",
+                      "not the store's: those pairs, explain(..., layer=layer) with the other "
+                      "parameters at their defaults, metrics.image_confidence")
+
+
+def ex_beta_lab(drop_mean, beta: float = 0.01, seed: int = 0, n: int = 50) -> bool:
+    """``ex-beta-lab``: your mean image Confidence Drop (in %) of M2IB at ``beta`` and noise
+    ``seed`` over ``check.store_lab_pairs("table5-beta", n, "m2ib", "image", {"beta": beta,
+    "seed": seed})``, against the store's rows of the same pairs."""
+    if not (_is_number(beta) and _is_int(seed)):
+        return _bad("beta is a number, seed an int")
+    return _store_lab(drop_mean, n, "table5-beta", "img_conf_drop", "m2ib", "image",
+                      {"beta": float(beta), "seed": int(seed)},
+                      "check.ex_beta_lab(drop_mean, beta, seed, n)",
+                      "not the store's: those pairs, explain(..., method='m2ib', beta=beta, "
+                      "seed=seed), metrics.image_confidence")
+
+
+# --- results_beyond.ipynb ---------------------------------------------------------------------
+
+def ex_beyond_lab(pointing_mean, energy_mean, n: int = 200, method: str = "nib") -> bool:
+    """``ex-beyond-lab``: your pointing-game hit rate and energy in mask (both in %) of
+    ``method``'s [0, 1] image maps over :func:`lab_pairs`, against the store's rows of the same
+    pairs. The energy must agree within :data:`LAB_ATOL` points; the pointing game within one
+    pair (a maximum at an exact tie may land on the other side of a mask's edge on another
+    numeric path)."""
+    if not (_is_number(pointing_mean) and _is_number(energy_mean)):
+        return _bad("pass two numbers: check.ex_beyond_lab(pointing_mean, energy_mean, n)")
+    hint = _lab_size_hint(n, lambda k: lab_pairs(k, method), f"pairs of {method!r}")
+    if hint:
+        return _bad(hint)
+    from nibcore import store
+
+    df = store.load("table2")
+    rows = df[(df.method == method) & (df.side == "image")]
+    rows = rows[rows["index"].isin(lab_pairs(n, method))]
+    ok_point = abs(float(pointing_mean) - rows.pointing.mean()) <= 100 / n + LAB_ATOL
+    ok_energy = abs(float(energy_mean) - rows.energy.mean()) <= LAB_ATOL
+    if ok_point and ok_energy:
+        return _say(True, "")
+    if max(float(pointing_mean), float(energy_mean)) <= 1:
+        return _say(False, "the store states both in %: multiply by 100")
+    which = "energy in mask" if ok_point else "pointing game"
+    return _say(False, f"your {which} is not the store's: the pairs of check.lab_pairs(n), "
+                       "the [0, 1] map explain(...).scores, the pair's mask pair.meta['mask'], "
+                       "metrics.pointing_game and metrics.energy_in_mask")
 
 
 # --- negative_properties.ipynb -----------------------------------------------------------------

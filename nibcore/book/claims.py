@@ -105,11 +105,12 @@ CODE_NOTES = {
              "nibcore/methods/m2ib.py"),
     "layer": ("\"Layer 9\" is the hidden state entering block index 9 (0-based): from the "
               "authors' code; our blocks are at the same relative depth.",
-              "nibcore/attribution.py"),
+              "nibcore/base.py"),
     "schedule": ("NIB's λ_i = i/n, i = 1..n (a right Riemann sum from 0): from the authors' "
                  "code; the paper says only \"linear interpolation\".", "nibcore/methods/nib.py"),
     "fps": ("FPS: the paper defines neither the unit nor the hardware; ours are attributed "
-            "pairs per second (both maps) on the machine the store names.", "nibcore/store.py"),
+            "pairs per second (both maps) on the machine the store names.",
+            "nibcore/store/__init__.py"),
 }
 
 

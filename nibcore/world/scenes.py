@@ -110,6 +110,14 @@ def phrases() -> list[str]:
     return [f"{c} {s}" for c in COLOURS for s in SHAPES]
 
 
+def colour_rgb(colour: str) -> tuple[int, int, int]:
+    """The nominal RGB of a colour name (objects are drawn with a small seeded jitter around
+    it)."""
+    if colour not in _RGB:
+        raise ValueError(f"unknown colour {colour!r}; choose one of {list(COLOURS)}")
+    return _RGB[colour]
+
+
 def _shape_mask(shape: str, h: int, rng: np.random.Generator) -> np.ndarray:
     """(2h+1, 2h+1) bool footprint of one object with half-extent ``h``."""
     yy, xx = np.mgrid[-h : h + 1, -h : h + 1]

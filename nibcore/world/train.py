@@ -30,7 +30,7 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from safetensors.torch import save_file
 
 from ..downloads import file_digest
-from . import scenes
+from . import cues, scenes
 
 CONTEXT_LENGTH = 20
 MODEL_CFG: dict[str, Any] = {
@@ -69,16 +69,29 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return (x - mean) / std
 
 
+#: The training worlds: the scenes (the bundled ``mini``), and the cue world of
+#: :mod:`nibcore.world.cues` with the glyph tied to the caption (``cues``) or independent of it
+#: (``cues-control``).
+WORLDS = ("scenes", "cues", "cues-control")
+
+
 def make_batch(
-    seed: int, step: int, batch: int
+    seed: int, step: int, batch: int, world: str = "scenes"
 ) -> tuple[np.ndarray, list[str], list[frozenset[str]]]:
     """Training batch for ``step``: images (B, S, S, 3) uint8, captions, object sets."""
+    if world not in WORLDS:
+        raise ValueError(f"unknown world {world!r}; choose one of {list(WORLDS)}")
     rng = np.random.default_rng([seed, step])
-    idx = rng.integers(0, len(scenes.TRAIN_SEEDS), size=batch)
+    seeds = scenes.TRAIN_SEEDS if world == "scenes" else cues.TRAIN_SEEDS
+    idx = rng.integers(0, len(seeds), size=batch)
     images, captions, sets = [], [], []
     for i in idx:
-        img, _, _, colours, shapes = scenes.render(scenes.TRAIN_SEEDS[int(i)])
-        objs = [f"{c} {s}" for c, s in zip(colours, shapes)]
+        if world == "scenes":
+            img, _, _, colours, shapes = scenes.render(scenes.TRAIN_SEEDS[int(i)])
+            objs = [f"{c} {s}" for c, s in zip(colours, shapes)]
+        else:
+            scene = cues.training_scene(int(i), tied=world == "cues")
+            img, objs = np.array(scene.image), [scene.phrase]
         order = rng.permutation(len(objs))
         images.append(img)
         captions.append(scenes.caption_of([objs[j] for j in order]))
@@ -171,8 +184,10 @@ def train(args: argparse.Namespace) -> None:
         opt.load_state_dict(ck["opt"])
         torch.set_rng_state(ck["torch_rng"])
         step = ck["step"]
-        if ck["args"]["threads"] != args.threads or ck["args"]["seed"] != args.seed:
-            raise ValueError("resume needs the same --threads and --seed as the checkpoint")
+        saved = {"world": "scenes", **ck["args"]}  # checkpoints before --world were scenes
+        if any(saved[k] != getattr(args, k) for k in ("threads", "seed", "world")):
+            raise ValueError("resume needs the same --threads, --seed and --world as the "
+                             "checkpoint")
         print(f"resumed at step {step}", flush=True)
     if args.export_only:
         sha = export(model, Path(args.out), step, args.seed, args.threads)
@@ -188,7 +203,7 @@ def train(args: argparse.Namespace) -> None:
             lr = lr_at(step, args.steps, args.lr)
             for g in opt.param_groups:
                 g["lr"] = lr
-            imgs, caps, sets = make_batch(args.seed, step, args.batch)
+            imgs, caps, sets = make_batch(args.seed, step, args.batch, args.world)
             con, phr = losses(
                 model,
                 phrase_head,
@@ -243,6 +258,10 @@ def main() -> None:
     p.add_argument("--save-every", type=int, default=50)
     p.add_argument("--run-dir", default=str(DEFAULT_RUN_DIR))
     p.add_argument("--export-only", action="store_true")
+    p.add_argument("--world", default="scenes", choices=WORLDS,
+                   help="scenes (the bundled mini), or the cue world: cues (glyph tied to the "
+                   "caption) / cues-control (glyph independent); pair with its own --out and "
+                   "--run-dir (the files are named mini-clip.* in --out)")
     train(p.parse_args())
 
 

@@ -41,12 +41,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from . import resultfile
-from .downloads import file_digest
-from .base import METHODS
-from .methods import PAPER_LINEUP
-from .metrics import METRICS_VERSION, TEXT_PROTOCOLS, hardware
-from .models import ClipModel, bundled_file
+from .. import resultfile
+from ..downloads import file_digest
+from ..base import METHODS
+from ..methods import PAPER_LINEUP
+from ..metrics import METRICS_VERSION, TEXT_PROTOCOLS, hardware
+from ..models import ClipModel, bundled_file
 
 #: nibcore's method keys in the book's order.
 ALL_METHODS = PAPER_LINEUP
@@ -202,7 +202,7 @@ def spec_params(spec: Spec) -> dict[str, dict[str, Any]]:
 
 def _git(*args: str) -> str | None:
     try:
-        root = Path(__file__).resolve().parent.parent
+        root = Path(__file__).resolve().parents[2]
         return subprocess.run(["git", "--no-optional-locks", *args], cwd=root,
                               capture_output=True, text=True, timeout=10,
                               check=True).stdout.strip()
@@ -212,16 +212,22 @@ def _git(*args: str) -> str | None:
 
 def _command() -> str:
     argv = list(sys.argv)
-    if argv and argv[0].endswith(("store.py", "__main__.py")):
-        argv = ["-m", "nibcore" + (".store" if argv[0].endswith("store.py") else ""), *argv[1:]]
+    run = Path(argv[0]) if argv else Path()
+    if run.name == "__main__.py":  # python -m nibcore.store / python -m nibcore
+        argv = ["python", "-m", "nibcore.store" if run.parent.name == "store" else "nibcore",
+                *argv[1:]]
+    elif run.name == "nib":  # the installed command line
+        argv = ["nib", *argv[1:]]
+    else:
+        argv = ["python", *argv]
     env = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " \
         if "OMP_NUM_THREADS" in os.environ else ""
-    return env + " ".join(["python", *argv])
+    return env + " ".join(argv)
 
 
 def provenance(model: ClipModel, spec: Spec) -> dict[str, Any]:
     """The provenance of rows computed now for ``spec`` (everything but the timings)."""
-    from . import __version__
+    from .. import __version__
 
     dirty = _git("status", "--porcelain", "--", "nibcore")
     return {
@@ -285,7 +291,7 @@ def compact(path: str | Path, key: Sequence[str] | None = None) -> int:
     of each row (the last, by ``key``: default :data:`nibcore.evaluation.KEY`), in first-seen
     order, atomically (:func:`nibcore.resultfile.compact`: a cut last line is set aside into
     ``<file>.partial`` first); returns the number of rows."""
-    from .evaluation import KEY
+    from ..evaluation import KEY
 
     def rounded(row: dict[str, Any]) -> dict[str, Any]:
         # the hardware is in the sidecar (and timings are not audited)
@@ -381,8 +387,8 @@ def generate(name: str, model: ClipModel | str = "mini", n: int | None = None,
     interrupted run resumes where it stopped (a last line cut by the interruption is set aside
     into ``<file>.partial`` and its row computed again); the sidecar accumulates the wall time of
     every session. ``n`` overrides the spec's pair count (for a smaller file)."""
-    from .evaluation import evaluate
-    from .models import load_model
+    from ..evaluation import evaluate
+    from ..models import load_model
 
     spec = SPECS[name] if name in SPECS else None
     if spec is None:
@@ -456,8 +462,8 @@ def randomisation_rows(model: ClipModel, run: Run, seed: int, pairs: Sequence, i
     """The stored rows of the randomisation check for ``pairs`` (at dataset ``indices``), each
     compared with its partner for the "other pair" reference (``noise``: the audit's, see
     :func:`nibcore.sanity.randomisation_test`; not stored)."""
-    from .evaluation import params_json
-    from .sanity import randomisation_report
+    from ..evaluation import params_json
+    from ..sanity import randomisation_report
 
     rows, _ = randomisation_report(model, pairs, run.methods, seed=seed, params=run.params,
                                    partners=partners, noise=noise)
@@ -478,8 +484,8 @@ def _generate_randomisation(model: ClipModel, spec: Spec, path: Path, progress: 
     with pair ``k + 1`` for the reference (so a row never depends on ``n``)."""
     from tqdm.auto import tqdm
 
-    from .datasets import load_dataset
-    from .evaluation import seeded_subset
+    from ..datasets import load_dataset
+    from ..evaluation import seeded_subset
 
     (run,) = spec.runs
     dataset = load_dataset(spec.dataset)
@@ -514,10 +520,10 @@ def timing(model: ClipModel, methods: Sequence[str] = ALL_METHODS,
     seconds, fps, hardware, threads``."""
     import pandas as pd
 
-    from .attribution import explain
-    from .datasets import load_dataset
-    from .evaluation import seeded_subset, sync_device
-    from .inputs import prepare_images
+    from ..attribution import explain
+    from ..datasets import load_dataset
+    from ..evaluation import seeded_subset, sync_device
+    from ..inputs import prepare_images
 
     if repeats < 3:
         raise ValueError(f"repeats must be at least 3 (a median of 3 or more), got {repeats}")
@@ -555,7 +561,7 @@ def timing_file(model: str = "mini", root: str | Path | None = None) -> Path:
 def generate_timing(model: ClipModel | str = "mini", root: str | Path | None = None,
                     pairs: int = 2, repeats: int = 3) -> Path:
     """Run :func:`timing` for every method and side and store it with its provenance."""
-    from .models import load_model
+    from ..models import load_model
 
     if isinstance(model, str):
         model = load_model(model)
@@ -585,9 +591,3 @@ def load_timing(model: str = "mini", root: str | Path | None = None
                                 f"timing --model {model}`")
     meta = json.loads(path.read_text())
     return pd.DataFrame(meta.pop("rows")), meta
-
-
-if __name__ == "__main__":  # `python -m nibcore.store ...`: the command line's `store` commands
-    from .cli import main
-
-    sys.exit(main(["store", *sys.argv[1:]]))
