@@ -36,9 +36,9 @@ numeric path one machine reaches; the table is in the README):
   degenerate. Such a flip is *excused* and counted, not hidden.
 
 A file whose model hash or method parameters no longer match the code's is a mismatch of the
-whole file. So is a file generated under other metric definitions (its sidecar's
-``metrics_version``, 1 when absent, differs from :data:`nibcore.metrics.METRICS_VERSION`): the
-audit then reports "metric definitions changed since this file was generated: regenerate" for it
+whole file. So is a file of metrics generated under other metric definitions (its sidecar's
+``metrics_version``, 1 when absent, differs from :data:`nibcore.metrics.METRICS_VERSION`; a
+randomisation file holds no metric, so its version does not date it): the audit then reports "metric definitions changed since this file was generated: regenerate" for it
 and recomputes nothing, instead of reporting every changed value as a numeric mismatch.
 """
 
@@ -57,8 +57,8 @@ from .metrics import (CURVE_STEPS, METRICS_VERSION, TEXT_PROTOCOLS, degenerate_m
                       raw_pixel_map, rise_counts)
 from .models import ClipModel
 from .numerics import FLOAT_NOISE_RTOL
-from .store import (UNAUDITED, metrics_version, model_hashes, read_meta, read_rows,
-                    resolved_params, round_sig, store_dir)
+from .store import (UNAUDITED, model_hashes, read_meta, read_rows, resolved_params, round_sig,
+                    stale_metrics_version, store_dir)
 
 #: No continuous column is audited looser than this, whatever the measured spread.
 MAX_RTOL = 2e-4
@@ -391,15 +391,15 @@ def audit_sample(rows: Sequence[dict[str, Any]], pairs: int = 2, seed: int = 0
 
 def definitions_changed(path: Path, meta: dict[str, Any]) -> Mismatch | None:
     """The whole-file mismatch of a store file generated under other metric definitions than
-    the code's (:func:`nibcore.store.metrics_version` of its sidecar against
-    :data:`nibcore.metrics.METRICS_VERSION`); None when they are the same.
+    the code's (:func:`nibcore.store.stale_metrics_version`: the sidecar's version against
+    :data:`nibcore.metrics.METRICS_VERSION`, for files that hold metrics); None otherwise.
 
     Args:
         path: the store file.
         meta: its sidecar's contents.
     """
-    stored = metrics_version(meta)
-    if stored == METRICS_VERSION:
+    stored = stale_metrics_version(meta)
+    if stored is None:
         return None
     return Mismatch(path.name, None, None, None, None, None, detail=(
         f"metric definitions changed since this file was generated: regenerate (generated "

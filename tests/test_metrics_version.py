@@ -107,3 +107,14 @@ def test_generate_refuses_to_continue_a_file_of_other_definitions(generated, tmp
     with pytest.raises(RuntimeError, match="metric definitions changed since this file was "
                                            "generated"):
         store.generate("unit-version", mini, root=path.parent, progress=False)
+
+
+def test_a_file_without_metrics_is_not_dated_by_their_version():
+    """A randomisation file holds Spearman correlations and top-k overlaps, none of the metric
+    definitions: an older version does not ask for its regeneration; an evaluate file does."""
+    old = {"metrics_version": METRICS_VERSION - 1}
+    assert store.stale_metrics_version({**old, "check": "randomisation"}) is None
+    assert store.stale_metrics_version({**old, "check": "evaluate"}) == METRICS_VERSION - 1
+    assert store.stale_metrics_version({"check": "evaluate"}) == (
+        None if METRICS_VERSION == 1 else 1)
+    assert store.stale_metrics_version({"metrics_version": METRICS_VERSION}) is None

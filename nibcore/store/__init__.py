@@ -258,6 +258,22 @@ def metrics_version(meta: dict[str, Any]) -> int:
     return int(meta.get("metrics_version", 1))
 
 
+def stale_metrics_version(meta: dict[str, Any]) -> int | None:
+    """The metric definitions' version a store file was generated with when it is not the
+    code's :data:`~nibcore.metrics.METRICS_VERSION` and the file holds metrics; None otherwise.
+    A randomisation file (``check == "randomisation"``) holds Spearman correlations and top-k
+    overlaps of maps, none of :mod:`nibcore.metrics`' definitions, so their version does not
+    date it (the audit re-derives its rows instead).
+
+    Args:
+        meta: the sidecar's contents (:func:`read_meta`).
+    """
+    if meta.get("check", "evaluate") != "evaluate":
+        return None
+    stored = metrics_version(meta)
+    return None if stored == METRICS_VERSION else stored
+
+
 def read_meta(path: str | Path) -> dict[str, Any]:
     meta = meta_file(path)
     if not meta.is_file():
@@ -403,9 +419,10 @@ def generate(name: str, model: ClipModel | str = "mini", n: int | None = None,
     meta = meta_file(path)
     old = json.loads(meta.read_text()) if meta.is_file() else None
     if old is not None:
-        if metrics_version(old) != METRICS_VERSION:
+        stale = stale_metrics_version(old)
+        if stale is not None:
             raise RuntimeError(f"{path}: metric definitions changed since this file was "
-                               f"generated (version {metrics_version(old)}, the code's "
+                               f"generated (version {stale}, the code's "
                                f"{METRICS_VERSION}): delete the file and its sidecar to "
                                f"regenerate")
         for k in ("file_sha256", "weights_sha256", "params"):
