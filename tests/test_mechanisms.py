@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from nibcore.book import mechanisms as M
+from nibcore.numerics import FLOAT_NOISE_RTOL
 from nibcore.store import load
 
 
@@ -91,3 +92,100 @@ def test_probe_maps_live_uniform_changes_nothing():
     inv = probes[probes["probe"] == "nib_inverted"]["pooled_value"].to_numpy()
     nib = probes[probes["probe"] == "nib"]["pooled_value"].to_numpy()
     assert np.allclose(inv, 1 - nib)
+
+
+# --- insertion / deletion under the two protocols --------------------------------------------
+
+def test_curve_ranks_rank_by_direction_within_each_split():
+    """Insertion: higher is rank 1; deletion: lower is rank 1; the split by objects ranks each
+    group on its own rows."""
+    rows = []
+    for i, (n_obj, ins, dele) in enumerate([(1, (10, 20), (5, 1)), (2, (30, 5), (9, 3)),
+                                            (3, (31, 6), (8, 2))]):
+        for m, a, b in (("a", ins[0], dele[0]), ("b", ins[1], dele[1])):
+            rows.append(dict(side="image", id=i, method=m, meta_n_objects=n_obj,
+                             img_insertion=a, img_deletion=b, img_insertion_rise=-a,
+                             img_deletion_rise=-b))
+    r = M.curve_ranks(pd.DataFrame(rows), ["a", "b"]).set_index(
+        ["scenes", "protocol", "curve", "method"])
+    assert r.loc[("one object", "ours", "insertion", "b"), "rank"] == 1
+    assert r.loc[("two or three objects", "ours", "insertion", "a"), "rank"] == 1
+    assert r.loc[("two or three objects", "ours", "deletion", "b"), "rank"] == 1
+    assert r.loc[("two or three objects", "ours", "insertion", "a"), "value"] == 30.5
+    assert r.loc[("two or three objects", "rise", "insertion", "b"), "rank"] == 1
+    assert r.loc[("all", "ours", "insertion", "a"), "n"] == 3
+
+
+@pytest.fixture(scope="module")
+def mini():
+    import nibcore
+    return nibcore.load_model("mini")
+
+
+def test_raster_ties_row_major_is_the_explicit_order_and_no_ties_agree(mini):
+    """The row-major entry equals the curves of a map with every tie broken by position, built
+    independently (rank by value, then row-major index); a map without ties gets one value
+    three times."""
+    from nibcore.metrics import insertion_deletion
+    from nibcore.world import scenes
+    from nibcore.inputs import prepare_images
+
+    scene = scenes.heldout(1, n_objects=1, start=0)[0]
+    pixels, ids = prepare_images(mini, [scene.image]), mini.tokenize([scene.caption])
+    h, w = mini.image_size
+    tied = np.zeros((h, w))
+    tied[: h // 2] = 1.0  # two groups of ties
+    tied[5:9, 7:20] = 0.5
+    out = M.raster_ties(mini, pixels, ids, tied).set_index("order")
+    key = np.lexsort((np.arange(h * w), -tied.ravel()))  # value descending, then row-major
+    strict = np.empty(h * w)
+    strict[key] = np.arange(h * w, 0, -1)
+    ref = insertion_deletion(mini, pixels, ids, strict.reshape(h, w)[None])
+    first = out.loc["row-major (version 1)"]  # batched differently: float noise apart
+    assert first["insertion"] == pytest.approx(ref["insertion"][0], rel=FLOAT_NOISE_RTOL)
+    assert first["deletion"] == pytest.approx(ref["deletion"][0], rel=FLOAT_NOISE_RTOL)
+    assert first["tied"] == h * w
+    distinct = np.random.default_rng(0).random((h, w))
+    free = M.raster_ties(mini, pixels, ids, distinct)
+    assert free["tied"].iloc[0] == 0
+    for col in ("insertion", "deletion"):
+        assert np.ptp(free[col]) <= FLOAT_NOISE_RTOL * free[col].abs().max()
+
+
+def test_rise_target_match_is_the_argmax_over_the_class_prompts(mini):
+    """The match equals a direct computation: the class prompt with the largest cosine with
+    the image is the caption."""
+    import torch.nn.functional as F
+
+    from nibcore.datasets import load_dataset
+    from nibcore.evaluation import seeded_subset
+    from nibcore.inputs import prepare_images
+
+    ds = load_dataset("scenes")
+    out = M.rise_target_match(mini, ds, n=24, seed=1, rows_per_call=5).set_index("scenes")
+    prompts = ds.info["class_prompts"]
+    with torch.no_grad():
+        text = F.normalize(mini.encode_text(mini.tokenize(prompts)), dim=-1)
+        pairs = [ds[i] for i in seeded_subset(len(ds), 24, 1)]
+        img = F.normalize(mini.encode_image(prepare_images(mini, [p.image for p in pairs])),
+                          dim=-1)
+    hits = [prompts[int(k)] == p.text for k, p in zip((img @ text.T).argmax(-1), pairs)]
+    assert out.loc["all", "n"] == 24
+    assert out.loc["all", "match"] == pytest.approx(100 * np.mean(hits))
+    assert out.drop("all")["n"].sum() == 24
+    assert (out["low"] <= out["match"]).all() and (out["match"] <= out["high"]).all()
+
+
+def test_protocol_sentences_follow_the_ranks_and_the_match():
+    ranks = pd.DataFrame([dict(scenes=k, protocol=p, curve=c, method=m, rank=r)
+                          for k in ("one object", "two or three objects")
+                          for p in ("ours", "rise") for c in ("insertion", "deletion")
+                          for m, r in (("nib", 1 if p == "ours" or k == "one object" else 2),
+                                       ("x", 2 if p == "ours" or k == "one object" else 1))])
+    match = pd.DataFrame([dict(scenes="one object", n=10, match=100.0, low=72.2, high=100.0),
+                          dict(scenes="two or three objects", n=20, match=40.0, low=21.9,
+                               high=61.3)])
+    one, many = M.protocol_sentences(ranks, match, display={"nib": "NIB"})
+    assert one.startswith("**One object**") and "insertion 1 → 1; deletion 1 → 1" in one
+    assert "insertion 1 → 2; deletion 1 → 2" in many and "of 20 pairs" in many
+    assert "NIB's rank of 2" in many

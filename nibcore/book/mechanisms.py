@@ -1,7 +1,9 @@
-"""Controlled measurements of *why* the text side of Table 2 looks the way it does (issue 21).
+"""Controlled measurements of *why* a results table looks the way it does.
 
 Each function runs one controlled comparison and returns a tidy frame with 95 % intervals
-(:mod:`nibcore.stats`):
+(:mod:`nibcore.stats`).
+
+The text side of Table 2:
 
 * :func:`length_comparison` — every method's text Confidence Drop (paper protocol) on the
   3-word ``scenes`` captions and on the 6-word ``scenes_text`` captions, from stored rows;
@@ -11,6 +13,17 @@ Each function runs one controlled comparison and returns a tidy frame with 95 % 
   set beside the drop any map of that shape gets; :func:`probe_summary` summarises it and
   :func:`pooled_dependence` asks how much of NIB's drop is the map's value at the one token the
   protocol pools on (the content token with the largest id, since EOT is removed).
+
+Insertion / deletion under the two protocols (:data:`nibcore.metrics.CURVE_PROTOCOLS`):
+
+* :func:`curve_ranks` — every method's insertion and deletion AUC under ours and RISE's
+  protocol, with intervals and ranks, on all scenes and split by the number of objects;
+* :func:`rise_target_match` — how often RISE's target (the class the model predicts for the
+  whole image, over the dataset's class prompts) is the object the caption names, by the
+  number of objects: ours scores the caption, RISE's the top class;
+* :func:`raster_ties` — one map's AUCs with its ties broken in row-major order (metric
+  definitions version 1), in row-major order of the map turned by 180°, and as one group
+  (version 2).
 """
 
 from __future__ import annotations
@@ -21,7 +34,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..stats import bootstrap_ci, paired, spearman_ci
+from ..columns import lower_is_better
+from ..stats import bootstrap_ci, interval, paired, spearman_ci, wilson
 
 #: The text Confidence Drop column of the paper's protocol in the stored rows.
 DROP = "txt_conf_drop_paper"
@@ -264,3 +278,176 @@ def pooled_dependence(probes: pd.DataFrame, probe: str = "nib") -> pd.DataFrame:
         rho, lo, hi = spearman_ci(g["pooled_value"].to_list(), g["drop"].to_list())
         out.append(dict(words=int(w), probe=probe, n=len(g), rho=rho, low=lo, high=hi))
     return pd.DataFrame(out)
+
+
+# --- insertion / deletion: ours and RISE's -------------------------------------------------------
+
+#: The insertion and deletion columns of each curve protocol in the stored rows.
+CURVE_COLUMNS = {"ours": ("img_insertion", "img_deletion"),
+                 "rise": ("img_insertion_rise", "img_deletion_rise")}
+
+
+def scene_kind(n_objects: int) -> str:
+    """``"one object"`` or ``"two or three objects"``: the split of :func:`curve_ranks`."""
+    return "one object" if int(n_objects) == 1 else "two or three objects"
+
+
+def curve_ranks(rows: pd.DataFrame, methods: Sequence[str] | None = None,
+                seed: int = 0) -> pd.DataFrame:
+    """Insertion and deletion AUC of every method under each curve protocol, on all scenes and
+    on the scenes with one object / with two or three, with each method's rank (1 = best:
+    highest insertion, lowest deletion) among the methods in the same (scenes, protocol,
+    curve).
+
+    Args:
+        rows: stored image rows with both protocols' columns (:data:`CURVE_COLUMNS`); with
+            ``meta_n_objects`` (the scenes' Table 2 files) also split by it.
+        methods: the methods kept, in order (None: all, in order of appearance).
+        seed: bootstrap seed.
+
+    Returns one row per (scenes, protocol, curve, method): ``value``, ``low``, ``high``, ``n``,
+    ``rank``.
+    """
+    image = rows[rows["side"] == "image"]
+    methods = list(methods) if methods is not None else list(dict.fromkeys(image["method"]))
+    groups = [("all", image)]
+    if "meta_n_objects" in image:  # scenes: also split by the number of objects
+        groups += list(image.groupby(image["meta_n_objects"].map(scene_kind), sort=True))
+    out = []
+    for kind, g in groups:
+        for protocol, cols in CURVE_COLUMNS.items():
+            for curve, col in zip(("insertion", "deletion"), cols):
+                if col not in g:
+                    continue
+                for m in methods:
+                    vals = g.loc[g["method"] == m, col].dropna().to_numpy(float)
+                    if vals.size:
+                        iv = interval(vals, seed=seed)
+                        out.append(dict(scenes=kind, protocol=protocol, curve=curve, column=col,
+                                        method=m, value=iv.value, low=iv.low, high=iv.high,
+                                        n=iv.n))
+    frame = pd.DataFrame(out)
+    sign = frame["column"].map(lambda c: 1.0 if lower_is_better(c) else -1.0)
+    frame["rank"] = (frame.assign(key=sign * frame["value"])
+                     .groupby(["scenes", "protocol", "curve"])["key"]
+                     .rank(method="min").astype(int))
+    return frame
+
+
+@torch.no_grad()
+def rise_target_match(model, dataset, n: int = 300, seed: int = 0,
+                      rows_per_call: int = 64) -> pd.DataFrame:
+    """How often the class RISE's protocol follows — the model's top class for the whole image
+    over the dataset's class prompts — is the object the caption names (the caption is one of
+    the class prompts on the scenes), on the first ``n`` pairs of the seeded permutation the
+    store uses, by :func:`scene_kind`.
+
+    Args:
+        model: the CLIP model.
+        dataset: a dataset with ``info["class_prompts"]`` whose captions are class prompts (the
+            scenes).
+        n: pairs.
+        seed: the permutation's seed (:func:`nibcore.evaluation.seeded_subset`).
+        rows_per_call: images per call of the image tower.
+
+    Returns one row per scene kind and ``"all"``: ``n``, ``match`` (the share × 100 whose top
+    class is the caption), Wilson's ``low`` / ``high``.
+    """
+    from ..evaluation import rise_classes, seeded_subset
+    from ..inputs import prepare_images
+    from ..metrics import clip_class_logits
+
+    prompts = list(dataset.info["class_prompts"])
+    logits = clip_class_logits(model, rise_classes(model, dataset, ("ours", "rise")))
+    pairs = [dataset[i] for i in seeded_subset(len(dataset), n, seed)]
+    unknown = sorted({p.text for p in pairs} - set(prompts))
+    if unknown:
+        raise ValueError(f"captions that are not class prompts (e.g. {unknown[0]!r}): the "
+                         f"match needs captions drawn from info['class_prompts']")
+    top = []
+    for i in range(0, len(pairs), rows_per_call):
+        chunk = pairs[i:i + rows_per_call]
+        pixels = prepare_images(model, [p.image for p in chunk])
+        top += logits(pixels).argmax(dim=-1).tolist()
+    hit = np.array([prompts[t] == p.text for t, p in zip(top, pairs)])
+    kind = np.array([scene_kind(p.meta["n_objects"]) for p in pairs])
+    out = []
+    for name in ["all", *sorted(set(kind))]:
+        h = hit if name == "all" else hit[kind == name]
+        share, low, high = wilson(int(h.sum()), int(h.size))
+        out.append(dict(scenes=name, n=int(h.size), match=100 * share, low=100 * low,
+                        high=100 * high))
+    return pd.DataFrame(out)
+
+
+def raster_ties(model, pixels: torch.Tensor, ids: torch.Tensor, scores: np.ndarray
+                ) -> pd.DataFrame:
+    """Insertion and deletion AUC (ours) of one map whose ties are broken three ways: in
+    row-major order (how metric definitions version 1 ranked tied pixels), in row-major order
+    of the map turned by 180° (bottom row first, right to left), and as one group each
+    (version 2, :func:`nibcore.metrics.changed_share`). A map without ties gets one value three
+    times.
+
+    Args:
+        model: the CLIP model.
+        pixels: one normalised image ``(1, 3, H, W)``.
+        ids: its caption ``(1, C)``.
+        scores: the map ``(H, W)``.
+
+    Returns one row per tie order (``order``) with ``insertion``, ``deletion`` and ``tied``
+    (pixels sharing their value with another pixel).
+    """
+    from ..metrics import insertion_deletion
+
+    scores = np.asarray(scores, dtype=np.float64)
+    h, w = scores.shape
+    # a ramp far below the smallest gap between distinct values orders each tied group by
+    # position and leaves every other pair of pixels in place
+    values = np.unique(scores)
+    gap = np.diff(values).min() if values.size > 1 else 1.0
+    ramp = np.arange(h * w, dtype=np.float64).reshape(h, w) / (h * w) * gap / 2
+    maps = {"row-major (version 1)": scores - ramp,
+            "row-major, map turned 180°": scores - ramp[::-1, ::-1],
+            "one group per value (version 2)": scores}
+    curves = insertion_deletion(model, pixels.expand(3, -1, -1, -1), ids.expand(3, -1),
+                                np.stack(list(maps.values())))
+    _, counts = np.unique(scores, return_counts=True)
+    return pd.DataFrame(dict(order=list(maps), insertion=curves["insertion"],
+                             deletion=curves["deletion"],
+                             tied=int(counts[counts > 1].sum())))
+
+
+def protocol_sentences(ranks: pd.DataFrame, match: pd.DataFrame, method: str = "nib",
+                       display: dict[str, str] | None = None) -> list[str]:
+    """Sentences on how the two curve protocols rank ``method``, per kind of scene, beside how
+    often RISE's target is the captioned object (generated from the measured values).
+
+    Args:
+        ranks: :func:`curve_ranks` output.
+        match: :func:`rise_target_match` output.
+        method: the method the sentences follow.
+        display: method names for the page (e.g. ``paper.DISPLAY``).
+    """
+    from ..stats import fmt
+
+    display = display or {}
+    name = display.get(method, method)
+    total = ranks["method"].nunique()
+    m = match.set_index("scenes")
+    out = []
+    for kind in [k for k in ("one object", "two or three objects", "all")
+                 if k in set(ranks["scenes"])]:
+        r = ranks[(ranks["scenes"] == kind) & (ranks["method"] == method)].set_index(
+            ["curve", "protocol"])["rank"]
+        places = "; ".join(
+            f"{curve} {r[(curve, 'ours')]} → {r[(curve, 'rise')]}"
+            for curve in ("insertion", "deletion")
+            if (curve, "ours") in r.index and (curve, "rise") in r.index)
+        line = (f"**{kind[0].upper() + kind[1:]}**: {name}'s rank of {total}, ours → RISE's: "
+                f"{places}.")
+        if kind in m.index:
+            row = m.loc[kind]
+            line += (f" RISE's target is the captioned object in "
+                     f"{fmt(row['match'], row['low'], row['high'])} % of {int(row['n'])} pairs.")
+        out.append(line)
+    return out
