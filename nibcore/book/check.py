@@ -23,6 +23,9 @@ Checks (exercise label → function):
 * ``ex-abl-map`` → :func:`ex_abl_map`
 * ``ex-metrics-game`` → :func:`ex_metrics_game`
 * ``ex-metrics-pool`` → :func:`ex_metrics_pool`
+* ``ex-metrics-lab`` → :func:`ex_metrics_lab` (a lab: NIB's insertion and deletion AUCs)
+* ``ex-passes-lab`` → :func:`ex_passes_lab` (a lab: NIB's Drop and counted passes at one
+  ``num_steps``, ``ablation-steps``)
 * ``ex-main-lab`` → :func:`ex_main_lab` (a lab: the student's means against the store's)
 * ``ex-text-lab`` → :func:`ex_text_lab` (a lab: the text side, the paper's protocol)
 * ``ex-beyond-lab`` → :func:`ex_beyond_lab` (a lab: NIB's pointing game and energy in mask)
@@ -383,6 +386,56 @@ def ex_passes_nib(my_nib: Callable, model=None, pairs: int = 2) -> bool:
     return _say(True, "")
 
 
+def expected_passes_lab(num_steps: int = 20, n: int = 100) -> tuple[float, dict]:
+    """The store's mean image Confidence Drop of NIB at ``num_steps`` over the lab's pairs
+    (``store_lab_pairs("ablation-steps", n, "nib", "image", {"num_steps": num_steps})``) and
+    its counted passes summed over them (keys :data:`PASS_KEYS`)."""
+    params = {"num_steps": int(num_steps)}
+    rows = _store_rows("ablation-steps", "nib", "image", params)
+    rows = rows[rows["index"].isin(store_lab_pairs("ablation-steps", n, "nib", "image",
+                                                   params))]
+    sums = {k: int(rows[c].sum()) for k, c in zip(PASS_KEYS, ("fwd", "bwd", "fwd_rows",
+                                                              "bwd_rows"))}
+    return float(rows.img_conf_drop.mean()), sums
+
+
+def ex_passes_lab(drop_mean, passes, num_steps: int = 20, n: int = 100) -> bool:
+    """``ex-passes-lab``: NIB with ``num_steps`` on the ``n`` pairs of
+    ``check.store_lab_pairs("ablation-steps", n, "nib", "image", {"num_steps": num_steps})``:
+    your mean image Confidence Drop (in %) and your counted passes summed over the pairs (a
+    dict with the keys forward, backward, forward_rows, backward_rows: the sums of
+    ``explain(...).passes``, one pair per call), against the store's rows of the same pairs:
+    the Drop within :data:`LAB_ATOL` points, every count exactly."""
+    if not _is_number(drop_mean):
+        return _bad("pass one number and a dict: check.ex_passes_lab(drop_mean, passes, "
+                    "num_steps, n)")
+    if not isinstance(passes, Mapping) or set(passes) != set(PASS_KEYS):
+        return _bad(f"passes is a dict with the keys {', '.join(PASS_KEYS)}")
+    if not all(_is_int(v) for v in passes.values()):
+        return _bad("each count is an integer (a sum over the pairs)")
+    if not _is_int(num_steps):
+        return _bad("num_steps is an int")
+    params = {"num_steps": int(num_steps)}
+    hint = _lab_size_hint(n, lambda k: store_lab_pairs("ablation-steps", k, "nib", "image",
+                                                       params), "such pairs")
+    if hint:
+        return _bad(hint)
+    want_drop, want_passes = expected_passes_lab(num_steps, n)
+    ok_drop = abs(float(drop_mean) - want_drop) <= LAB_ATOL
+    wrong = [k for k in PASS_KEYS if passes[k] != want_passes[k]]
+    if ok_drop and not wrong:
+        return _say(True, "")
+    if wrong:
+        if all(passes[k] * n == want_passes[k] for k in PASS_KEYS):
+            return _say(False, "those are one pair's counts: sum them over the n pairs")
+        return _say(False, f"{', '.join(wrong)} off: sum explain(..., num_steps=num_steps)"
+                           ".passes over the pairs, one pair per call")
+    if 0 <= float(drop_mean) <= 1 and want_drop > 1:
+        return _say(False, "the store states the Drop in %, not as a fraction")
+    return _say(False, "your Drop is not the store's: those pairs, explain(..., "
+                       "num_steps=num_steps).scores as it is, metrics.image_confidence")
+
+
 # --- results_ablations.ipynb ------------------------------------------------------------------
 
 def _from_top(layer: int, blocks: int, paper_blocks: int) -> int:
@@ -490,6 +543,38 @@ def ex_metrics_pool(count, model=None, n: int = 50) -> bool:
     return _say(False, "for each caption, read the row whose `pooled` column is not empty in "
                        "reports.protocol_view(model, caption, scores, 'paper'), and compare its "
                        "token with the objects' shape words")
+
+
+def ex_metrics_lab(insertion_mean, deletion_mean, n: int = 200, method: str = "nib") -> bool:
+    """``ex-metrics-lab``: your mean image Insertion and Deletion AUC (× 100, the ``"ours"``
+    protocol of :func:`nibcore.metrics.insertion_deletion`) of ``method``'s [0, 1] maps over
+    the ``n`` pairs of :func:`lab_pairs`, against the store's ``table2`` rows of the same pairs
+    (each within :data:`LAB_ATOL` points)."""
+    if not (_is_number(insertion_mean) and _is_number(deletion_mean)):
+        return _bad("pass two numbers: check.ex_metrics_lab(insertion_mean, deletion_mean, n)")
+    hint = _lab_size_hint(n, lambda k: lab_pairs(k, method), f"pairs of {method!r}")
+    if hint:
+        return _bad(hint)
+    from nibcore import store
+
+    df = store.load("table2")
+    rows = df[(df.method == method) & (df.side == "image")]
+    rows = rows[rows["index"].isin(lab_pairs(n, method))]
+    want_ins, want_del = float(rows.img_insertion.mean()), float(rows.img_deletion.mean())
+    ok_ins = abs(float(insertion_mean) - want_ins) <= LAB_ATOL
+    ok_del = abs(float(deletion_mean) - want_del) <= LAB_ATOL
+    if ok_ins and ok_del:
+        return _say(True, "")
+    if max(abs(float(insertion_mean)), abs(float(deletion_mean))) <= 1 < want_ins:
+        return _say(False, "the store states the AUCs × 100: multiply by 100")
+    if abs(float(insertion_mean) - want_del) <= LAB_ATOL and \
+            abs(float(deletion_mean) - want_ins) <= LAB_ATOL:
+        return _say(False, "your Insertion is the store's Deletion and the other way round: "
+                           "are the two swapped, or is the map inverted?")
+    which = "Deletion" if ok_ins else "Insertion"
+    return _say(False, f"your {which} AUC is not the store's: the pairs of check.lab_pairs(n), "
+                       "the [0, 1] map explain(...).scores as it is, "
+                       "metrics.insertion_deletion with its default steps")
 
 
 # --- results_main.ipynb -------------------------------------------------------------------------
