@@ -165,7 +165,8 @@ def information_bottleneck() -> list[dict]:
             ("The noise draws that steer the Adam steps", True, "Right."),
             ("Noise added to the map after the optimisation", False,
              "No noise enters the map directly."),
-            ("Dropout in CLIP", False, "The model runs in evaluation mode."),
+            ("Dropout in CLIP", False,
+             "The seed acts through the noise draws of the optimisation, nothing else."),
             ("Random crops of the image", False, "The image is the same in every run."),
         ]),
         mc("Why can M2IB's map not show features that speak against a match?", [
@@ -263,7 +264,8 @@ def negative_properties() -> list[dict]:
              "match", True, "Right."),
             ("The token carries no information", False, "That would be a score near 0."),
             ("The computation failed", False, "Negative scores are NIB's negative properties."),
-            ("The token is padding", False, "Padding scores exactly 0 (completeness chapter)."),
+            ("The token is padding", False,
+             "Padding cannot affect the score at all (completeness chapter)."),
         ]),
         mc("What does min-max normalisation to [0, 1] do to a signed map?", [
             ("It hides the sign: the most negative patch becomes 0", True, "Right."),
@@ -320,8 +322,8 @@ def explore() -> list[dict]:
                 "Right: three quarters up, as the paper's 9 of 12.",
                 wrong=[(n - 1, "That is the last block, the degenerate choice.")]),
         mc("With NIB's bottleneck at the input of the last block, the normalised map shows", [
-            ("noise: every patch scores zero up to the LayerNorm's ε, and min-max stretches the "
-             "round-off", True, "Right: see the last-block proposition."),
+            ("no information: every patch's score is zero up to the LayerNorm's ε, whatever the "
+             "picture shows", True, "Right: see the last-block proposition."),
             ("the sharpest map of all layers", False,
              "The last block is degenerate for NIB."),
             ("the same map as at layer 0", False, "Different layers give different maps."),
@@ -329,8 +331,9 @@ def explore() -> list[dict]:
         ]),
         mc("Why can a [0, 1] map look confident even when the caption names an object that is "
            "not in the picture?", [
-            ("Min-max normalisation always stretches some patch to 1, however small the raw "
-             "scores", True, "Right: look at the raw scores and f(1) too."),
+            ("Min-max normalisation divides by the map's own range: the top patch reaches 1 "
+             "even when every raw score is small", True,
+             "Right: compare the raw scores and f(1) with the scene's own caption."),
             ("The model always finds the named object", False,
              "A caption that does not match scores lower."),
             ("NIB ignores the caption", False, "The caption's feature is part of f."),
