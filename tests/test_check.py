@@ -552,3 +552,37 @@ def test_passes_lab(capsys, mini):
     assert "keys" in run(capsys, check.ex_passes_lab, ref[0], [1, 2, 3, 4], steps, n)[1]
     assert "integer" in run(capsys, check.ex_passes_lab, ref[0], {**ref[1], "forward": 1.5},
                             steps, n)[1]
+
+
+# --- ex-passes-cost ------------------------------------------------------------------------------
+
+def test_passes_cost(capsys, mini):
+    pair = load_dataset("scenes")[0]
+    L = mini.tower("image").n_blocks
+
+    def costs(backward=2.0, upper_of=lambda layer: (L - layer) / L, single=2, m2ib_shift=0):
+        out = []
+        for m in ("nib", "m2ib"):
+            a = explain(mini, pair.image, pair.text, method=m)
+            layer = a.extras["layer"] + (m2ib_shift if m == "m2ib" else 0)
+            p, up = a.passes, upper_of(layer)
+            out.append((p["forward_rows"] - single) * up + backward * p["backward_rows"] * up
+                       + layer / L)
+        return out
+
+    ref = costs()                                    # the solution's loop, written out
+    assert run(capsys, check.ex_passes_cost, *ref, mini, pair.image, pair.text)[0]
+    wrong = {"a backward as cheap as a forward": costs(backward=1.0),
+             "every row a full forward": costs(upper_of=lambda layer: 1.0),
+             "the single-row calls counted as upper rows": costs(single=0),
+             "M2IB one block later, as on ViT-B/32": costs(m2ib_shift=1),
+             "NIB and M2IB swapped": ref[::-1]}
+    for name, answer in wrong.items():
+        ok, out = run(capsys, check.ex_passes_cost, *answer, mini, pair.image, pair.text)
+        assert not ok, name
+        hides(out, *ref)
+    assert "twice" in run(capsys, check.ex_passes_cost, *wrong["a backward as cheap as a "
+                                                                "forward"],
+                          mini, pair.image, pair.text)[1]
+    assert "two numbers" in run(capsys, check.ex_passes_cost, "11", 100.0, mini, pair.image,
+                                pair.text)[1]

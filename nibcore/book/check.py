@@ -20,6 +20,7 @@ Checks (exercise label → function):
 * ``ex-compl-random`` → :func:`ex_compl_random`
 * ``ex-passes-predict`` → :func:`ex_passes_predict`
 * ``ex-passes-nib`` → :func:`ex_passes_nib` (NIB implemented from the split model)
+* ``ex-passes-cost`` → :func:`ex_passes_cost`
 * ``ex-abl-map`` → :func:`ex_abl_map`
 * ``ex-metrics-game`` → :func:`ex_metrics_game`
 * ``ex-metrics-pool`` → :func:`ex_metrics_pool`
@@ -321,6 +322,72 @@ def ex_passes_predict(prediction, model, image, text, num_steps: int = 20,
         "backward_rows": "backward rows: only the scaled copies carry a gradient",
     }
     return _say(False, f"{', '.join(wrong)} off — {hints[wrong[0]]}")
+
+
+def full_pass_cost(passes: Mapping, layer: int, n_blocks: int, backward_factor: float = 2.0,
+                   single_rows: int = 2) -> float:
+    """A method's image-side cost per pair in full forwards of the image tower: each row through
+    the upper blocks (``forward_rows`` minus the ``single_rows`` single-row calls) costs
+    ``(L - layer) / L``, each backward row ``backward_factor`` times that, and the lower blocks
+    once ``layer / L``; the other modality's feature is left out."""
+    upper = (n_blocks - layer) / n_blocks
+    return ((passes["forward_rows"] - single_rows) * upper
+            + backward_factor * passes["backward_rows"] * upper + layer / n_blocks)
+
+
+def expected_passes_cost(model, image, text) -> tuple[float, float]:
+    """(NIB's, M2IB's) :func:`full_pass_cost` at their default parameters: the counts of
+    ``explain(...).passes``, the layer of ``explain(...).extras["layer"]``."""
+    from nibcore import explain
+
+    n_blocks = model.tower("image").n_blocks
+    out = []
+    for method in ("nib", "m2ib"):
+        att = explain(model, image, text, method=method)
+        out.append(full_pass_cost(att.passes, int(att.extras["layer"]), n_blocks))
+    return out[0], out[1]
+
+
+def ex_passes_cost(nib_cost, m2ib_cost, model, image, text) -> bool:
+    """``ex-passes-cost``: NIB's and M2IB's image-side cost per pair in full-forward equivalents
+    of the image tower (:func:`full_pass_cost`), at their default parameters, on ``model``,
+    ``image``, ``text``."""
+    if not (_is_number(nib_cost) and _is_number(m2ib_cost)):
+        return _bad("pass two numbers: check.ex_passes_cost(nib_cost, m2ib_cost, model, "
+                    "pair.image, pair.text)")
+    want = expected_passes_cost(model, image, text)
+    got = (float(nib_cost), float(m2ib_cost))
+    ok = [_close(g, w) for g, w in zip(got, want)]
+    if all(ok):
+        return _say(True, "")
+    from nibcore import explain
+
+    n_blocks = model.tower("image").n_blocks
+    atts = [explain(model, image, text, method=m) for m in ("nib", "m2ib")]
+
+    def matches(**kw):
+        return all(_close(g, full_pass_cost(a.passes, kw.get("layer", int(a.extras["layer"]))
+                                            + kw.get("shift", 0) * (a.method == "m2ib"),
+                                            kw.get("blocks", n_blocks),
+                                            kw.get("backward_factor", 2.0),
+                                            kw.get("single_rows", 2)))
+                   for g, a, o in zip(got, atts, ok) if not o)
+
+    if matches(backward_factor=1.0):
+        return _say(False, "a backward row costs about twice a forward row")
+    if matches(layer=0):
+        return _say(False, "a row through the upper blocks costs only (L - layer)/L of a full "
+                           "forward")
+    if matches(single_rows=0):
+        return _say(False, "two of the forward rows are single-row calls that do not go "
+                           "through the upper blocks")
+    if matches(shift=1):
+        return _say(False, "read M2IB's bottleneck from explain(..., method='m2ib')"
+                           ".extras['layer'] on this model")
+    which = "NIB" if not ok[0] else "M2IB"
+    return _say(False, f"{which} is off: its rows through the upper blocks (forward_rows - 2) "
+                       "and backward rows at (L - layer)/L each, a backward twice a forward, "
+                       "plus layer/L for the lower blocks")
 
 
 def _as_scores(x) -> np.ndarray | None:
