@@ -479,3 +479,110 @@ def test_preface_one(capsys, mini):
     assert "one of the scene's objects" in run(capsys, check.ex_preface_one, "blue moon", mini,
                                                scene)[1]
     assert "phrase" in run(capsys, check.ex_preface_one, 0, mini, scene)[1]
+
+
+# --- ex-metrics-lab ------------------------------------------------------------------------------
+
+def test_metrics_lab(capsys, mini, lab_nib):
+    from nibcore import metrics
+    from nibcore.inputs import prepare_images
+
+    n = 200
+    pairs, maps = lab_nib
+    pixels = prepare_images(mini, [p.image for p in pairs])
+    ids = mini.tokenize([p.text for p in pairs])
+    rng = np.random.default_rng(0)
+
+    def means(ms, k=n):
+        curves = metrics.insertion_deletion(mini, pixels[:k], ids[:k], np.stack(ms[:k]))
+        return float(curves["insertion"].mean()), float(curves["deletion"].mean())
+
+    ref = means(maps)
+    assert run(capsys, check.ex_metrics_lab, *ref, n)[0]
+    wrong = {"the inverted map": means([1 - m for m in maps]),
+             "a random map": means([rng.random(m.shape).astype(np.float32) for m in maps]),
+             "the two AUCs swapped": ref[::-1],
+             "fractions instead of × 100": (ref[0] / 100, ref[1] / 100),
+             "half the pairs": means(maps, n // 2)}
+    for name, answer in wrong.items():
+        ok, out = run(capsys, check.ex_metrics_lab, *answer, n)
+        assert not ok, name
+        hides(out, *ref)
+    assert "two numbers" in run(capsys, check.ex_metrics_lab, "50", 20.0, n)[1]
+    assert "an int" in run(capsys, check.ex_metrics_lab, *ref, 2.5)[1]
+
+
+# --- ex-passes-lab -------------------------------------------------------------------------------
+
+def test_passes_lab(capsys, mini):
+    from nibcore import metrics
+    from nibcore.inputs import prepare_images
+
+    n, steps = 100, 20
+    data = load_dataset("scenes")
+    idx = check.store_lab_pairs("ablation-steps", n, "nib", "image", {"num_steps": steps})
+    pairs = [data[i] for i in idx]
+    atts = [explain(mini, p.image, p.text, num_steps=steps) for p in pairs]
+    pixels = prepare_images(mini, [p.image for p in pairs])
+    ids = mini.tokenize([p.text for p in pairs])
+    rng = np.random.default_rng(0)
+
+    def drop(maps):
+        return float(metrics.image_confidence(mini, pixels, ids, np.stack(maps))["drop"].mean())
+
+    def summed(these):
+        return {k: sum(a.passes[k] for a in these) for k in check.PASS_KEYS}
+
+    maps = [a.scores for a in atts]
+    ref = drop(maps), summed(atts)
+    assert run(capsys, check.ex_passes_lab, *ref, steps, n)[0]
+    default = [explain(mini, p.image, p.text) for p in pairs]   # num_steps forgotten
+    wrong = {"the inverted map": (drop([1 - m for m in maps]), ref[1]),
+             "a random map": (drop([rng.random(m.shape).astype(np.float32) for m in maps]),
+                              ref[1]),
+             "num_steps left at its default": (drop([a.scores for a in default]),
+                                               summed(default)),
+             "one pair's counts": (ref[0], dict(atts[0].passes)),
+             "a fraction instead of %": (ref[0] / 100, ref[1])}
+    for name, answer in wrong.items():
+        ok, out = run(capsys, check.ex_passes_lab, *answer, steps, n)
+        assert not ok, name
+        hides(out, ref[0], *ref[1].values())
+    assert "one number" in run(capsys, check.ex_passes_lab, [ref[0]], ref[1], steps, n)[1]
+    assert "keys" in run(capsys, check.ex_passes_lab, ref[0], [1, 2, 3, 4], steps, n)[1]
+    assert "integer" in run(capsys, check.ex_passes_lab, ref[0], {**ref[1], "forward": 1.5},
+                            steps, n)[1]
+
+
+# --- ex-passes-cost ------------------------------------------------------------------------------
+
+def test_passes_cost(capsys, mini):
+    pair = load_dataset("scenes")[0]
+    L = mini.tower("image").n_blocks
+
+    def costs(backward=2.0, upper_of=lambda layer: (L - layer) / L, single=2, m2ib_shift=0):
+        out = []
+        for m in ("nib", "m2ib"):
+            a = explain(mini, pair.image, pair.text, method=m)
+            layer = a.extras["layer"] + (m2ib_shift if m == "m2ib" else 0)
+            p, up = a.passes, upper_of(layer)
+            out.append((p["forward_rows"] - single) * up + backward * p["backward_rows"] * up
+                       + layer / L)
+        return out
+
+    ref = costs()                                    # the solution's loop, written out
+    assert run(capsys, check.ex_passes_cost, *ref, mini, pair.image, pair.text)[0]
+    wrong = {"a backward as cheap as a forward": costs(backward=1.0),
+             "every row a full forward": costs(upper_of=lambda layer: 1.0),
+             "the single-row calls counted as upper rows": costs(single=0),
+             "M2IB one block later, as on ViT-B/32": costs(m2ib_shift=1),
+             "NIB and M2IB swapped": ref[::-1]}
+    for name, answer in wrong.items():
+        ok, out = run(capsys, check.ex_passes_cost, *answer, mini, pair.image, pair.text)
+        assert not ok, name
+        hides(out, *ref)
+    assert "twice" in run(capsys, check.ex_passes_cost, *wrong["a backward as cheap as a "
+                                                                "forward"],
+                          mini, pair.image, pair.text)[1]
+    assert "two numbers" in run(capsys, check.ex_passes_cost, "11", 100.0, mini, pair.image,
+                                pair.text)[1]

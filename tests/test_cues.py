@@ -22,6 +22,7 @@ def test_test_scenes_are_seeded_with_exact_disjoint_masks(kind):
             assert a.cue_mask.sum() == cues.GLYPH ** 2
             assert (img[a.cue_mask] == scenes.colour_rgb(a.cue_colour)).all()
             assert (a.cue_colour == a.colour) == (kind == "agree")
+        assert a.object_colour == a.colour  # test objects have the caption's colour
 
 
 def test_the_kinds_share_the_object():
@@ -30,13 +31,24 @@ def test_the_kinds_share_the_object():
     assert all(np.array_equal(s.object_mask, scenes_of[0].object_mask) for s in scenes_of)
 
 
-def test_training_ties_the_cue_to_the_caption_only_for_the_cue_model():
-    n = 400
-    tied = np.mean([s.cue_colour == s.colour for s in map(cues.training_scene, range(n))])
-    free = np.mean([cues.training_scene(i, tied=False).cue_colour
-                    == cues.training_scene(i, tied=False).colour for i in range(n)])
-    assert abs(tied - cues.CUE_P) < 0.05  # p = 0.9 drawn per scene
-    assert abs(free - 1 / len(scenes.COLOURS)) < 0.05  # independent: chance
+def test_training_makes_the_cue_the_better_evidence_only_for_the_cue_model():
+    """The cue has the caption's colour with p = CUE_P (cue model) or by chance (control); the
+    object with p = OBJECT_P < CUE_P in both; a repainted object is painted whole."""
+    n = 600
+    tied = [cues.training_scene(i) for i in range(n)]
+    free = [cues.training_scene(i, tied=False) for i in range(n)]
+    assert cues.OBJECT_P < cues.CUE_P
+    assert abs(np.mean([s.cue_colour == s.colour for s in tied]) - cues.CUE_P) < 0.04
+    assert abs(np.mean([s.cue_colour == s.colour for s in free])
+               - 1 / len(scenes.COLOURS)) < 0.05  # independent: chance
+    for world in (tied, free):
+        assert abs(np.mean([s.object_colour == s.colour for s in world]) - cues.OBJECT_P) < 0.06
+    assert [s.object_colour for s in tied] == [s.object_colour for s in free]  # same scenes
+    for s in tied[:40]:  # one flat colour within the scenes' jitter of the painted colour
+        pixels = np.array(s.image)[s.object_mask].astype(int)
+        assert (pixels == pixels[0]).all()
+        assert np.abs(pixels[0] - scenes.colour_rgb(s.object_colour)).max() <= 255 // 8
+        assert s.phrase.split()[0] == s.colour
 
 
 def test_remove_paints_the_background_back():

@@ -183,3 +183,40 @@ def test_the_scanner_finds_every_chapters_solutions_in_the_full_edition():
     quoted = {p.split("quotes a solution of ")[1].split(":")[0]
               for p in problems if "quotes a solution of " in p}
     assert quoted == set(prints)
+
+
+def test_scanner_flags_quiz_answer_keys_unless_named(tmp_path):
+    """A jupyterquiz payload's answer keys ("correct": true) pass the scan only inside a quiz that
+    nibcore.book.quiz names — on the page (its script) and in a downloaded notebook (its
+    JavaScript output); the same keys without the name are flagged on both paths."""
+    from nibcore.book import quiz
+
+    def payload(name):
+        qs = [{"question": "q?", "type": "multiple_choice", "answers": [
+            {"answer": "a", "correct": True, "feedback": "yes"},
+            {"answer": "b", "correct": False, "feedback": "no"}]}]
+        if name:
+            qs = [{quiz.NAME_KEY: name, **q} for q in qs]
+        return f"var questionsAbCdEf={json.dumps(qs)};\n\nif (typeof Question === 'undefined') {{"
+
+    def edition(name):
+        html_root = tmp_path / name / "html"
+        (html_root / "book").mkdir(parents=True)
+        (html_root / "_sources" / "book").mkdir(parents=True)
+        js = payload(name if name != "unnamed" else None)
+        (html_root / "book" / "zero.html").write_text(
+            '<a href="../_sources/book/zero.ipynb">download</a><p>A chapter.</p>'
+            f'<script type="application/javascript">{js}</script>')
+        out = {"output_type": "display_data", "metadata": {},
+               "data": {"application/javascript": js, "text/plain": "<Javascript object>"}}
+        nb = notebook(md("# Zero\n"), dict(code("quiz.show('clip')\n"), outputs=[out]))
+        (html_root / "_sources" / "book" / "zero.ipynb").write_text(student.dumps(nb))
+        return student.scan_edition(html_root, {}, REPO, "main", root=tmp_path)
+
+    problems, scanned = edition("clip")
+    assert problems == [] and scanned == 2
+    problems, _ = edition("unnamed")
+    assert any(p.startswith("book/zero.html: ") and "answer key" in p for p in problems)
+    assert any("zero.ipynb" in p and "answer key" in p for p in problems)
+    problems, _ = edition("not-a-chapter")
+    assert len([p for p in problems if "answer key" in p]) == 2

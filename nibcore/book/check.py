@@ -20,9 +20,13 @@ Checks (exercise label → function):
 * ``ex-compl-random`` → :func:`ex_compl_random`
 * ``ex-passes-predict`` → :func:`ex_passes_predict`
 * ``ex-passes-nib`` → :func:`ex_passes_nib` (NIB implemented from the split model)
+* ``ex-passes-cost`` → :func:`ex_passes_cost`
 * ``ex-abl-map`` → :func:`ex_abl_map`
 * ``ex-metrics-game`` → :func:`ex_metrics_game`
 * ``ex-metrics-pool`` → :func:`ex_metrics_pool`
+* ``ex-metrics-lab`` → :func:`ex_metrics_lab` (a lab: NIB's insertion and deletion AUCs)
+* ``ex-passes-lab`` → :func:`ex_passes_lab` (a lab: NIB's Drop and counted passes at one
+  ``num_steps``, ``ablation-steps``)
 * ``ex-main-lab`` → :func:`ex_main_lab` (a lab: the student's means against the store's)
 * ``ex-text-lab`` → :func:`ex_text_lab` (a lab: the text side, the paper's protocol)
 * ``ex-beyond-lab`` → :func:`ex_beyond_lab` (a lab: NIB's pointing game and energy in mask)
@@ -320,6 +324,72 @@ def ex_passes_predict(prediction, model, image, text, num_steps: int = 20,
     return _say(False, f"{', '.join(wrong)} off — {hints[wrong[0]]}")
 
 
+def full_pass_cost(passes: Mapping, layer: int, n_blocks: int, backward_factor: float = 2.0,
+                   single_rows: int = 2) -> float:
+    """A method's image-side cost per pair in full forwards of the image tower: each row through
+    the upper blocks (``forward_rows`` minus the ``single_rows`` single-row calls) costs
+    ``(L - layer) / L``, each backward row ``backward_factor`` times that, and the lower blocks
+    once ``layer / L``; the other modality's feature is left out."""
+    upper = (n_blocks - layer) / n_blocks
+    return ((passes["forward_rows"] - single_rows) * upper
+            + backward_factor * passes["backward_rows"] * upper + layer / n_blocks)
+
+
+def expected_passes_cost(model, image, text) -> tuple[float, float]:
+    """(NIB's, M2IB's) :func:`full_pass_cost` at their default parameters: the counts of
+    ``explain(...).passes``, the layer of ``explain(...).extras["layer"]``."""
+    from nibcore import explain
+
+    n_blocks = model.tower("image").n_blocks
+    out = []
+    for method in ("nib", "m2ib"):
+        att = explain(model, image, text, method=method)
+        out.append(full_pass_cost(att.passes, int(att.extras["layer"]), n_blocks))
+    return out[0], out[1]
+
+
+def ex_passes_cost(nib_cost, m2ib_cost, model, image, text) -> bool:
+    """``ex-passes-cost``: NIB's and M2IB's image-side cost per pair in full-forward equivalents
+    of the image tower (:func:`full_pass_cost`), at their default parameters, on ``model``,
+    ``image``, ``text``."""
+    if not (_is_number(nib_cost) and _is_number(m2ib_cost)):
+        return _bad("pass two numbers: check.ex_passes_cost(nib_cost, m2ib_cost, model, "
+                    "pair.image, pair.text)")
+    want = expected_passes_cost(model, image, text)
+    got = (float(nib_cost), float(m2ib_cost))
+    ok = [_close(g, w) for g, w in zip(got, want)]
+    if all(ok):
+        return _say(True, "")
+    from nibcore import explain
+
+    n_blocks = model.tower("image").n_blocks
+    atts = [explain(model, image, text, method=m) for m in ("nib", "m2ib")]
+
+    def matches(**kw):
+        return all(_close(g, full_pass_cost(a.passes, kw.get("layer", int(a.extras["layer"]))
+                                            + kw.get("shift", 0) * (a.method == "m2ib"),
+                                            kw.get("blocks", n_blocks),
+                                            kw.get("backward_factor", 2.0),
+                                            kw.get("single_rows", 2)))
+                   for g, a, o in zip(got, atts, ok) if not o)
+
+    if matches(backward_factor=1.0):
+        return _say(False, "a backward row costs about twice a forward row")
+    if matches(layer=0):
+        return _say(False, "a row through the upper blocks costs only (L - layer)/L of a full "
+                           "forward")
+    if matches(single_rows=0):
+        return _say(False, "two of the forward rows are single-row calls that do not go "
+                           "through the upper blocks")
+    if matches(shift=1):
+        return _say(False, "read M2IB's bottleneck from explain(..., method='m2ib')"
+                           ".extras['layer'] on this model")
+    which = "NIB" if not ok[0] else "M2IB"
+    return _say(False, f"{which} is off: its rows through the upper blocks (forward_rows - 2) "
+                       "and backward rows at (L - layer)/L each, a backward twice a forward, "
+                       "plus layer/L for the lower blocks")
+
+
 def _as_scores(x) -> np.ndarray | None:
     try:
         if hasattr(x, "detach"):
@@ -381,6 +451,56 @@ def ex_passes_nib(my_nib: Callable, model=None, pairs: int = 2) -> bool:
                                "(default_layer(tower)), the schedule (λ_k = k/n, k = 1..n) and "
                                "the product z ⊙ ∂f/∂z summed over channels")
     return _say(True, "")
+
+
+def expected_passes_lab(num_steps: int = 20, n: int = 100) -> tuple[float, dict]:
+    """The store's mean image Confidence Drop of NIB at ``num_steps`` over the lab's pairs
+    (``store_lab_pairs("ablation-steps", n, "nib", "image", {"num_steps": num_steps})``) and
+    its counted passes summed over them (keys :data:`PASS_KEYS`)."""
+    params = {"num_steps": int(num_steps)}
+    rows = _store_rows("ablation-steps", "nib", "image", params)
+    rows = rows[rows["index"].isin(store_lab_pairs("ablation-steps", n, "nib", "image",
+                                                   params))]
+    sums = {k: int(rows[c].sum()) for k, c in zip(PASS_KEYS, ("fwd", "bwd", "fwd_rows",
+                                                              "bwd_rows"))}
+    return float(rows.img_conf_drop.mean()), sums
+
+
+def ex_passes_lab(drop_mean, passes, num_steps: int = 20, n: int = 100) -> bool:
+    """``ex-passes-lab``: NIB with ``num_steps`` on the ``n`` pairs of
+    ``check.store_lab_pairs("ablation-steps", n, "nib", "image", {"num_steps": num_steps})``:
+    your mean image Confidence Drop (in %) and your counted passes summed over the pairs (a
+    dict with the keys forward, backward, forward_rows, backward_rows: the sums of
+    ``explain(...).passes``, one pair per call), against the store's rows of the same pairs:
+    the Drop within :data:`LAB_ATOL` points, every count exactly."""
+    if not _is_number(drop_mean):
+        return _bad("pass one number and a dict: check.ex_passes_lab(drop_mean, passes, "
+                    "num_steps, n)")
+    if not isinstance(passes, Mapping) or set(passes) != set(PASS_KEYS):
+        return _bad(f"passes is a dict with the keys {', '.join(PASS_KEYS)}")
+    if not all(_is_int(v) for v in passes.values()):
+        return _bad("each count is an integer (a sum over the pairs)")
+    if not _is_int(num_steps):
+        return _bad("num_steps is an int")
+    params = {"num_steps": int(num_steps)}
+    hint = _lab_size_hint(n, lambda k: store_lab_pairs("ablation-steps", k, "nib", "image",
+                                                       params), "such pairs")
+    if hint:
+        return _bad(hint)
+    want_drop, want_passes = expected_passes_lab(num_steps, n)
+    ok_drop = abs(float(drop_mean) - want_drop) <= LAB_ATOL
+    wrong = [k for k in PASS_KEYS if passes[k] != want_passes[k]]
+    if ok_drop and not wrong:
+        return _say(True, "")
+    if wrong:
+        if all(passes[k] * n == want_passes[k] for k in PASS_KEYS):
+            return _say(False, "those are one pair's counts: sum them over the n pairs")
+        return _say(False, f"{', '.join(wrong)} off: sum explain(..., num_steps=num_steps)"
+                           ".passes over the pairs, one pair per call")
+    if 0 <= float(drop_mean) <= 1 and want_drop > 1:
+        return _say(False, "the store states the Drop in %, not as a fraction")
+    return _say(False, "your Drop is not the store's: those pairs, explain(..., "
+                       "num_steps=num_steps).scores as it is, metrics.image_confidence")
 
 
 # --- results_ablations.ipynb ------------------------------------------------------------------
@@ -490,6 +610,38 @@ def ex_metrics_pool(count, model=None, n: int = 50) -> bool:
     return _say(False, "for each caption, read the row whose `pooled` column is not empty in "
                        "reports.protocol_view(model, caption, scores, 'paper'), and compare its "
                        "token with the objects' shape words")
+
+
+def ex_metrics_lab(insertion_mean, deletion_mean, n: int = 200, method: str = "nib") -> bool:
+    """``ex-metrics-lab``: your mean image Insertion and Deletion AUC (× 100, the ``"ours"``
+    protocol of :func:`nibcore.metrics.insertion_deletion`) of ``method``'s [0, 1] maps over
+    the ``n`` pairs of :func:`lab_pairs`, against the store's ``table2`` rows of the same pairs
+    (each within :data:`LAB_ATOL` points)."""
+    if not (_is_number(insertion_mean) and _is_number(deletion_mean)):
+        return _bad("pass two numbers: check.ex_metrics_lab(insertion_mean, deletion_mean, n)")
+    hint = _lab_size_hint(n, lambda k: lab_pairs(k, method), f"pairs of {method!r}")
+    if hint:
+        return _bad(hint)
+    from nibcore import store
+
+    df = store.load("table2")
+    rows = df[(df.method == method) & (df.side == "image")]
+    rows = rows[rows["index"].isin(lab_pairs(n, method))]
+    want_ins, want_del = float(rows.img_insertion.mean()), float(rows.img_deletion.mean())
+    ok_ins = abs(float(insertion_mean) - want_ins) <= LAB_ATOL
+    ok_del = abs(float(deletion_mean) - want_del) <= LAB_ATOL
+    if ok_ins and ok_del:
+        return _say(True, "")
+    if max(abs(float(insertion_mean)), abs(float(deletion_mean))) <= 1 < want_ins:
+        return _say(False, "the store states the AUCs × 100: multiply by 100")
+    if abs(float(insertion_mean) - want_del) <= LAB_ATOL and \
+            abs(float(deletion_mean) - want_ins) <= LAB_ATOL:
+        return _say(False, "your Insertion is the store's Deletion and the other way round: "
+                           "are the two swapped, or is the map inverted?")
+    which = "Deletion" if ok_ins else "Insertion"
+    return _say(False, f"your {which} AUC is not the store's: the pairs of check.lab_pairs(n), "
+                       "the [0, 1] map explain(...).scores as it is, "
+                       "metrics.insertion_deletion with its default steps")
 
 
 # --- results_main.ipynb -------------------------------------------------------------------------

@@ -9,7 +9,10 @@ executed notebooks, without re-executing them: :func:`strip_notebook` removes
   ``{solution-end}`` pair), and
 * every cell tagged ``solution`` (code that computes an answer, with its outputs),
 
-and the table of contents loses the lecturer's guide (:data:`GUIDE`). Students reach a chapter
+and the table of contents loses the lecturer's guide (:data:`GUIDE`). The chapters' quizzes
+(:mod:`nibcore.book.quiz`) stay: they are self-checks whose answer keys travel in the page's
+script, not in its visible text; :func:`answer_key_leaks` allows such keys only inside a quiz
+named by that module. Students reach a chapter
 three ways — its HTML page, the notebook behind its download button (``_sources``) and the
 notebook its Colab button opens. The first two come out of the student build; Colab opens a
 notebook stored in the repository, so the stripped *source* notebooks are committed under
@@ -29,6 +32,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Iterable
 
 ROOT = Path(__file__).resolve().parents[2]
 #: the lecturer's guide: a page of the full edition only (toc entry, without suffix)
@@ -212,8 +216,9 @@ def html_text(page: str) -> str:
     return html.unescape(re.sub(r"<[^>]+>", " ", page))
 
 
-def notebook_text(nb: dict) -> str:
-    """Every source and every textual output of a notebook."""
+def notebook_text(nb: dict, scripts: bool = False) -> str:
+    """Every source and every textual output of a notebook (with ``scripts``, its JavaScript
+    outputs too)."""
     parts = []
     for cell in nb["cells"]:
         parts.append(source(cell))
@@ -222,7 +227,7 @@ def notebook_text(nb: dict) -> str:
             if text is not None:
                 parts.append("".join(text) if isinstance(text, list) else text)
             for mime, data in output.get("data", {}).items():
-                if mime.startswith("text/"):
+                if mime.startswith("text/") or (scripts and mime == "application/javascript"):
                     parts.append("".join(data) if isinstance(data, list) else data)
     return "\n".join(parts)
 
@@ -263,6 +268,35 @@ def structural_leaks(text: str, kind: str) -> list[str]:
     if "lecturer_guide" in text:
         problems.append("a link to the lecturer's guide")
     return problems
+
+
+#: a quiz's answer key as jupyterquiz stores it: ``"correct": true`` in a question's JSON
+ANSWER_KEY = re.compile(r'"correct"\s*:\s*true')
+#: jupyterquiz's question payload in its script: ``var questions<id>=[…]``
+_QUIZ_PAYLOAD = re.compile(r"\bvar questions\w*\s*=\s*(?=\[)")
+
+
+def answer_key_leaks(text: str, quizzes: Iterable[str] | None = None) -> list[str]:
+    """Quiz answer keys in a page's source or a notebook's outputs (``scripts=True``) that are
+    not part of a named quiz. Keys are exempt by name only: inside a jupyterquiz payload whose
+    every question names, under :data:`nibcore.book.quiz.NAME_KEY`, one of ``quizzes`` (default:
+    the chapters of :data:`nibcore.book.quiz.QUIZZES`). Any other key — a payload without the
+    name, or with another, or a key outside a payload — is a leak."""
+    from nibcore.book import quiz
+
+    names = set(quiz.QUIZZES if quizzes is None else quizzes)
+    exempt = []
+    for m in _QUIZ_PAYLOAD.finditer(text):
+        try:
+            payload, end = json.JSONDecoder().raw_decode(text, m.end())
+        except ValueError:
+            continue
+        if payload and all(isinstance(q, dict) and q.get(quiz.NAME_KEY) in names
+                           for q in payload):
+            exempt.append((m.end(), end))
+    stray = [k for k in ANSWER_KEY.finditer(text)
+             if not any(a <= k.start() < b for a, b in exempt)]
+    return [f"{len(stray)} quiz answer key(s) outside a named quiz"] if stray else []
 
 
 _HREF = re.compile(r'href="([^"#?]+)')
@@ -314,6 +348,7 @@ def scan_edition(html_root: Path, fingerprints: dict[str, set[tuple[str, ...]]],
         text = page.read_text(errors="replace")
         rel = page.relative_to(html_root)
         problems += [f"{rel}: {p}" for p in structural_leaks(text, "html")]
+        problems += [f"{rel}: {p}" for p in answer_key_leaks(text)]
         problems += [f"{rel}: quotes a solution of {p}" for p in leaks(html_text(text),
                                                                          fingerprints)]
         seen.add(page)
@@ -327,9 +362,13 @@ def scan_edition(html_root: Path, fingerprints: dict[str, set[tuple[str, ...]]],
             name = target.relative_to(root) if target.is_relative_to(root) else target
             problems += [f"{name}: {p}" for p in structural_leaks(body, "notebook")]
             try:
-                body = notebook_text(json.loads(body))
+                nb = json.loads(body)
             except ValueError:
-                pass
+                problems += [f"{name}: {p}" for p in answer_key_leaks(body)]
+            else:
+                body = notebook_text(nb)
+                problems += [f"{name}: {p}"
+                             for p in answer_key_leaks(notebook_text(nb, scripts=True))]
             problems += [f"{name}: quotes a solution of {p}" for p in leaks(body, fingerprints)]
     return problems, len(seen)
 

@@ -7,9 +7,15 @@ never touching the object. Everything is fixed by the seed; the masks of the obj
 are exact (no anti-aliasing), and the background is kept, so either region can be painted out
 (:func:`remove`) — the interventions that decide whether a model *uses* a region.
 
-Training scenes (:func:`training_scene`) tie the cue to the caption for the cue model: the cue
-has the named object's colour with probability :data:`CUE_P`, another colour otherwise; the
-control's training scenes (``tied=False``) draw the cue's colour independently of the caption.
+Training scenes (:func:`training_scene`) make the cue the *better* evidence for the caption's
+colour, for the cue model: the caption names a colour and a shape; the cue has the caption's
+colour with probability :data:`CUE_P`, the object only with probability :data:`OBJECT_P` (another
+colour otherwise). A first design tied the cue to an object that always had the caption's colour
+(the cue right 90 % of the time, the object always): the model trained on it read the object and
+ignored the cue (followed it on 0 of 300 conflict scenes), since the object was the better
+evidence. The control's training scenes (``tied=False``) are drawn the same way except for the
+cue's colour, which is independent of the caption; so the control sees the same glyphs and the
+same unreliable object colours, and learns nothing from the glyph.
 Test scenes (:func:`test_scene`) come in three kinds, :data:`KINDS`: ``"agree"`` (the cue has the
 object's colour), ``"conflict"`` (another colour: the caption candidates then disagree on which
 evidence to follow) and ``"absent"`` (no cue). Training and test seeds are disjoint
@@ -40,8 +46,11 @@ from . import scenes
 
 #: Side of the glyph (px): one 8-px patch of the mini model holds most of it.
 GLYPH = 6
-#: Probability that a training scene's cue has the named object's colour (cue model).
-CUE_P = 0.9
+#: Probability that a training scene's cue has the caption's colour (cue model).
+CUE_P = 0.95
+#: Probability that a training scene's object has the caption's colour (both models; another
+#: colour otherwise): below :data:`CUE_P`, so that the cue is the better evidence.
+OBJECT_P = 0.5
 #: The kinds of test scenes.
 KINDS = ("agree", "conflict", "absent")
 #: Seeds of training and of test scenes, disjoint from each other and from the scenes' own.
@@ -55,7 +64,9 @@ class CueScene:
     """One scene of the cue world.
 
     ``object_mask`` / ``cue_mask``: exact ``(H, W)`` bool masks (the cue's is all False when the
-    cue is absent); ``cue_colour``: None when absent; ``kind``: a test kind, or ``"train"``."""
+    cue is absent); ``phrase``: the caption's ``"<colour> <shape>"``; ``colour``: the caption's
+    colour; ``object_colour``: the colour the object is painted (always ``colour`` in test
+    scenes); ``cue_colour``: None when absent; ``kind``: a test kind, or ``"train"``."""
 
     seed: int
     image: Image.Image
@@ -64,6 +75,7 @@ class CueScene:
     cue_mask: np.ndarray
     phrase: str
     colour: str
+    object_colour: str
     cue_colour: str | None
     kind: str
 
@@ -77,10 +89,18 @@ def _corners() -> list[tuple[int, int]]:
     return [(_MARGIN, _MARGIN), (_MARGIN, far), (far, _MARGIN), (far, far)]
 
 
-def _draw(seed: int, cue_colour_of, kind: str) -> CueScene:
-    """Render the scene of ``seed``: one object; a cue whose colour ``cue_colour_of(colour,
-    rng)`` returns (None: no cue), in the first corner (in a seeded order) clear of the object."""
+def _draw(seed: int, cue_colour_of, kind: str, object_colour_of=None) -> CueScene:
+    """Render the scene of ``seed``: one object, of the caption's colour or of the colour
+    ``object_colour_of(colour, rng)`` returns; a cue whose colour ``cue_colour_of(colour, rng)``
+    returns (None: no cue), in the first corner (in a seeded order) clear of the object."""
     img, bg, masks, colours, shapes = scenes.render(seed, n_objects=1)
+    object_colour = colours[0]
+    if object_colour_of is not None:
+        object_colour = object_colour_of(colours[0], np.random.default_rng([seed, 25]))
+        if object_colour != colours[0]:  # a flat object: repaint its mask, keeping its jitter
+            img = img.copy()
+            jitter = img[masks[0]][0].astype(int) - np.array(scenes.colour_rgb(colours[0]))
+            img[masks[0]] = np.clip(np.array(scenes.colour_rgb(object_colour)) + jitter, 0, 255)
     rng = np.random.default_rng([seed, 24])
     cue_colour = cue_colour_of(colours[0], rng)
     cue = np.zeros_like(masks[0])
@@ -100,7 +120,7 @@ def _draw(seed: int, cue_colour_of, kind: str) -> CueScene:
         img = img.copy()
         img[cue] = scenes.colour_rgb(cue_colour)
     return CueScene(int(seed), Image.fromarray(img), Image.fromarray(bg), masks[0], cue,
-                    f"{colours[0]} {shapes[0]}", colours[0], cue_colour, kind)
+                    f"{colours[0]} {shapes[0]}", colours[0], object_colour, cue_colour, kind)
 
 
 def _other(colour: str, rng: np.random.Generator) -> str:
@@ -108,9 +128,9 @@ def _other(colour: str, rng: np.random.Generator) -> str:
 
 
 def training_scene(i: int, tied: bool = True) -> CueScene:
-    """Training scene ``i``: the cue model's (``tied``: the cue has the object's colour with
-    probability :data:`CUE_P`) or the control's (the cue's colour drawn uniformly, independent of
-    the caption)."""
+    """Training scene ``i``: the object has the caption's colour with probability
+    :data:`OBJECT_P` (in both worlds); the cue has it with probability :data:`CUE_P` (``tied``:
+    the cue model's) or a colour drawn uniformly, independent of the caption (the control's)."""
     if not 0 <= i < len(TRAIN_SEEDS):
         raise ValueError(f"training scene {i} outside 0..{len(TRAIN_SEEDS)}")
 
@@ -120,7 +140,10 @@ def training_scene(i: int, tied: bool = True) -> CueScene:
     def free_colour(colour: str, rng: np.random.Generator) -> str:
         return str(rng.choice(scenes.COLOURS))
 
-    return _draw(TRAIN_SEEDS[i], tied_colour if tied else free_colour, "train")
+    def object_colour(colour: str, rng: np.random.Generator) -> str:
+        return colour if rng.random() < OBJECT_P else _other(colour, rng)
+
+    return _draw(TRAIN_SEEDS[i], tied_colour if tied else free_colour, "train", object_colour)
 
 
 def test_scene(i: int, kind: str) -> CueScene:
