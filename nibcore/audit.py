@@ -38,8 +38,9 @@ numeric path one machine reaches; the table is in the README):
 A file whose model hash or method parameters no longer match the code's is a mismatch of the
 whole file. So is a file of metrics generated under other metric definitions (its sidecar's
 ``metrics_version``, 1 when absent, differs from :data:`nibcore.metrics.METRICS_VERSION`; a
-randomisation file holds no metric, so its version does not date it): the audit then reports "metric definitions changed since this file was generated: regenerate" for it
-and recomputes nothing, instead of reporting every changed value as a numeric mismatch.
+randomisation file holds no metric, so its version does not date it): the audit then reports
+"metric definitions changed since this file was generated: regenerate" for it and recomputes
+nothing, instead of reporting every changed value as a numeric mismatch.
 """
 
 from __future__ import annotations
@@ -267,9 +268,11 @@ def energy_allowed(scores: np.ndarray, mask: np.ndarray, energy: float, noise: f
 
 
 def fragile_columns(row: dict[str, Any], att, model: ClipModel, mask: np.ndarray | None,
-                    tol: Tolerances) -> dict[str, str]:
+                    tol: Tolerances, regions: dict[str, np.ndarray] | None = None
+                    ) -> dict[str, str]:
     """Columns of a recomputed ``row`` whose value is decided by a margin within the measured
-    noise, each with the margin in words. ``att``: the recomputed attribution."""
+    noise, each with the margin in words. ``att``: the recomputed attribution; ``mask``: the
+    pair's ground-truth mask; ``regions``: the cue world's regions."""
     out: dict[str, str] = {}
     noise = map_noise(att, model, tol)
 
@@ -301,6 +304,11 @@ def fragile_columns(row: dict[str, Any], att, model: ClipModel, mask: np.ndarray
             gap = pointing_gap(att.scores, mask)
             if gap <= noise:
                 out["pointing"] = f"top inside - top outside the mask = {gap:.3g}"
+        for region, region_mask in (regions or {}).items():
+            gap = pointing_gap(att.scores, region_mask)
+            if gap <= noise:
+                out[f"use_point_{region}"] = (f"top inside - top outside the {region} = "
+                                              f"{gap:.3g}")
     else:
         for p in TEXT_PROTOCOLS:
             if f"txt_s0_{p}" in row:
@@ -347,8 +355,9 @@ def compare(column: str, stored: Any, now: Any, row: dict[str, Any], tol: Tolera
     a, b = float(stored), float(now)
     if math.isnan(a) or math.isnan(b):
         return None if math.isnan(a) == math.isnan(b) else "one is NaN"
-    if column.endswith("_conf_incr") or "_conf_incr_" in column or column in (
-            "pointing", "text_gt", "text_gt_word", "degenerate", "degenerate_raw", "mask_area"):
+    if column.endswith("_conf_incr") or "_conf_incr_" in column or column.startswith(
+            "use_point_") or column in ("pointing", "text_gt", "text_gt_word", "degenerate",
+                                        "degenerate_raw", "mask_area"):
         return None if a == float(round_sig(b)) else "the outcome differs"
     if "_conf_drop" in column:
         allowed = max(drop_allowed(column, row, tol), quantum(a))
@@ -372,6 +381,7 @@ class Recomputed:
     new: dict[str, Any]
     att: Any = None
     mask: np.ndarray | None = None
+    regions: dict[str, np.ndarray] | None = None  # the cue world's regions (use_* columns)
 
 
 def audit_sample(rows: Sequence[dict[str, Any]], pairs: int = 2, seed: int = 0
@@ -464,7 +474,7 @@ def recompute(path: Path, model: ClipModel, meta: dict[str, Any], rows: list[dic
                                    [pair], pixels, ids, protocols, warm=False,
                                    class_features=classes)
         yield Recomputed(i + 1, r, scored[r["side"]][0], atts[r["side"]][0],
-                         pair.meta.get("mask"))
+                         pair.meta.get("mask"), pair.meta.get("regions"))
 
 
 def _recompute_randomisation(path: Path, model: ClipModel, meta: dict[str, Any],
@@ -520,6 +530,12 @@ def noise_bounds(rec: Recomputed, model: ClipModel, tol: Tolerances) -> dict[str
         pixels = raw_pixel_map(att.raw, model.grid, model.image_size)
         out["energy_pos"] = energy_allowed(pixels, rec.mask, new["energy_pos"],
                                            tol.raw_rtol * float(np.abs(raw).max()))
+    for region, mask in (rec.regions or {}).items() if att is not None else ():
+        column = f"use_density_{region}"
+        if column in new:  # a density is an energy (× 100) over the region's area share
+            area = float(fit_mask(mask, np.shape(att.scores)).mean())
+            out[column] = energy_allowed(att.scores, mask, 100.0 * area * new[column],
+                                         map_noise(att, model, tol)) / (100.0 * area)
     return out
 
 
@@ -527,7 +543,7 @@ def check_row(name: str, rec: Recomputed, model: ClipModel, tol: Tolerances) -> 
     """Compare one recomputed row with the stored one."""
     report = AuditReport(checked=1)
     r, new = rec.stored, rec.new
-    fragile = (fragile_columns(new, rec.att, model, rec.mask, tol)
+    fragile = (fragile_columns(new, rec.att, model, rec.mask, tol, rec.regions)
                if rec.att is not None else {})
     bounds = noise_bounds(rec, model, tol)
     for col, value in r.items():

@@ -98,6 +98,18 @@ def _registry() -> dict[str, Column]:
                note="phrase"),
         Column("text_gt_word", "Text ground truth", "text GT (word)", "text", "higher",
                "points", "outcome", note="word"),
+        # the cue world's ground truth of use (nibcore.faithfulness): per region, the map's
+        # density and pointing credit (no direction: good only where the region is used)
+        Column("use_density_cue", "Density in the cue", "density (cue)", "image", None,
+               "× chance", "share"),
+        Column("use_density_object", "Density in the object", "density (object)", "image",
+               None, "× chance", "share"),
+        Column("use_point_cue", "Pointing into the cue", "point (cue)", "image", None,
+               "points", "outcome"),
+        Column("use_point_object", "Pointing into the object", "point (object)", "image", None,
+               "points", "outcome"),
+        Column("point_used", "Pointing into the used region", "point (used)", "image", "higher",
+               "points", "outcome"),
         # the paper's names (Tables 2-8) and its speed columns
         Column("text_conf_drop", "Text Conf. Drop", "text drop", "text", "lower", "points",
                "drop", column="txt_conf_drop_paper", cosines=("txt_s0_paper", "txt_s1_paper")),

@@ -38,6 +38,11 @@ except the ``*_s0`` / ``*_s1`` cosines and the ``*_margin`` score differences):
   (0/100), ``energy`` (on the [0, 1] map), ``energy_pos`` (on the positive part of the raw signed
   map), ``degenerate_raw`` (0/1: the raw map has no positive mass), ``mask_area`` (the chance
   level of both). Degenerate maps get defined values (:mod:`nibcore.metrics`), never NaN;
+  with regions and their interventions (``meta["regions"]``, ``meta["removed"]``,
+  ``meta["null"]``: the cue world, :func:`use_metrics`): per region ``r``, ``use_density_r``
+  (:func:`nibcore.metrics.mass_density`), ``use_point_r`` (the pointing game into the region,
+  0–100) and ``use_s_r`` (the cosine with the caption once the region is painted out), plus
+  ``use_null_j`` (the cosine of the null interventions, :data:`USE_NULL` of them);
 * text side: ``degenerate`` (0/1: the content tokens' scores are all equal); per protocol ``p``
   in ``text_protocols``: ``txt_s0_p``, ``txt_s1_p``,
   ``txt_conf_drop_p``, ``txt_conf_incr_p``; with ``meta["present"]``/``meta["absent"]``
@@ -61,14 +66,14 @@ import torch
 
 from . import columns, resultfile
 from .attribution import Attribution, explain
-from .base import METHODS, SIDES
+from .base import METHODS, SIDES, cosine
 from .checks import check_output_file
 from .datasets import Pair, load_dataset
 from .inputs import prepare_images
 from .metrics import (CURVE_PROTOCOLS, TEXT_PROTOCOLS, class_text_features, degenerate_map,
                       degenerate_text, energy_in_mask, fit_mask, hardware, image_confidence,
-                      insertion_deletion, no_positive_mass, phrase_positions, pointing_game,
-                      raw_pixel_map, text_confidence, text_ground_truth)
+                      insertion_deletion, mass_density, no_positive_mass, phrase_positions,
+                      pointing_game, raw_pixel_map, text_confidence, text_ground_truth)
 from .models import ClipModel
 
 KEY = ("dataset", "model", "id", "text", "method", "side", "params")
@@ -145,6 +150,7 @@ def _image_metrics(model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor, at
     curves = insertion_deletion(model, pixels, ids, maps)
     rise = None if class_features is None else insertion_deletion(
         model, pixels, ids, maps, protocol="rise", class_features=class_features)
+    use = use_metrics(model, ids, maps, pairs)
     out = []
     for b, (att, pair) in enumerate(zip(atts, pairs)):
         row = dict(img_s0=conf["s0"][b], img_s1=conf["s1"][b], img_conf_drop=conf["drop"][b],
@@ -154,6 +160,7 @@ def _image_metrics(model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor, at
         if rise is not None:
             row.update(img_insertion_rise=rise["insertion"][b],
                        img_deletion_rise=rise["deletion"][b])
+        row.update(use[b])
         mask = pair.meta.get("mask")
         if mask is not None:
             mask = fit_mask(mask, att.scores.shape)
@@ -165,6 +172,54 @@ def _image_metrics(model: ClipModel, pixels: torch.Tensor, ids: torch.Tensor, at
                 degenerate_raw=int(no_positive_mass(raw)),
                 mask_area=100.0 * float(mask.mean()))
         out.append(row)
+    return out
+
+
+#: Null interventions per pair in the cue world (``meta["null"]``): images whose background
+#: noise is drawn afresh, which change pixels but no evidence; their cosines measure the noise
+#: an intervention's effect is compared with (:mod:`nibcore.faithfulness`).
+USE_NULL = 4
+
+
+@torch.no_grad()
+def use_metrics(model: ClipModel, ids: torch.Tensor, maps: np.ndarray,
+                pairs: Sequence[Pair]) -> list[dict[str, Any]]:
+    """The columns of the ground truth of use, per pair (empty for a pair without
+    ``meta["regions"]``): the map's density and pointing game in each region, the cosine with
+    the caption once each region is painted out (``meta["removed"]``, a region → image), and
+    the cosines of the :data:`USE_NULL` null interventions (``meta["null"]``). Definitions and
+    the aggregation: :mod:`nibcore.faithfulness`.
+
+    Args:
+        model: the model.
+        ids: the pairs' tokenised captions ``(B, C)``.
+        maps: the pairs' maps ``(B, H, W)``.
+        pairs: the pairs.
+    """
+    out: list[dict[str, Any]] = [{} for _ in pairs]
+    images, owner, names = [], [], []
+    for b, pair in enumerate(pairs):
+        regions = pair.meta.get("regions")
+        if regions is None:
+            continue
+        null = list(pair.meta.get("null", ()))
+        if len(null) != USE_NULL:
+            raise ValueError(f"pair {pair.id}: {len(null)} null interventions in "
+                             f"meta['null'], expected {USE_NULL}")
+        for r, mask in regions.items():
+            out[b][f"use_density_{r}"] = mass_density(maps[b], mask)
+            out[b][f"use_point_{r}"] = 100.0 * pointing_game(maps[b], mask)
+        removed = pair.meta["removed"]
+        for name, img in [*removed.items(), *((f"null_{j}", im) for j, im in enumerate(null))]:
+            images.append(img)
+            owner.append(b)
+            names.append(f"use_s_{name}" if not name.startswith("null_") else f"use_{name}")
+    if images:
+        text = model.encode_text(ids[owner])
+        feats = torch.cat([model.encode_image(prepare_images(model, images[i:i + 64]))
+                           for i in range(0, len(images), 64)])
+        for b, name, c in zip(owner, names, cosine(feats, text).double().cpu().numpy()):
+            out[b][name] = float(c)
     return out
 
 

@@ -653,6 +653,22 @@ def energy_in_mask(scores: np.ndarray, mask: np.ndarray) -> float:
     return float(pos[mask].sum() / total)
 
 
+def mass_density(scores: np.ndarray, mask: np.ndarray) -> float:
+    """The map's positive mass inside ``mask`` per unit of the mask's area:
+    :func:`energy_in_mask` / the mask's area share. 1 is chance (a uniform map, and a degenerate
+    one); a small region holding all of the mass of an image scores ``1 / area``, so a small
+    glyph and a large object can be compared although the glyph can only hold little mass.
+
+    Args:
+        scores: the map ``(H, W)``.
+        mask: the region ``(H, W)`` (resized, nearest, to the map's size), not empty.
+    """
+    area = float(fit_mask(mask, np.shape(scores)).mean())
+    if not area > 0:
+        raise ValueError("mass_density needs a non-empty region")
+    return energy_in_mask(scores, mask) / area
+
+
 def no_positive_mass(scores: np.ndarray) -> bool:
     """Does :func:`energy_in_mask` fall back to chance for this map?"""
     scores = np.asarray(scores, dtype=np.float64)

@@ -170,6 +170,18 @@ def remove(scene: CueScene, region: str) -> Image.Image:
     return Image.fromarray(img)
 
 
+def null_image(scene: CueScene, j: int) -> Image.Image:
+    """Null intervention ``j`` of ``scene``: fresh pixel noise (the scenes' own background
+    noise, N(0, 4) per channel, seeded by the scene and ``j``) added to the background, the
+    object and the cue untouched — pixels change, evidence does not. The spread of the
+    similarity over such images is the noise an intervention's effect is compared with."""
+    img = np.array(scene.image).astype(np.float64)
+    rng = np.random.default_rng([scene.seed, 26, int(j)])
+    background = ~(scene.object_mask | scene.cue_mask)
+    img[background] += rng.normal(0.0, 4.0, size=(int(background.sum()), 3))
+    return Image.fromarray(np.clip(np.round(img), 0, 255).astype(np.uint8))
+
+
 @torch.no_grad()
 def similarity(model: ClipModel, images: list[Image.Image], captions: list[str]) -> np.ndarray:
     """The cosine of each image's feature with its caption's, ``(B,)``."""

@@ -1,7 +1,8 @@
 """The synthetic world as evaluation datasets: held-out scenes with exact object masks
-(``"scenes"``) and held-out scenes captioned with one present and one absent object
-(``"scenes_text"``). Provided to :func:`nibcore.datasets.load_dataset` through the
-``nibcore.datasets`` entry points declared in ``pyproject.toml``."""
+(``"scenes"``), held-out scenes captioned with one present and one absent object
+(``"scenes_text"``), and the cue world's test scenes with their interventions (``"cues"``).
+Provided to :func:`nibcore.datasets.load_dataset` through the ``nibcore.datasets`` entry points
+declared in ``pyproject.toml``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..datasets import Pair, PairDataset
+from . import cues as _cues
 from . import scenes as _scenes
 
 
@@ -71,6 +73,35 @@ def scene_text_pairs(n: int = 1000, n_objects: int | None = None, start: int = 0
                        {"n_objects": n_objects, "class_prompts": class_prompts()})
 
 
+def cue_pairs(n: int = 1000, start: int = 0) -> PairDataset:
+    """The cue world's test scenes (:mod:`nibcore.world.cues`) for the ground truth of use: pairs
+    ``2j`` and ``2j + 1`` are test scene ``start + j`` with the cue of the object's colour
+    (``"agree"``) and of another colour (``"conflict"``), captioned with the object's caption.
+
+    ``meta``: ``mask`` (the object's), ``regions`` (``{"cue": mask, "object": mask}``),
+    ``removed`` (region → the image with it painted out: ``"cue"``, ``"object"``, ``"both"``),
+    ``null`` (:data:`nibcore.evaluation.USE_NULL` null interventions), ``kind``,
+    ``cue_colour``, ``seed``. ``id`` = ``"cue-<seed>-<kind>"``.
+    """
+    from ..evaluation import USE_NULL
+
+    if n < 1 or start < 0 or start + (n + 1) // 2 > len(_cues.TEST_SEEDS):
+        raise ValueError(f"cue test scenes [{start}, {start + (n + 1) // 2}) outside "
+                         f"0..{len(_cues.TEST_SEEDS)}")
+
+    def make(i: int) -> Pair:
+        kind = ("agree", "conflict")[i % 2]
+        scene = _cues.test_scene(start + i // 2, kind)
+        meta = dict(seed=scene.seed, kind=kind, cue_colour=scene.cue_colour,
+                    mask=scene.object_mask,
+                    regions={"cue": scene.cue_mask, "object": scene.object_mask},
+                    removed={r: _cues.remove(scene, r) for r in ("cue", "object", "both")},
+                    null=[_cues.null_image(scene, j) for j in range(USE_NULL)])
+        return Pair(scene.image, scene.caption, f"cue-{scene.seed}-{kind}", meta)
+
+    return PairDataset("cues", n, make, None, {"class_prompts": class_prompts()})
+
+
 def class_prompts() -> list[str]:
     """The scenes' classes as prompts, ``"a <colour> <shape>"`` (30): the softmax of RISE's
     insertion/deletion protocol (:func:`nibcore.metrics.insertion_deletion`)."""
@@ -104,3 +135,4 @@ def _generated(loader):
 #: (``pyproject.toml``).
 scenes = _generated(scene_pairs)
 scenes_text = _generated(scene_text_pairs)
+cues = _generated(cue_pairs)
