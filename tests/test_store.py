@@ -89,3 +89,13 @@ def test_randomisation_file_resumes_and_audits(monkeypatch, tmp_path, mini):
     ref = [r for r in rows if r["kind"] == "other pair"]
     assert all(r["partner"] != r["id"] and r["partner_index"] is not None for r in ref)
     assert store.read_meta(path)["check"] == "randomisation"
+
+
+def test_the_readme_table_of_the_store_is_the_sidecars():
+    """The README's table of the committed store (rows, pairs, wall times) is rendered from the
+    sidecars, so it cannot drift from the files; regenerate it with store.readme_table()."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert store.readme_table() in readme, "regenerate: python -c 'from nibcore import store; " \
+                                           "print(store.readme_table())'"
