@@ -130,6 +130,16 @@ SPECS: dict[str, Spec] = {
                                 "trained model and on copies with the top 1, L//2, L blocks "
                                 "re-initialised; each pair's 'other pair' row uses the next pair "
                                 "of the permutation"),
+    # the cue world's ground truth of use (nibcore.faithfulness) for every image-side method, on
+    # each of its two models (--model cue, --model cue-control); RISE (6000 masks) on fewer pairs
+    "use": Spec("cues", 1000, (Run(_NO_RISE + ("gradeclip", "legrad"), ("image",)),),
+                text_protocols=(),
+                about="the cue world's ground truth of use: every image-side method but RISE, "
+                      "on agreeing and conflicting cues"),
+    "use-rise": Spec("cues", 200, (Run(("rise",), ("image",), warmup=False),),
+                     text_protocols=(),
+                     about="the cue world's ground truth of use: RISE (6000 masks) on fewer "
+                           "pairs"),
     # every block of the bundled model's towers (6 image, 4 text); the chapter maps the paper's
     # layers onto them by relative depth
     "ablation-layers": Spec("scenes", 300, tuple(
