@@ -586,3 +586,98 @@ def test_passes_cost(capsys, mini):
                           mini, pair.image, pair.text)[1]
     assert "two numbers" in run(capsys, check.ex_passes_cost, "11", 100.0, mini, pair.image,
                                 pair.text)[1]
+
+
+# --- ex-text-minimum, ex-text-clean --------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def text_probe_rows(mini):
+    """The chapter's probes on the 3-word captions (mechanisms.probe_maps), fewer pairs."""
+    from nibcore.book import mechanisms
+
+    return mechanisms.probe_maps(mini, load_dataset("scenes"), n=24, seed=0)
+
+
+def test_text_minimum(capsys, mini, text_probe_rows):
+    from nibcore.book import mechanisms
+
+    n = 24
+    summary = mechanisms.probe_summary(text_probe_rows)
+    row = summary[summary.probe == "nib"].iloc[0]
+    reference = float(row["pooled_is_zero"])          # the solution: the summary's row
+    assert 0 < reference < 100, "the exercise has something to count"
+    assert run(capsys, check.ex_text_minimum, reference, mini, n)[0]
+    nib = text_probe_rows[text_probe_rows.probe == "nib"]
+    wrong = {"a fraction instead of %": reference / 100,
+             "the inverted map's share": float(
+                 summary[summary.probe == "nib_inverted"].iloc[0]["pooled_is_zero"]),
+             "the random map's share": float(
+                 summary[summary.probe == "random"].iloc[0]["pooled_is_zero"]),
+             "pairs whose pooled value is not 0": 100.0 - reference,
+             "the pooled value's mean, not the share of zeros": 100 * nib.pooled_value.mean()}
+    for name, answer in wrong.items():
+        if abs(answer - reference) < 1e-9:
+            continue
+        ok, out = run(capsys, check.ex_text_minimum, answer, mini, n)
+        assert not ok, name
+        hides(out, reference)
+    assert "in %" in run(capsys, check.ex_text_minimum, reference / 100, mini, n)[1]
+    assert "one number" in run(capsys, check.ex_text_minimum, "28%", mini, n)[1]
+    assert "between 0 and 100" in run(capsys, check.ex_text_minimum, 128.0, mini, n)[1]
+
+
+def test_text_clean(capsys, mini, text_probe_rows):
+    from nibcore import metrics
+    from nibcore.book import mechanisms
+    from nibcore.evaluation import seeded_subset
+    from nibcore.inputs import prepare_images
+
+    n = 24
+    data = load_dataset("scenes")
+
+    def probe(protocol):                              # the solution's loop
+        pooled, other = [], []
+        for i in seeded_subset(len(data), n, 0):
+            pair = data[i]
+            pixels, ids = prepare_images(mini, [pair.image]), mini.tokenize([pair.text])
+            t, k = mechanisms.pooled_position(ids[0], mini.eot_id)
+            maps = [np.where(np.arange(t + 2) == 1 + j, 0.0, 1.0) for j in range(t)]
+            drops = metrics.text_confidence(mini, pixels.expand(t, -1, -1, -1),
+                                            ids.expand(t, -1), maps, protocol)["drop"]
+            pooled.append(drops[k])
+            other.append(np.delete(drops, k).mean())
+        return float(np.mean(pooled)), float(np.mean(other))
+
+    ref = probe("clean")
+    assert run(capsys, check.ex_text_clean, *ref, mini, n)[0]
+    paper_ = probe("paper")
+    summary = mechanisms.probe_summary(text_probe_rows).set_index("probe")
+    assert np.isclose(paper_[0], summary.loc["zero_pooled", "drop"])    # the chapter's probes
+    wrong = {"the paper protocol": paper_, "the two swapped": ref[::-1],
+             "fractions instead of %": (ref[0] / 100, ref[1] / 100),
+             "the other tokens summed, not averaged": (ref[0], probe_sum(mini, data, n))}
+    for name, answer in wrong.items():
+        ok, out = run(capsys, check.ex_text_clean, *answer, mini, n)
+        assert not ok, name
+        hides(out, *ref)
+    assert "paper protocol" in run(capsys, check.ex_text_clean, *paper_, mini, n)[1]
+    assert "two numbers" in run(capsys, check.ex_text_clean, [1.0, 2.0], 3.0, mini, n)[1]
+
+
+def probe_sum(model, data, n):
+    """ex-text-clean's "other" Drops summed over the other tokens of a pair, then averaged."""
+    from nibcore import metrics
+    from nibcore.book import mechanisms
+    from nibcore.evaluation import seeded_subset
+    from nibcore.inputs import prepare_images
+
+    sums = []
+    for i in seeded_subset(len(data), n, 0):
+        pair = data[i]
+        pixels, ids = prepare_images(model, [pair.image]), model.tokenize([pair.text])
+        t, k = mechanisms.pooled_position(ids[0], model.eot_id)
+        maps = [np.where(np.arange(t + 2) == 1 + j, 0.0, 1.0) for j in range(t)]
+        drops = metrics.text_confidence(model, pixels.expand(t, -1, -1, -1),
+                                        ids.expand(t, -1), maps, "clean")["drop"]
+        sums.append(np.delete(drops, k).sum())
+    return float(np.mean(sums))

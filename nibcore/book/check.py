@@ -29,6 +29,8 @@ Checks (exercise label → function):
   ``num_steps``, ``ablation-steps``)
 * ``ex-main-lab`` → :func:`ex_main_lab` (a lab: the student's means against the store's)
 * ``ex-text-lab`` → :func:`ex_text_lab` (a lab: the text side, the paper's protocol)
+* ``ex-text-minimum`` → :func:`ex_text_minimum`
+* ``ex-text-clean`` → :func:`ex_text_clean`
 * ``ex-beyond-lab`` → :func:`ex_beyond_lab` (a lab: NIB's pointing game and energy in mask)
 * ``ex-abl-lab`` → :func:`ex_abl_lab` (a lab: NIB at one layer, ``ablation-layers``)
 * ``ex-beta-lab`` → :func:`ex_beta_lab` (a lab: M2IB at one β and seed, ``table5-beta``)
@@ -725,6 +727,97 @@ def ex_text_lab(drop_mean, n: int = 200, protocol: str = "paper", method: str = 
     return _say(False, "not the store's: the pairs of check.lab_pairs(n, side='text'), NIB's "
                        "text map explain(..., side='text').scores over SOT..EOT, and "
                        f"metrics.text_confidence(..., protocol={protocol!r})")
+
+
+def text_probes(model, n: int = 60, seed: int = 0, protocol: str = "paper",
+                dataset: str = "scenes") -> list[dict]:
+    """Per pair of the text probes' pairs (the first ``n`` of the evaluation's seeded subset of
+    ``dataset``, as :func:`nibcore.book.mechanisms.probe_maps`): NIB's text map value at the
+    pooled token (the content token with the largest id) and, under ``protocol``, the Drop of
+    the map that zeroes the pooled token and the mean Drop over the maps that zero one other
+    content token (None when there is none)."""
+    import torch
+
+    from nibcore import explain
+    from nibcore.book.mechanisms import pooled_position
+    from nibcore.datasets import load_dataset
+    from nibcore.evaluation import seeded_subset
+    from nibcore.inputs import prepare_images
+    from nibcore.metrics import text_confidence
+
+    data = load_dataset(dataset)
+    pairs = [data[i] for i in seeded_subset(len(data), n, seed)]
+    pixels = prepare_images(model, [p.image for p in pairs])
+    ids = model.tokenize([p.text for p in pairs])
+    atts = explain(model, pixels, [p.text for p in pairs], side="text")
+    with torch.no_grad():
+        feats = model.encode_image(pixels)
+    out = []
+    for b, att in enumerate(atts):
+        t, k = pooled_position(ids[b], model.eot_id)
+        maps = []
+        for j in range(t):
+            z = np.ones(t + 2)
+            z[1 + j] = 0.0
+            maps.append(z)
+        drops = text_confidence(model, pixels[b:b + 1].expand(t, -1, -1, -1),
+                                ids[b:b + 1].expand(t, -1), maps, protocol,
+                                feats[b:b + 1].expand(t, -1))["drop"]
+        others = [float(d) for j, d in enumerate(drops) if j != k]
+        out.append(dict(pooled_value=float(np.nan_to_num(att.scores[1 + k])),
+                        zero_pooled=float(drops[k]),
+                        zero_other=float(np.mean(others)) if others else None))
+    return out
+
+
+def ex_text_minimum(share, model, n: int = 60, seed: int = 0) -> bool:
+    """``ex-text-minimum``: the share (in %) of the probes' 3-word pairs (``n``, ``seed``: the
+    chapter's ``n_live`` and ``SEED``) whose NIB text map is exactly 0 at the pooled token,
+    recomputed with :func:`text_probes`."""
+    if not _is_number(share):
+        return _bad("pass one number, a share in %: check.ex_text_minimum(share, model, n_live)")
+    if not 0 <= float(share) <= 100:
+        return _bad("a share in % lies between 0 and 100")
+    rows = text_probes(model, n, seed)
+    zero = [r["pooled_value"] == 0 for r in rows]
+    want = 100.0 * float(np.mean(zero))
+    if abs(float(share) - want) <= 1e-6 * 100:
+        return _say(True, "")
+    if want > 1 and abs(float(share) * 100 - want) <= 1e-4 * 100:
+        return _say(False, "a share in %, not a fraction")
+    return _say(False, "count the pairs whose NIB map is 0 at the pooled token (the content "
+                       "token with the largest id: probe_maps' pooled_value on the 'nib' rows), "
+                       "not at SOT or EOT, over the 3-word captions")
+
+
+def ex_text_clean(pooled_drop, other_drop, model, n: int = 60, seed: int = 0) -> bool:
+    """``ex-text-clean``: under the ``"clean"`` protocol, on the probes' 3-word pairs (``n``,
+    ``seed``), the mean text Confidence Drop (in %) of the map that zeroes the pooled token, and
+    of the maps that zero one other content token (the mean over those tokens per pair, then over
+    the pairs), recomputed with :func:`text_probes`."""
+    if not (_is_number(pooled_drop) and _is_number(other_drop)):
+        return _bad("pass two numbers: check.ex_text_clean(pooled_drop, other_drop, model, "
+                    "n_live)")
+    rows = text_probes(model, n, seed, "clean")
+    want = (float(np.mean([r["zero_pooled"] for r in rows])),
+            float(np.mean([r["zero_other"] for r in rows if r["zero_other"] is not None])))
+    got = (float(pooled_drop), float(other_drop))
+    tol = 1e-3 * max(abs(want[0]), abs(want[1]), 1e-6)
+    ok = [abs(g - w) <= tol for g, w in zip(got, want)]
+    if all(ok):
+        return _say(True, "")
+    if all(abs(g - w) <= tol for g, w in zip(got[::-1], want)):
+        return _say(False, "the two are swapped: the pooled token first")
+    paper = text_probes(model, n, seed, "paper")
+    if abs(got[0] - float(np.mean([r["zero_pooled"] for r in paper]))) <= tol:
+        return _say(False, 'that is the paper protocol: pass "clean" to '
+                           "metrics.text_confidence")
+    if max(got) <= 1 < max(want):
+        return _say(False, "the Drop is in %, not a fraction")
+    which = "pooled token's" if not ok[0] else "other tokens'"
+    return _say(False, f"the {which} Drop is off: one map per content token, 1 everywhere but 0 "
+                       'there, through metrics.text_confidence(..., "clean"); average the other '
+                       "tokens per pair, then over the pairs")
 
 
 # --- results_ablations.ipynb, results_beta.ipynb: labs on other store files -------------------
