@@ -681,3 +681,48 @@ def probe_sum(model, data, n):
                                         ids.expand(t, -1), maps, "clean")["drop"]
         sums.append(np.delete(drops, k).sum())
     return float(np.mean(sums))
+
+
+# --- ex-gallery-norm -----------------------------------------------------------------------------
+
+def test_gallery_norm(capsys, mini):
+    import torch
+
+    from nibcore.base import minmax
+
+    held = [scenes.heldout(1, start=900 + k, n_objects=2 + k % 2)[0] for k in range(4)]
+    images, captions = [s.image for s in held], [s.caption for s in held]
+    methods = ["nib", "m2ib", "rise", "gradcam", "chefer", "saliency", "mfaba", "fastig"]
+    params = {"rise": {"n_masks": 32}}
+    text_side = {m: explain(mini, images, captions, method=m, side="text", **params.get(m, {}))
+                 for m in methods}
+    assert all(len(a.raw) == len(a.tokens) for atts in text_side.values() for a in atts)
+
+    def alone(a):                                    # the solution, written out
+        words = torch.as_tensor(np.asarray(a.raw, dtype=np.float64)[1:-1])
+        return minmax(words[None], dims=[1])[0].numpy()
+
+    change = {m: np.mean([np.abs(alone(a) - a.scores[1:-1]).mean() for a in text_side[m]])
+              for m in methods}
+    reference = max(change, key=change.get)
+    assert run(capsys, check.ex_gallery_norm, reference, text_side)[0]
+    assert run(capsys, check.ex_gallery_norm, reference.upper(), text_side)[0]
+
+    def share(a):
+        raw = np.abs(np.asarray(a.raw, dtype=np.float64))
+        return raw[1:-1].sum() / raw.sum()
+
+    shares = {m: np.median([share(a) for a in text_side[m]]) for m in methods}
+    wrong = {"the method that changes least": min(change, key=change.get),
+             "the highest share on the words": max(shares, key=shares.get),
+             "the second largest change": sorted(change, key=change.get)[-2]}
+    for name, answer in wrong.items():
+        if np.isclose(change[answer], change[reference]):
+            continue
+        ok, out = run(capsys, check.ex_gallery_norm, answer, text_side)
+        assert not ok, name
+    assert "changes least" in run(capsys, check.ex_gallery_norm, wrong["the method that "
+                                                                       "changes least"],
+                                  text_side)[1]
+    assert "one of" in run(capsys, check.ex_gallery_norm, "lime", text_side)[1]
+    assert "name" in run(capsys, check.ex_gallery_norm, 3, text_side)[1]

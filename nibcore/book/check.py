@@ -35,6 +35,7 @@ Checks (exercise label → function):
 * ``ex-abl-lab`` → :func:`ex_abl_lab` (a lab: NIB at one layer, ``ablation-layers``)
 * ``ex-beta-lab`` → :func:`ex_beta_lab` (a lab: M2IB at one β and seed, ``table5-beta``)
 * ``ex-neg-minmax`` → :func:`ex_neg_minmax`
+* ``ex-gallery-norm`` → :func:`ex_gallery_norm`
 """
 
 from __future__ import annotations
@@ -915,6 +916,48 @@ def ex_beyond_lab(pointing_mean, energy_mean, n: int = 200, method: str = "nib")
     return _say(False, f"your {which} is not the store's: the pairs of check.lab_pairs(n), "
                        "the [0, 1] map explain(...).scores, the pair's mask pair.meta['mask'], "
                        "metrics.pointing_game and metrics.energy_in_mask")
+
+
+# --- gallery.ipynb ---------------------------------------------------------------------------
+
+def words_alone(att) -> np.ndarray:
+    """A text attribution's words (SOT and EOT left out) min-max normalised on their own
+    (:func:`nibcore.base.minmax`, whose rule maps a span at float noise to zeros)."""
+    import torch
+
+    from nibcore.base import minmax
+
+    words = torch.as_tensor(np.asarray(att.raw, dtype=np.float64)[1:-1])
+    return minmax(words[None], dims=[1])[0].numpy()
+
+
+def norm_changes(text_side: Mapping) -> dict[str, float]:
+    """Per method of the gallery's ``text_side`` (method → its attributions, one per scene):
+    the mean over scenes of the mean |change| of the words' [0, 1] values when they are
+    normalised on their own (:func:`words_alone`) instead of over all tokens (``scores``)."""
+    return {m: float(np.mean([np.abs(words_alone(a)
+                                     - np.asarray(a.scores, dtype=np.float64)[1:-1]).mean()
+                              for a in atts]))
+            for m, atts in text_side.items()}
+
+
+def ex_gallery_norm(method, text_side: Mapping) -> bool:
+    """``ex-gallery-norm``: the method whose words change most when normalised on their own
+    (the mean |change| of :func:`norm_changes`). Pass the chapter's ``text_side`` after your
+    answer."""
+    if not isinstance(method, str):
+        return _bad('answer with a method\'s name, e.g. "saliency" (the keys of text_side)')
+    if method.strip().lower() not in text_side:
+        return _bad(f"answer with one of {', '.join(text_side)}")
+    changes = norm_changes(text_side)
+    top = max(changes.values())
+    if changes[method.strip().lower()] >= top * (1 - RTOL):
+        return _say(True, "")
+    if changes[method.strip().lower()] <= min(changes.values()) * (1 + RTOL) + 1e-12:
+        return _say(False, "that method changes least: its words already span most of [0, 1]")
+    return _say(False, "per method, compare the words normalised on their own with a.scores"
+                       "[1:-1], the mean |difference| over words and scenes, and take the "
+                       "largest")
 
 
 # --- negative_properties.ipynb -----------------------------------------------------------------
