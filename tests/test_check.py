@@ -726,3 +726,67 @@ def test_gallery_norm(capsys, mini):
                                   text_side)[1]
     assert "one of" in run(capsys, check.ex_gallery_norm, "lime", text_side)[1]
     assert "name" in run(capsys, check.ex_gallery_norm, 3, text_side)[1]
+
+
+# --- ex-ib-average, ex-ib-steps ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ib_pair():
+    scene = scenes.sample(21, n_objects=2)            # the chapter's SCENE_SEED
+    return scene.image, scene.caption_for([0])
+
+
+def test_ib_average(capsys, mini, ib_pair):
+    image, caption = ib_pair
+    seeds = [0, 1, 2]
+    maps = [explain(mini, image, caption, method="m2ib", seed=s).scores for s in seeds]
+    mean = np.mean(maps, axis=0)                      # the solution, written out
+    to_mean = max(np.abs(mean - m).max() for m in maps)
+    between = theory.spread(maps)["max_pairwise"]
+    assert to_mean < between, "the average is the closer one (the exercise's point)"
+    assert run(capsys, check.ex_ib_average, to_mean, between, mini, image, caption, seeds)[0]
+    wrong = {"the two swapped": (between, to_mean),
+             "mean |differences| instead of the largest":
+                 (np.mean([np.abs(mean - m).mean() for m in maps]),
+                  theory.spread(maps)["mean_pairwise"]),
+             "the median map instead of the average":
+                 (max(np.abs(np.median(maps, axis=0) - m).max() for m in maps), between),
+             "only the first seed's distance to the average": (np.abs(mean - maps[0]).max(),
+                                                                between)}
+    for name, answer in wrong.items():
+        if np.isclose(answer[0], to_mean, rtol=1e-3) and np.isclose(answer[1], between,
+                                                                    rtol=1e-3):
+            continue
+        ok, out = run(capsys, check.ex_ib_average, *answer, mini, image, caption, seeds)
+        assert not ok, name
+        hides(out, to_mean, between)
+    assert "two numbers" in run(capsys, check.ex_ib_average, [to_mean], between, mini, image,
+                                caption, seeds)[1]
+    assert "not negative" in run(capsys, check.ex_ib_average, -to_mean, between, mini, image,
+                                 caption, seeds)[1]
+
+
+def test_ib_steps(capsys, mini, ib_pair):
+    image, caption = ib_pair
+    seeds, long_steps = [0, 1], 20                    # fewer than the chapter, same code
+
+    def spread(**kw):
+        return theory.spread([explain(mini, image, caption, method="m2ib", seed=s, **kw).scores
+                              for s in seeds])
+
+    short, long_ = spread(), spread(num_steps=long_steps)
+    shrinks = long_["max_pairwise"] < short["max_pairwise"]
+    assert run(capsys, check.ex_ib_steps, long_["max_pairwise"], shrinks, mini, image, caption,
+               seeds, long_steps)[0]
+    wrong = {"the other yes/no": (long_["max_pairwise"], not shrinks),
+             "the 10-step spread (num_steps not passed)": (short["max_pairwise"], shrinks),
+             "the mean |difference|": (long_["mean_pairwise"], shrinks)}
+    for name, answer in wrong.items():
+        ok, out = run(capsys, check.ex_ib_steps, *answer, mini, image, caption, seeds,
+                      long_steps)
+        assert not ok, name
+        hides(out, long_["max_pairwise"])
+    assert "10 steps" in run(capsys, check.ex_ib_steps, short["max_pairwise"], shrinks, mini,
+                             image, caption, seeds, long_steps)[1]
+    assert "a number and a bool" in run(capsys, check.ex_ib_steps, 0.2, "yes", mini, image,
+                                        caption, seeds, long_steps)[1]

@@ -16,6 +16,8 @@ Checks (exercise label → function):
 * ``ex-clip-tokens`` → :func:`ex_clip_tokens`
 * ``ex-clip-confusions`` → :func:`ex_clip_confusions`
 * ``ex-claims-strict`` → :func:`ex_claims_strict`
+* ``ex-ib-average`` → :func:`ex_ib_average`
+* ``ex-ib-steps`` → :func:`ex_ib_steps`
 * ``ex-narrow-tight`` → :func:`ex_narrow_tight`
 * ``ex-compl-random`` → :func:`ex_compl_random`
 * ``ex-passes-predict`` → :func:`ex_passes_predict`
@@ -215,6 +217,81 @@ def ex_claims_strict(probability, p_each: float = 0.9) -> bool:
     if _close(probability, 1 - (1 - p_each) ** k):
         return _say(False, "that is the chance that at least one comparison holds, not all")
     return _say(False, "independent events that must all happen: multiply their probabilities")
+
+
+# --- information_bottleneck.ipynb ---------------------------------------------------------------
+
+def seed_maps(model, image, text, seeds, **params) -> list[np.ndarray]:
+    """M2IB's [0, 1] image maps of one pair, one per noise seed (``params``: e.g.
+    ``num_steps``)."""
+    from nibcore.book import theory
+
+    return [np.asarray(a.scores, dtype=np.float64)
+            for a in theory.explain_over(model, image, text, "m2ib", "seed", list(seeds),
+                                         **params)]
+
+
+def expected_ib_average(model, image, text, seeds) -> tuple[float, float]:
+    """(the largest |average − single-seed map| over the seeds and pixels, the largest
+    |difference| between two single-seed maps) of M2IB's maps over ``seeds``."""
+    from nibcore.book import theory
+
+    maps = seed_maps(model, image, text, seeds)
+    mean = np.mean(maps, axis=0)
+    return (float(max(np.abs(mean - m).max() for m in maps)),
+            float(theory.spread(maps)["max_pairwise"]))
+
+
+def ex_ib_average(to_mean, between, model, image, text, seeds) -> bool:
+    """``ex-ib-average``: for M2IB's maps of the chapter's pair over ``seeds``, the largest
+    |difference| between the seeds' average and a single-seed map (over seeds and pixels), and
+    the largest |difference| between two single-seed maps. Pass the chapter's ``model``,
+    ``scene.image``, ``caption`` and ``SEEDS`` after your two numbers."""
+    if not (_is_number(to_mean) and _is_number(between)):
+        return _bad("pass two numbers: check.ex_ib_average(to_mean, between, model, "
+                    "scene.image, caption, SEEDS)")
+    if min(float(to_mean), float(between)) < 0:
+        return _bad("a largest |difference| is not negative")
+    want = expected_ib_average(model, image, text, seeds)
+    got = (float(to_mean), float(between))
+    ok = [_close(g, w) for g, w in zip(got, want)]
+    if all(ok):
+        return _say(True, "")
+    if all(_close(g, w) for g, w in zip(got[::-1], want)):
+        return _say(False, "the two are swapped: the distance to the average first")
+    which = "to the average" if not ok[0] else "between two seeds"
+    return _say(False, f"the largest |difference| {which} is off: the maximum over every seed "
+                       "(or pair of seeds) and every pixel, not a mean")
+
+
+def ex_ib_steps(spread_long, shrinks, model, image, text, seeds,
+                long_steps: int = 50) -> bool:
+    """``ex-ib-steps``: the largest |difference| between two seeds' M2IB maps with
+    ``num_steps=long_steps`` (``theory.spread(...)["max_pairwise"]``), and whether it is smaller
+    than with M2IB's default 10 steps (a bool). Pass the chapter's ``model``, ``scene.image``,
+    ``caption``, ``SEEDS`` and ``LONG_STEPS`` after your answers."""
+    from nibcore.book import theory
+
+    if not (_is_number(spread_long) and isinstance(shrinks, bool)):
+        return _bad("pass a number and a bool: check.ex_ib_steps(spread50, shrinks, model, "
+                    "scene.image, caption, SEEDS, LONG_STEPS)")
+    if not _is_int(long_steps) or long_steps < 1:
+        return _bad("long_steps is the number of Adam steps (an int), LONG_STEPS")
+    long_ = theory.spread(seed_maps(model, image, text, seeds, num_steps=long_steps))
+    short = theory.spread(seed_maps(model, image, text, seeds))
+    want_shrinks = long_["max_pairwise"] < short["max_pairwise"]
+    ok_value = _close(spread_long, long_["max_pairwise"])
+    if ok_value and shrinks == want_shrinks:
+        return _say(True, "")
+    if not ok_value:
+        if _close(spread_long, short["max_pairwise"]):
+            return _say(False, "that is the spread with 10 steps: pass num_steps to every run")
+        if _close(spread_long, long_["mean_pairwise"]):
+            return _say(False, "that is the mean |difference|; the exercise compares the "
+                               "largest one")
+        return _say(False, "rerun every seed with num_steps=LONG_STEPS and take "
+                           "theory.spread(maps)['max_pairwise']")
+    return _say(False, "your spread is right: compare it with the 10-step spread again")
 
 
 # --- narrowing.ipynb ---------------------------------------------------------------------------
