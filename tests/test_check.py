@@ -790,3 +790,37 @@ def test_ib_steps(capsys, mini, ib_pair):
                              image, caption, seeds, long_steps)[1]
     assert "a number and a bool" in run(capsys, check.ex_ib_steps, 0.2, "yes", mini, image,
                                         caption, seeds, long_steps)[1]
+
+
+# --- ex-neg-shape --------------------------------------------------------------------------------
+
+def test_neg_shape(capsys, mini):
+    n, seed = 8, 0
+
+    def counts(differ="shape", part=1, first=False):       # the solution, written out
+        records = []
+        for scene in scenes.heldout(n, n_objects=1, start=500):
+            absent = scene.negative(0, differ, seed)
+            caption = scenes.caption_of([scene.objects[0], absent])
+            att = explain(mini, scene.image, caption, method="nib", side="text")
+            words = list(att.tokens)
+            present = words.index(scene.objects[0].split()[part])
+            gone = (words.index(absent.split()[part]) if first else
+                    len(words) - 1 - words[::-1].index(absent.split()[part]))
+            records.append((att.raw[present], att.raw[gone]))
+        return sum(a < 0 for _, a in records), sum(p > a for p, a in records)
+
+    reference = counts()
+    assert run(capsys, check.ex_neg_shape, *reference, mini, n, seed)[0]
+    wrong = {"the colour words' counts": counts("colour", 0),
+             "the absent colour word of the shape captions": counts("shape", 0),
+             "non-negative instead of negative": (n - reference[0], reference[1]),
+             "the two counts swapped": reference[::-1]}
+    for name, answer in wrong.items():
+        if tuple(answer) == tuple(reference):
+            continue
+        ok, out = run(capsys, check.ex_neg_shape, *answer, mini, n, seed)
+        assert not ok, name
+    assert sum(tuple(a) != tuple(reference) for a in wrong.values()) >= 2
+    assert "two integers" in run(capsys, check.ex_neg_shape, 9.0, 11, mini, n, seed)[1]
+    assert "between 0 and" in run(capsys, check.ex_neg_shape, 9, 11, mini, n, seed)[1]

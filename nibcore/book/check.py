@@ -37,6 +37,7 @@ Checks (exercise label → function):
 * ``ex-abl-lab`` → :func:`ex_abl_lab` (a lab: NIB at one layer, ``ablation-layers``)
 * ``ex-beta-lab`` → :func:`ex_beta_lab` (a lab: M2IB at one β and seed, ``table5-beta``)
 * ``ex-neg-minmax`` → :func:`ex_neg_minmax`
+* ``ex-neg-shape`` → :func:`ex_neg_shape`
 * ``ex-gallery-norm`` → :func:`ex_gallery_norm`
 """
 
@@ -1038,6 +1039,53 @@ def ex_gallery_norm(method, text_side: Mapping) -> bool:
 
 
 # --- negative_properties.ipynb -----------------------------------------------------------------
+
+def absent_word_scores(model, n_scenes: int = 12, seed: int = 0, differ: str = "shape",
+                       start: int = 500) -> list[tuple[float, float]]:
+    """The chapter's text-side summary with an absent object that differs by ``differ``
+    (``"colour"`` or ``"shape"``): per held-out one-object scene (``n_scenes`` from ``start``),
+    NIB's signed score of the present object's word and of the absent object's word of that
+    kind (the word's last occurrence in the caption)."""
+    from nibcore import explain
+    from nibcore.world import scenes
+
+    part = {"colour": 0, "shape": 1}[differ]
+    out = []
+    for scene in scenes.heldout(n_scenes, n_objects=1, start=start):
+        absent = scene.negative(0, differ, seed)
+        caption = scenes.caption_of([scene.objects[0], absent])
+        att = explain(model, scene.image, caption, method="nib", side="text")
+        words = list(att.tokens)
+        present = words.index(scene.objects[0].split()[part])
+        gone = len(words) - 1 - words[::-1].index(absent.split()[part])
+        out.append((float(att.raw[present]), float(att.raw[gone])))
+    return out
+
+
+def ex_neg_shape(k_negative, k_order, model, n_scenes: int = 12, seed: int = 0) -> bool:
+    """``ex-neg-shape``: with an absent object that differs in shape only
+    (``scene.negative(0, "shape", seed)``), in how many of the ``n_scenes`` scenes the absent
+    shape word's signed NIB score is negative, and in how many the present shape word scores
+    above it (two counts). Pass the chapter's ``model``, ``N_SCENES`` and ``NEGATIVE_SEED``."""
+    if not (_is_int(k_negative) and _is_int(k_order)):
+        return _bad("pass two integers: check.ex_neg_shape(k_negative, k_order, model, "
+                    "N_SCENES, NEGATIVE_SEED)")
+    if not (0 <= k_negative <= n_scenes and 0 <= k_order <= n_scenes):
+        return _bad(f"a count of scenes lies between 0 and {n_scenes}")
+    rows = absent_word_scores(model, n_scenes, seed, "shape")
+    want = (sum(a < 0 for _, a in rows), sum(p > a for p, a in rows))
+    if (k_negative, k_order) == want:
+        return _say(True, "")
+    colour = absent_word_scores(model, n_scenes, seed, "colour")
+    if (k_negative, k_order) == (sum(a < 0 for _, a in colour),
+                                 sum(p > a for p, a in colour)) != want:
+        return _say(False, 'those are the colour words\' counts: scene.negative(0, "shape", '
+                           "seed), and index the shape words")
+    which = "negative" if k_negative != want[0] else "present above absent"
+    return _say(False, f"the {which} count is off: the absent object's shape word is "
+                       "absent.split()[1] (its last occurrence in the caption), the present "
+                       "one scene.shapes[0]; compare their signed raw scores")
+
 
 def ex_neg_minmax(zero_value: Callable, trials: int = 200, seed: int = 0) -> bool:
     """``ex-neg-minmax``: your function ``zero_value(scores)`` giving the value that min-max
