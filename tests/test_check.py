@@ -824,3 +824,71 @@ def test_neg_shape(capsys, mini):
     assert sum(tuple(a) != tuple(reference) for a in wrong.values()) >= 2
     assert "two integers" in run(capsys, check.ex_neg_shape, 9.0, 11, mini, n, seed)[1]
     assert "between 0 and" in run(capsys, check.ex_neg_shape, 9, 11, mini, n, seed)[1]
+
+
+# --- ex-base-rise, ex-base-invariance ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def base_pair():
+    scene = scenes.sample(21, n_objects=2)            # the chapter's first scene
+    return scene.image, scene.caption_for([0])
+
+
+def test_base_rise(capsys, mini, base_pair):
+    image, caption = base_pair
+    masks = (40, 160)                                 # fewer than the chapter, same code
+
+    def diffs(seeds=(0, 1), reduce=np.max):
+        out = []
+        for k in masks:
+            a, b = (explain(mini, image, caption, method="rise", n_masks=k, seed=s).scores
+                    for s in seeds)
+            out.append(float(reduce(np.abs(a - b))))
+        return out
+
+    ref = diffs()
+    assert ref[1] < ref[0], "more masks, less noise (the exercise's point)"
+    assert run(capsys, check.ex_base_rise, ref, mini, image, caption, masks)[0]
+    wrong = {"the fewest masks last": ref[::-1], "the same seed twice": diffs((0, 0)),
+             "the mean |difference|": diffs(reduce=np.mean)}
+    for name, answer in wrong.items():
+        ok, out = run(capsys, check.ex_base_rise, answer, mini, image, caption, masks)
+        assert not ok, name
+        hides(out, *ref)
+    assert "same seed" in run(capsys, check.ex_base_rise, [0.0, 0.0], mini, image, caption,
+                              masks)[1]
+    assert "2 numbers" in run(capsys, check.ex_base_rise, [0.1], mini, image, caption,
+                              masks)[1]
+
+
+def test_base_invariance(capsys, mini, base_pair):
+    image, caption = base_pair
+    methods = ["nib", "m2ib", "rise", "gradcam", "chefer", "saliency", "mfaba", "fastig"]
+    params = {"rise": {"n_masks": 40}}
+    twin = theory.equivalent_model(mini, seed=0)
+    inv = {}                                          # the chapter's cell, written out
+    for m in methods:
+        p = params.get(m, {})
+        a = explain(mini, image, caption, method=m, **p)
+        b = explain(twin, image, caption, method=m, **p)
+        inv[m] = float(np.abs(a.scores - b.scores).max())
+    reference = [m for m, v in inv.items() if v <= 1e-4]
+    assert run(capsys, check.ex_base_invariance, reference, mini, image, caption, methods,
+               params)[0]
+    assert run(capsys, check.ex_base_invariance, set(reference[::-1]), mini, image, caption,
+               methods, params)[0]
+    wrong = {"none": [], "only NIB": ["nib"],
+             "all but the attention methods": [m for m in methods
+                                               if m not in ("chefer", "saliency", "fastig")],
+             "all but the random ones": [m for m in methods if m not in ("m2ib", "rise")]}
+    for name, answer in wrong.items():
+        if set(answer) == set(reference):
+            continue
+        ok, out = run(capsys, check.ex_base_invariance, answer, mini, image, caption, methods,
+                      params)
+        assert not ok, name
+    assert sum(set(a) != set(reference) for a in wrong.values()) >= 2
+    assert "list of method names" in run(capsys, check.ex_base_invariance, "nib", mini, image,
+                                         caption, methods, params)[1]
+    assert "name methods of" in run(capsys, check.ex_base_invariance, ["lime"], mini, image,
+                                    caption, methods, params)[1]

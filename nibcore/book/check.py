@@ -20,6 +20,8 @@ Checks (exercise label → function):
 * ``ex-ib-steps`` → :func:`ex_ib_steps`
 * ``ex-narrow-tight`` → :func:`ex_narrow_tight`
 * ``ex-compl-random`` → :func:`ex_compl_random`
+* ``ex-base-rise`` → :func:`ex_base_rise`
+* ``ex-base-invariance`` → :func:`ex_base_invariance`
 * ``ex-passes-predict`` → :func:`ex_passes_predict`
 * ``ex-passes-nib`` → :func:`ex_passes_nib` (NIB implemented from the split model)
 * ``ex-passes-cost`` → :func:`ex_passes_cost`
@@ -371,6 +373,88 @@ def ex_compl_random(completeness_complete, paper_complete) -> bool:
         return _say(True, "")
     return _say(False, "run theory.completeness_table on the twin (both schedules) and compare "
                        "each median |relative gap| with 1 %")
+
+
+# --- baselines.ipynb -------------------------------------------------------------------------
+
+#: the masks of ``ex-base-rise``
+RISE_MASKS = (250, 1000, 4000)
+
+
+def rise_differences(model, image, text, masks=RISE_MASKS) -> list[float]:
+    """The largest |difference| between RISE's [0, 1] maps with seeds 0 and 1, per number of
+    masks (:func:`nibcore.book.theory.property_evidence`'s ``max_diff_two_runs``)."""
+    from nibcore.book import theory
+
+    return [float(theory.property_evidence(model, image, text, ["rise"],
+                                           method_params={"rise": {"n_masks": int(k)}})
+                  .max_diff_two_runs.iloc[0]) for k in masks]
+
+
+def ex_base_rise(diffs, model, image, text, masks=RISE_MASKS) -> bool:
+    """``ex-base-rise``: the largest |difference| between two RISE runs (seeds 0 and 1) of the
+    chapter's pair, one per number of ``masks`` (in that order). Pass the chapter's ``model``,
+    the scene's image and the caption after your numbers."""
+    got = _as_scores(diffs)
+    if got is None or got.size != len(masks) or not np.all(np.isfinite(got)):
+        return _bad(f"pass {len(masks)} numbers, one per number of masks "
+                    f"({', '.join(str(k) for k in masks)}), in that order")
+    if (got < 0).any():
+        return _bad("a largest |difference| is not negative")
+    want = np.asarray(rise_differences(model, image, text, masks))
+    tol = 1e-3 * max(np.abs(want).max(), 1e-6)
+    if np.abs(got - want).max() <= tol:
+        return _say(True, "")
+    if np.abs(got[::-1] - want).max() <= tol:
+        return _say(False, "the right values in the wrong order: the fewest masks first")
+    if np.all(got == 0):
+        return _say(False, "two runs with the same seed are identical: compare seeds 0 and 1")
+    return _say(False, "for each number of masks, run RISE with seed=0 and seed=1 "
+                       "(n_masks=k) and take the largest |difference| of the two [0, 1] maps")
+
+
+#: a map that changes by more than this between equivalent models is not invariant (the chapter)
+INVARIANCE_ATOL = 1e-4
+
+
+def invariance_changes(model, image, text, methods, method_params=None, seed: int = 0
+                       ) -> dict[str, float]:
+    """Per method: the largest |difference| of its [0, 1] maps of one pair on ``model`` and on
+    :func:`nibcore.book.theory.equivalent_model` (``seed``)."""
+    from nibcore import explain
+    from nibcore.book import theory
+
+    method_params = method_params or {}
+    twin = theory.equivalent_model(model, seed=seed)
+    out = {}
+    for m in methods:
+        p = method_params.get(m, {})
+        a = explain(model, image, text, method=m, **p)
+        b = explain(twin, image, text, method=m, **p)
+        out[m] = float(np.abs(a.scores - b.scores).max())
+    return out
+
+
+def ex_base_invariance(invariant, model, image, text, methods, method_params=None) -> bool:
+    """``ex-base-invariance``: which of ``methods`` are implementation invariant under
+    ``theory.equivalent_model(model, seed=0)`` on the chapter's pair — their maps change by at
+    most :data:`INVARIANCE_ATOL` (a list of method names, any order). Pass the chapter's
+    ``model``, the scene's image, the caption, ``METHOD_ORDER`` and ``PARAMS``."""
+    if not (isinstance(invariant, (list, tuple, set, frozenset))
+            and all(isinstance(m, str) for m in invariant)):
+        return _bad('pass a list of method names, e.g. ["nib", "rise"] (possibly empty)')
+    names = {m.strip().lower() for m in invariant}
+    if not names <= set(methods):
+        return _bad(f"name methods of {', '.join(methods)}")
+    changes = invariance_changes(model, image, text, methods, method_params)
+    want = {m for m, v in changes.items() if v <= INVARIANCE_ATOL}
+    if names == want:
+        return _say(True, "")
+    if names < want:
+        return _say(False, "some of the methods you left out keep their map: measure each "
+                           "method's largest |map difference| on the two models, do not "
+                           "judge by how it works")
+    return _say(False, "some of the methods you named change their map by more than 1e-4")
 
 
 # --- results_passes.ipynb ----------------------------------------------------------------------
