@@ -892,3 +892,53 @@ def test_base_invariance(capsys, mini, base_pair):
                                          caption, methods, params)[1]
     assert "name methods of" in run(capsys, check.ex_base_invariance, ["lime"], mini, image,
                                     caption, methods, params)[1]
+
+
+# --- ex-compl-lambda0 ----------------------------------------------------------------------------
+
+def test_compl_lambda0(capsys, mini):
+    import torch
+
+    scene = scenes.heldout(1, n_objects=2)[0]         # the chapter's first pair
+    z, target, _, layer = theory.bottleneck(mini, scene.image, scene.caption)
+    tower = mini.image
+
+    def f_at(lam):
+        with torch.no_grad():
+            return float(torch.cosine_similarity(tower.upper(lam * z, layer), target, dim=-1))
+
+    def gaps(first=1.0, width=True, base=None):       # the solution's loop, written out
+        out = np.zeros((2, 3))
+        for i, n in enumerate([10, 50]):
+            for j, lam0 in enumerate([1e-3, 1e-2, 1e-1]):
+                lam = lam0 + (1 - lam0) * torch.arange(first, n + first)[:, None, None] / n
+                zs = (lam * z).requires_grad_()
+                f = torch.cosine_similarity(tower.upper(zs, layer), target, dim=-1)
+                (grad,) = torch.autograd.grad(f.sum(), zs)
+                total = float((1 - lam0 if width else 1) * (z[0] * grad.mean(0)).sum())
+                diff = f_at(1.0) - f_at(lam0 if base is None else base)
+                out[i, j] = abs(total - diff) / abs(diff)
+        return out
+
+    ref = gaps()
+    assert run(capsys, check.ex_compl_lambda0, ref, mini, scene.image, scene.caption)[0]
+    assert run(capsys, check.ex_compl_lambda0, ref.tolist(), mini, scene.image,
+               scene.caption)[0]
+    wrong = {"f(1) - f(0) instead of f(1) - f(λ0)": gaps(base=0.0),
+             "no (1 - λ0) weight": gaps(width=False),
+             "the left sum, k = 0..n-1": gaps(first=0.0),
+             "the rows swapped": ref[::-1],
+             "signed gaps": -ref}
+    hints = {}
+    for name, answer in wrong.items():
+        ok, out = run(capsys, check.ex_compl_lambda0, answer, mini, scene.image, scene.caption)
+        assert not ok, name
+        hints[name] = out
+        hides(out, *ref.ravel().tolist())
+    assert "f(1) − f(λ0)" in hints["f(1) - f(0) instead of f(1) - f(λ0)"]
+    assert "1 − λ0" in hints["no (1 − λ0) weight".replace("−", "-")]
+    assert "right Riemann" in hints["the left sum, k = 0..n-1"]
+    assert "2 × 3" in run(capsys, check.ex_compl_lambda0, ref.T, mini, scene.image,
+                          scene.caption)[1]
+    assert "2 × 3" in run(capsys, check.ex_compl_lambda0, "0.1", mini, scene.image,
+                          scene.caption)[1]

@@ -19,6 +19,7 @@ Checks (exercise label → function):
 * ``ex-ib-average`` → :func:`ex_ib_average`
 * ``ex-ib-steps`` → :func:`ex_ib_steps`
 * ``ex-narrow-tight`` → :func:`ex_narrow_tight`
+* ``ex-compl-lambda0`` → :func:`ex_compl_lambda0`
 * ``ex-compl-random`` → :func:`ex_compl_random`
 * ``ex-base-rise`` → :func:`ex_base_rise`
 * ``ex-base-invariance`` → :func:`ex_base_invariance`
@@ -455,6 +456,79 @@ def ex_base_invariance(invariant, model, image, text, methods, method_params=Non
                            "method's largest |map difference| on the two models, do not "
                            "judge by how it works")
     return _say(False, "some of the methods you named change their map by more than 1e-4")
+
+
+# --- completeness.ipynb (ex-compl-lambda0) -----------------------------------------------------
+
+#: the baselines λ0 and the numbers of uniform steps of ``ex-compl-lambda0``
+LAMBDA0S = (1e-3, 1e-2, 1e-1)
+LAMBDA0_STEPS = (10, 50)
+
+
+def lambda0_gaps(model, image, text, lambda0s=LAMBDA0S, steps=LAMBDA0_STEPS,
+                 width: bool = True, left: bool = False, from_zero: bool = False) -> np.ndarray:
+    """``(len(steps), len(lambda0s))``: the relative gap |Σ − (f(1) − f(λ0))| / |f(1) − f(λ0)|
+    of NIB's sum on [λ0, 1] with a uniform right Riemann sum of n steps, λ_k = λ0 + k(1 − λ0)/n,
+    weights (1 − λ0)/n, at the image side's default layer. The other arguments give the named
+    mistakes: no (1 − λ0) factor, the left sum (k = 0..n−1), f(0) instead of f(λ0)."""
+    import torch
+
+    from nibcore.book import theory
+
+    z, target, _, layer = theory.bottleneck(model, image, text)
+    tower = model.tower("image")
+
+    def f_at(lams):
+        with torch.no_grad():
+            rows = torch.as_tensor(lams, dtype=z.dtype)[:, None, None] * z
+            return [float(v) for v in torch.cosine_similarity(tower.upper(rows, layer),
+                                                              target, dim=-1)]
+
+    out = np.zeros((len(steps), len(lambda0s)))
+    for i, n in enumerate(steps):
+        for j, lam0 in enumerate(lambda0s):
+            k = torch.arange(0.0 if left else 1.0, n + (0.0 if left else 1.0))
+            lam = lam0 + (1 - lam0) * k[:, None, None] / n
+            zs = (lam * z).requires_grad_()
+            f = torch.cosine_similarity(tower.upper(zs, layer), target, dim=-1)
+            (grad,) = torch.autograd.grad(f.sum(), zs)
+            total = float((1 - lam0 if width else 1.0) * (z[0] * grad.mean(0)).sum())
+            f0, f1 = f_at([0.0 if from_zero else lam0, 1.0])
+            out[i, j] = abs(total - (f1 - f0)) / abs(f1 - f0)
+    return out
+
+
+def ex_compl_lambda0(gaps, model, image, text) -> bool:
+    """``ex-compl-lambda0``: the relative gaps of :func:`lambda0_gaps` on the chapter's pair —
+    one row per number of steps (:data:`LAMBDA0_STEPS`), one column per λ0
+    (:data:`LAMBDA0S`). Pass the chapter's ``model``, ``scene.image`` and ``scene.caption``."""
+    shape = (len(LAMBDA0_STEPS), len(LAMBDA0S))
+    try:
+        got = np.asarray(gaps, dtype=np.float64)
+    except (TypeError, ValueError):
+        got = None
+    if got is None or got.shape != shape or not np.all(np.isfinite(got)):
+        return _bad(f"pass a {shape[0]} × {shape[1]} array of numbers: one row per n "
+                    f"({', '.join(map(str, LAMBDA0_STEPS))}), one column per λ0 "
+                    f"({', '.join(f'{v:g}' for v in LAMBDA0S)})")
+    if (got < 0).any():
+        return _say(False, "a gap's size is not negative: take |Σ − (f(1) − f(λ0))|")
+    want = lambda0_gaps(model, image, text)
+    tol = 1e-3 * np.abs(want).max()
+    if np.abs(got - want).max() <= tol:
+        return _say(True, "")
+    if np.abs(got[::-1] - want).max() <= tol:
+        return _say(False, "the rows are swapped: one row per n, in the order given")
+    for kw, hint in ((dict(from_zero=True), "compare with f(1) − f(λ0), not f(1) − f(0): the "
+                                            "path starts at λ0"),
+                     (dict(width=False), "the interval [λ0, 1] has width 1 − λ0: weight each "
+                                         "step (1 − λ0)/n"),
+                     (dict(left=True), "the paper's sum is a right Riemann sum: λ_k = λ0 + "
+                                       "k(1 − λ0)/n for k = 1..n")):
+        if np.abs(got - lambda0_gaps(model, image, text, **kw)).max() <= tol:
+            return _say(False, hint)
+    return _say(False, "per n and λ0: Σ over tokens and channels of (1 − λ0)·z ⊙ mean_k "
+                       "∂f/∂z(λ_k z), against f(1) − f(λ0), relative to the latter")
 
 
 # --- results_passes.ipynb ----------------------------------------------------------------------
