@@ -942,3 +942,51 @@ def test_compl_lambda0(capsys, mini):
                           scene.caption)[1]
     assert "2 × 3" in run(capsys, check.ex_compl_lambda0, "0.1", mini, scene.image,
                           scene.caption)[1]
+
+
+# --- ex-claims-own -------------------------------------------------------------------------------
+
+def test_claims_own(capsys, tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    from nibcore.book import claims
+
+    sources = claims.load_sources(theory.book_model("mini"), "mini")
+    copy = tmp_path / "claims.csv"                    # the solution, written out
+    shutil.copy(claims.claims_path(), copy)
+    row = {"id": "my-fps-mfaba", "section": "§5.5",
+           "quote": "high-speed performance compared to slower methods",
+           "paper_value": "2.1995 vs 0.2748", "kind": "speed", "test": "better",
+           "subject": "nib", "versus": "mfaba", "metrics": "fps", "datasets": "Flickr8k",
+           "stated": "", "stated_as": "", "how": "per-pair seconds of the scoring run",
+           "chapter": "results_main"}
+    pd.DataFrame([row], columns=claims.COLUMNS).to_csv(copy, mode="a", header=False,
+                                                       index=False)
+    mine = claims.ledger(claims.load_claims(copy), sources).set_index("id").loc["my-fps-mfaba"]
+    assert run(capsys, check.ex_claims_own, row, mine.verdict, sources)[0]
+    assert run(capsys, check.ex_claims_own, pd.DataFrame([row]), mine.verdict, sources)[0]
+    other_verdicts = [v for v in claims.VERDICTS if v != mine.verdict]
+    fastest = {**row, "versus": "*"}                  # "the fastest of all": another verdict
+    wrong = {"RISE, the sentence's example, instead of MFABA": ({**row, "versus": "rise"},
+                                                                mine.verdict),
+             "every dataset": ({**row, "datasets": "all"}, mine.verdict),
+             "an unknown test": ({**row, "test": "faster"}, mine.verdict),
+             "another verdict": (row, other_verdicts[0]),
+             "the verdict of 'fastest of all'": (
+                 row, check.own_claim_ledger(fastest, sources)["verdict"])}
+    for name, (r, v) in wrong.items():
+        if r is row and v == mine.verdict:
+            continue
+        ok, out = run(capsys, check.ex_claims_own, r, v, sources)
+        assert not ok, name
+    assert "another claim" in run(capsys, check.ex_claims_own, {**row, "versus": "rise"},
+                                  mine.verdict, sources)[1]
+    assert "refuses" in run(capsys, check.ex_claims_own, {**row, "test": "faster"},
+                            mine.verdict, sources)[1]
+    assert "columns" in run(capsys, check.ex_claims_own, {"id": "x"}, mine.verdict,
+                            sources)[1]
+    assert "one of" in run(capsys, check.ex_claims_own, row, "yes", sources)[1]
+    assert "dict" in run(capsys, check.ex_claims_own, "my-fps-mfaba,...", mine.verdict,
+                         sources)[1]

@@ -15,6 +15,7 @@ Checks (exercise label → function):
 * ``ex-preface-one`` → :func:`ex_preface_one`
 * ``ex-clip-tokens`` → :func:`ex_clip_tokens`
 * ``ex-clip-confusions`` → :func:`ex_clip_confusions`
+* ``ex-claims-own`` → :func:`ex_claims_own` (the claim row and its verdict)
 * ``ex-claims-strict`` → :func:`ex_claims_strict`
 * ``ex-ib-average`` → :func:`ex_ib_average`
 * ``ex-ib-steps`` → :func:`ex_ib_steps`
@@ -296,6 +297,81 @@ def ex_ib_steps(spread_long, shrinks, model, image, text, seeds,
         return _say(False, "rerun every seed with num_steps=LONG_STEPS and take "
                            "theory.spread(maps)['max_pairwise']")
     return _say(False, "your spread is right: compare it with the 10-step spread again")
+
+
+#: the claim of ``ex-claims-own``: column → value (the other columns are free text)
+OWN_CLAIM = {"kind": "speed", "test": "better", "subject": "nib", "versus": "mfaba",
+             "metrics": "fps", "datasets": "Flickr8k"}
+
+
+def _claim_row(row) -> dict | None:
+    """The student's row as a dict of strings: a mapping, a pandas Series or a one-row
+    DataFrame; None for anything else."""
+    import pandas as pd
+
+    if isinstance(row, pd.DataFrame):
+        if len(row) != 1:
+            return None
+        row = row.iloc[0]
+    if isinstance(row, pd.Series):
+        row = row.to_dict()
+    if not isinstance(row, Mapping):
+        return None
+    return {str(k): "" if v is None else str(v) for k, v in row.items()}
+
+
+def own_claim_ledger(row: Mapping, sources):
+    """The ledger row (:func:`nibcore.book.claims.ledger`) of one claim row: written to a
+    one-row CSV and read back with :func:`nibcore.book.claims.load_claims` (which refuses a
+    malformed row with a ValueError)."""
+    import tempfile
+    from pathlib import Path
+
+    import pandas as pd
+
+    from nibcore.book import claims
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "claims.csv"
+        pd.DataFrame([row], columns=list(claims.COLUMNS)).to_csv(path, index=False)
+        frame = claims.load_claims(path)
+    return claims.ledger(frame, sources).iloc[0]
+
+
+def ex_claims_own(row, verdict, sources) -> bool:
+    """``ex-claims-own`` (its checkable part): your claim row — NIB faster than MFABA on
+    Flickr8k, test ``better``, metric ``fps`` — is well formed (every column of
+    ``claims.COLUMNS``, accepted by ``claims.load_claims``) and states that claim, and your
+    verdict is the one ``claims.ledger`` computes for it. Pass the chapter's ``sources``."""
+    from nibcore.book import claims
+
+    got = _claim_row(row)
+    if got is None:
+        return _bad("pass the row as a dict (or a one-row DataFrame) with the columns of "
+                    "claims.COLUMNS, then the verdict and sources")
+    missing = [c for c in claims.COLUMNS if c not in got]
+    if missing or len(got) != len(claims.COLUMNS):
+        return _bad(f"the row needs exactly the columns of claims.COLUMNS (missing: "
+                    f"{', '.join(missing) or 'none'}; extra: "
+                    f"{', '.join(sorted(set(got) - set(claims.COLUMNS))) or 'none'})")
+    if not isinstance(verdict, str):
+        return _bad('the verdict is a string, e.g. "not distinguishable" (claims.VERDICTS)')
+    if verdict.strip() not in claims.VERDICTS:
+        return _bad(f"the verdict is one of: {'; '.join(claims.VERDICTS)}")
+    try:
+        ledger_row = own_claim_ledger(got, sources)
+    except ValueError as err:
+        return _say(False, f"load_claims refuses the row: {str(err).split(': ', 1)[-1]}")
+    off = [c for c, v in OWN_CLAIM.items() if got[c].strip() != v]
+    if off:
+        return _say(False, f"the row is well formed but states another claim: check "
+                           f"{', '.join(off)} (NIB faster than MFABA on Flickr8k, test "
+                           "better, metric fps)")
+    if verdict.strip() == ledger_row["verdict"]:
+        return _say(True, "")
+    return _say(False, "the row is right; the verdict is not the ledger's: run "
+                       "claims.ledger(claims.load_claims(path), sources) and read its "
+                       "'verdict' column")
 
 
 # --- narrowing.ipynb ---------------------------------------------------------------------------
