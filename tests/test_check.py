@@ -586,3 +586,407 @@ def test_passes_cost(capsys, mini):
                           mini, pair.image, pair.text)[1]
     assert "two numbers" in run(capsys, check.ex_passes_cost, "11", 100.0, mini, pair.image,
                                 pair.text)[1]
+
+
+# --- ex-text-minimum, ex-text-clean --------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def text_probe_rows(mini):
+    """The chapter's probes on the 3-word captions (mechanisms.probe_maps), fewer pairs."""
+    from nibcore.book import mechanisms
+
+    return mechanisms.probe_maps(mini, load_dataset("scenes"), n=24, seed=0)
+
+
+def test_text_minimum(capsys, mini, text_probe_rows):
+    from nibcore.book import mechanisms
+
+    n = 24
+    summary = mechanisms.probe_summary(text_probe_rows)
+    row = summary[summary.probe == "nib"].iloc[0]
+    reference = float(row["pooled_is_zero"])          # the solution: the summary's row
+    assert 0 < reference < 100, "the exercise has something to count"
+    assert run(capsys, check.ex_text_minimum, reference, mini, n)[0]
+    nib = text_probe_rows[text_probe_rows.probe == "nib"]
+    wrong = {"a fraction instead of %": reference / 100,
+             "the inverted map's share": float(
+                 summary[summary.probe == "nib_inverted"].iloc[0]["pooled_is_zero"]),
+             "the random map's share": float(
+                 summary[summary.probe == "random"].iloc[0]["pooled_is_zero"]),
+             "pairs whose pooled value is not 0": 100.0 - reference,
+             "the pooled value's mean, not the share of zeros": 100 * nib.pooled_value.mean()}
+    for name, answer in wrong.items():
+        if abs(answer - reference) < 1e-9:
+            continue
+        ok, out = run(capsys, check.ex_text_minimum, answer, mini, n)
+        assert not ok, name
+        hides(out, reference)
+    assert "in %" in run(capsys, check.ex_text_minimum, reference / 100, mini, n)[1]
+    assert "one number" in run(capsys, check.ex_text_minimum, "28%", mini, n)[1]
+    assert "between 0 and 100" in run(capsys, check.ex_text_minimum, 128.0, mini, n)[1]
+
+
+def test_text_clean(capsys, mini, text_probe_rows):
+    from nibcore import metrics
+    from nibcore.book import mechanisms
+    from nibcore.evaluation import seeded_subset
+    from nibcore.inputs import prepare_images
+
+    n = 24
+    data = load_dataset("scenes")
+
+    def probe(protocol):                              # the solution's loop
+        pooled, other = [], []
+        for i in seeded_subset(len(data), n, 0):
+            pair = data[i]
+            pixels, ids = prepare_images(mini, [pair.image]), mini.tokenize([pair.text])
+            t, k = mechanisms.pooled_position(ids[0], mini.eot_id)
+            maps = [np.where(np.arange(t + 2) == 1 + j, 0.0, 1.0) for j in range(t)]
+            drops = metrics.text_confidence(mini, pixels.expand(t, -1, -1, -1),
+                                            ids.expand(t, -1), maps, protocol)["drop"]
+            pooled.append(drops[k])
+            other.append(np.delete(drops, k).mean())
+        return float(np.mean(pooled)), float(np.mean(other))
+
+    ref = probe("clean")
+    assert run(capsys, check.ex_text_clean, *ref, mini, n)[0]
+    paper_ = probe("paper")
+    summary = mechanisms.probe_summary(text_probe_rows).set_index("probe")
+    assert np.isclose(paper_[0], summary.loc["zero_pooled", "drop"])    # the chapter's probes
+    wrong = {"the paper protocol": paper_, "the two swapped": ref[::-1],
+             "fractions instead of %": (ref[0] / 100, ref[1] / 100),
+             "the other tokens summed, not averaged": (ref[0], probe_sum(mini, data, n))}
+    for name, answer in wrong.items():
+        ok, out = run(capsys, check.ex_text_clean, *answer, mini, n)
+        assert not ok, name
+        hides(out, *ref)
+    assert "paper protocol" in run(capsys, check.ex_text_clean, *paper_, mini, n)[1]
+    assert "two numbers" in run(capsys, check.ex_text_clean, [1.0, 2.0], 3.0, mini, n)[1]
+
+
+def probe_sum(model, data, n):
+    """ex-text-clean's "other" Drops summed over the other tokens of a pair, then averaged."""
+    from nibcore import metrics
+    from nibcore.book import mechanisms
+    from nibcore.evaluation import seeded_subset
+    from nibcore.inputs import prepare_images
+
+    sums = []
+    for i in seeded_subset(len(data), n, 0):
+        pair = data[i]
+        pixels, ids = prepare_images(model, [pair.image]), model.tokenize([pair.text])
+        t, k = mechanisms.pooled_position(ids[0], model.eot_id)
+        maps = [np.where(np.arange(t + 2) == 1 + j, 0.0, 1.0) for j in range(t)]
+        drops = metrics.text_confidence(model, pixels.expand(t, -1, -1, -1),
+                                        ids.expand(t, -1), maps, "clean")["drop"]
+        sums.append(np.delete(drops, k).sum())
+    return float(np.mean(sums))
+
+
+# --- ex-gallery-norm -----------------------------------------------------------------------------
+
+def test_gallery_norm(capsys, mini):
+    import torch
+
+    from nibcore.base import minmax
+
+    held = [scenes.heldout(1, start=900 + k, n_objects=2 + k % 2)[0] for k in range(4)]
+    images, captions = [s.image for s in held], [s.caption for s in held]
+    methods = ["nib", "m2ib", "rise", "gradcam", "chefer", "saliency", "mfaba", "fastig"]
+    params = {"rise": {"n_masks": 32}}
+    text_side = {m: explain(mini, images, captions, method=m, side="text", **params.get(m, {}))
+                 for m in methods}
+    assert all(len(a.raw) == len(a.tokens) for atts in text_side.values() for a in atts)
+
+    def alone(a):                                    # the solution, written out
+        words = torch.as_tensor(np.asarray(a.raw, dtype=np.float64)[1:-1])
+        return minmax(words[None], dims=[1])[0].numpy()
+
+    change = {m: np.mean([np.abs(alone(a) - a.scores[1:-1]).mean() for a in text_side[m]])
+              for m in methods}
+    reference = max(change, key=change.get)
+    assert run(capsys, check.ex_gallery_norm, reference, text_side)[0]
+    assert run(capsys, check.ex_gallery_norm, reference.upper(), text_side)[0]
+
+    def share(a):
+        raw = np.abs(np.asarray(a.raw, dtype=np.float64))
+        return raw[1:-1].sum() / raw.sum()
+
+    shares = {m: np.median([share(a) for a in text_side[m]]) for m in methods}
+    wrong = {"the method that changes least": min(change, key=change.get),
+             "the highest share on the words": max(shares, key=shares.get),
+             "the second largest change": sorted(change, key=change.get)[-2]}
+    for name, answer in wrong.items():
+        if np.isclose(change[answer], change[reference]):
+            continue
+        ok, out = run(capsys, check.ex_gallery_norm, answer, text_side)
+        assert not ok, name
+    assert "changes least" in run(capsys, check.ex_gallery_norm, wrong["the method that "
+                                                                       "changes least"],
+                                  text_side)[1]
+    assert "one of" in run(capsys, check.ex_gallery_norm, "lime", text_side)[1]
+    assert "name" in run(capsys, check.ex_gallery_norm, 3, text_side)[1]
+
+
+# --- ex-ib-average, ex-ib-steps ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ib_pair():
+    scene = scenes.sample(21, n_objects=2)            # the chapter's SCENE_SEED
+    return scene.image, scene.caption_for([0])
+
+
+def test_ib_average(capsys, mini, ib_pair):
+    image, caption = ib_pair
+    seeds = [0, 1, 2]
+    maps = [explain(mini, image, caption, method="m2ib", seed=s).scores for s in seeds]
+    mean = np.mean(maps, axis=0)                      # the solution, written out
+    to_mean = max(np.abs(mean - m).max() for m in maps)
+    between = theory.spread(maps)["max_pairwise"]
+    assert to_mean < between, "the average is the closer one (the exercise's point)"
+    assert run(capsys, check.ex_ib_average, to_mean, between, mini, image, caption, seeds)[0]
+    wrong = {"the two swapped": (between, to_mean),
+             "mean |differences| instead of the largest":
+                 (np.mean([np.abs(mean - m).mean() for m in maps]),
+                  theory.spread(maps)["mean_pairwise"]),
+             "the median map instead of the average":
+                 (max(np.abs(np.median(maps, axis=0) - m).max() for m in maps), between),
+             "only the first seed's distance to the average": (np.abs(mean - maps[0]).max(),
+                                                                between)}
+    for name, answer in wrong.items():
+        if np.isclose(answer[0], to_mean, rtol=1e-3) and np.isclose(answer[1], between,
+                                                                    rtol=1e-3):
+            continue
+        ok, out = run(capsys, check.ex_ib_average, *answer, mini, image, caption, seeds)
+        assert not ok, name
+        hides(out, to_mean, between)
+    assert "two numbers" in run(capsys, check.ex_ib_average, [to_mean], between, mini, image,
+                                caption, seeds)[1]
+    assert "not negative" in run(capsys, check.ex_ib_average, -to_mean, between, mini, image,
+                                 caption, seeds)[1]
+
+
+def test_ib_steps(capsys, mini, ib_pair):
+    image, caption = ib_pair
+    seeds, long_steps = [0, 1], 20                    # fewer than the chapter, same code
+
+    def spread(**kw):
+        return theory.spread([explain(mini, image, caption, method="m2ib", seed=s, **kw).scores
+                              for s in seeds])
+
+    short, long_ = spread(), spread(num_steps=long_steps)
+    shrinks = long_["max_pairwise"] < short["max_pairwise"]
+    assert run(capsys, check.ex_ib_steps, long_["max_pairwise"], shrinks, mini, image, caption,
+               seeds, long_steps)[0]
+    wrong = {"the other yes/no": (long_["max_pairwise"], not shrinks),
+             "the 10-step spread (num_steps not passed)": (short["max_pairwise"], shrinks),
+             "the mean |difference|": (long_["mean_pairwise"], shrinks)}
+    for name, answer in wrong.items():
+        ok, out = run(capsys, check.ex_ib_steps, *answer, mini, image, caption, seeds,
+                      long_steps)
+        assert not ok, name
+        hides(out, long_["max_pairwise"])
+    assert "10 steps" in run(capsys, check.ex_ib_steps, short["max_pairwise"], shrinks, mini,
+                             image, caption, seeds, long_steps)[1]
+    assert "a number and a bool" in run(capsys, check.ex_ib_steps, 0.2, "yes", mini, image,
+                                        caption, seeds, long_steps)[1]
+
+
+# --- ex-neg-shape --------------------------------------------------------------------------------
+
+def test_neg_shape(capsys, mini):
+    n, seed = 8, 0
+
+    def counts(differ="shape", part=1, first=False):       # the solution, written out
+        records = []
+        for scene in scenes.heldout(n, n_objects=1, start=500):
+            absent = scene.negative(0, differ, seed)
+            caption = scenes.caption_of([scene.objects[0], absent])
+            att = explain(mini, scene.image, caption, method="nib", side="text")
+            words = list(att.tokens)
+            present = words.index(scene.objects[0].split()[part])
+            gone = (words.index(absent.split()[part]) if first else
+                    len(words) - 1 - words[::-1].index(absent.split()[part]))
+            records.append((att.raw[present], att.raw[gone]))
+        return sum(a < 0 for _, a in records), sum(p > a for p, a in records)
+
+    reference = counts()
+    assert run(capsys, check.ex_neg_shape, *reference, mini, n, seed)[0]
+    wrong = {"the colour words' counts": counts("colour", 0),
+             "the absent colour word of the shape captions": counts("shape", 0),
+             "non-negative instead of negative": (n - reference[0], reference[1]),
+             "the two counts swapped": reference[::-1]}
+    for name, answer in wrong.items():
+        if tuple(answer) == tuple(reference):
+            continue
+        ok, out = run(capsys, check.ex_neg_shape, *answer, mini, n, seed)
+        assert not ok, name
+    assert sum(tuple(a) != tuple(reference) for a in wrong.values()) >= 2
+    assert "two integers" in run(capsys, check.ex_neg_shape, 9.0, 11, mini, n, seed)[1]
+    assert "between 0 and" in run(capsys, check.ex_neg_shape, 9, 11, mini, n, seed)[1]
+
+
+# --- ex-base-rise, ex-base-invariance ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def base_pair():
+    scene = scenes.sample(21, n_objects=2)            # the chapter's first scene
+    return scene.image, scene.caption_for([0])
+
+
+def test_base_rise(capsys, mini, base_pair):
+    image, caption = base_pair
+    masks = (40, 160)                                 # fewer than the chapter, same code
+
+    def diffs(seeds=(0, 1), reduce=np.max):
+        out = []
+        for k in masks:
+            a, b = (explain(mini, image, caption, method="rise", n_masks=k, seed=s).scores
+                    for s in seeds)
+            out.append(float(reduce(np.abs(a - b))))
+        return out
+
+    ref = diffs()
+    assert ref[1] < ref[0], "more masks, less noise (the exercise's point)"
+    assert run(capsys, check.ex_base_rise, ref, mini, image, caption, masks)[0]
+    wrong = {"the fewest masks last": ref[::-1], "the same seed twice": diffs((0, 0)),
+             "the mean |difference|": diffs(reduce=np.mean)}
+    for name, answer in wrong.items():
+        ok, out = run(capsys, check.ex_base_rise, answer, mini, image, caption, masks)
+        assert not ok, name
+        hides(out, *ref)
+    assert "same seed" in run(capsys, check.ex_base_rise, [0.0, 0.0], mini, image, caption,
+                              masks)[1]
+    assert "2 numbers" in run(capsys, check.ex_base_rise, [0.1], mini, image, caption,
+                              masks)[1]
+
+
+def test_base_invariance(capsys, mini, base_pair):
+    image, caption = base_pair
+    methods = ["nib", "m2ib", "rise", "gradcam", "chefer", "saliency", "mfaba", "fastig"]
+    params = {"rise": {"n_masks": 40}}
+    twin = theory.equivalent_model(mini, seed=0)
+    inv = {}                                          # the chapter's cell, written out
+    for m in methods:
+        p = params.get(m, {})
+        a = explain(mini, image, caption, method=m, **p)
+        b = explain(twin, image, caption, method=m, **p)
+        inv[m] = float(np.abs(a.scores - b.scores).max())
+    reference = [m for m, v in inv.items() if v <= 1e-4]
+    assert run(capsys, check.ex_base_invariance, reference, mini, image, caption, methods,
+               params)[0]
+    assert run(capsys, check.ex_base_invariance, set(reference[::-1]), mini, image, caption,
+               methods, params)[0]
+    wrong = {"none": [], "only NIB": ["nib"],
+             "all but the attention methods": [m for m in methods
+                                               if m not in ("chefer", "saliency", "fastig")],
+             "all but the random ones": [m for m in methods if m not in ("m2ib", "rise")]}
+    for name, answer in wrong.items():
+        if set(answer) == set(reference):
+            continue
+        ok, out = run(capsys, check.ex_base_invariance, answer, mini, image, caption, methods,
+                      params)
+        assert not ok, name
+    assert sum(set(a) != set(reference) for a in wrong.values()) >= 2
+    assert "list of method names" in run(capsys, check.ex_base_invariance, "nib", mini, image,
+                                         caption, methods, params)[1]
+    assert "name methods of" in run(capsys, check.ex_base_invariance, ["lime"], mini, image,
+                                    caption, methods, params)[1]
+
+
+# --- ex-compl-lambda0 ----------------------------------------------------------------------------
+
+def test_compl_lambda0(capsys, mini):
+    import torch
+
+    scene = scenes.heldout(1, n_objects=2)[0]         # the chapter's first pair
+    z, target, _, layer = theory.bottleneck(mini, scene.image, scene.caption)
+    tower = mini.image
+
+    def f_at(lam):
+        with torch.no_grad():
+            return float(torch.cosine_similarity(tower.upper(lam * z, layer), target, dim=-1))
+
+    def gaps(first=1.0, width=True, base=None):       # the solution's loop, written out
+        out = np.zeros((2, 3))
+        for i, n in enumerate([10, 50]):
+            for j, lam0 in enumerate([1e-3, 1e-2, 1e-1]):
+                lam = lam0 + (1 - lam0) * torch.arange(first, n + first)[:, None, None] / n
+                zs = (lam * z).requires_grad_()
+                f = torch.cosine_similarity(tower.upper(zs, layer), target, dim=-1)
+                (grad,) = torch.autograd.grad(f.sum(), zs)
+                total = float((1 - lam0 if width else 1) * (z[0] * grad.mean(0)).sum())
+                diff = f_at(1.0) - f_at(lam0 if base is None else base)
+                out[i, j] = abs(total - diff) / abs(diff)
+        return out
+
+    ref = gaps()
+    assert run(capsys, check.ex_compl_lambda0, ref, mini, scene.image, scene.caption)[0]
+    assert run(capsys, check.ex_compl_lambda0, ref.tolist(), mini, scene.image,
+               scene.caption)[0]
+    wrong = {"f(1) - f(0) instead of f(1) - f(λ0)": gaps(base=0.0),
+             "no (1 - λ0) weight": gaps(width=False),
+             "the left sum, k = 0..n-1": gaps(first=0.0),
+             "the rows swapped": ref[::-1],
+             "signed gaps": -ref}
+    hints = {}
+    for name, answer in wrong.items():
+        ok, out = run(capsys, check.ex_compl_lambda0, answer, mini, scene.image, scene.caption)
+        assert not ok, name
+        hints[name] = out
+        hides(out, *ref.ravel().tolist())
+    assert "f(1) − f(λ0)" in hints["f(1) - f(0) instead of f(1) - f(λ0)"]
+    assert "1 − λ0" in hints["no (1 − λ0) weight".replace("−", "-")]
+    assert "right Riemann" in hints["the left sum, k = 0..n-1"]
+    assert "2 × 3" in run(capsys, check.ex_compl_lambda0, ref.T, mini, scene.image,
+                          scene.caption)[1]
+    assert "2 × 3" in run(capsys, check.ex_compl_lambda0, "0.1", mini, scene.image,
+                          scene.caption)[1]
+
+
+# --- ex-claims-own -------------------------------------------------------------------------------
+
+def test_claims_own(capsys, tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    from nibcore.book import claims
+
+    sources = claims.load_sources(theory.book_model("mini"), "mini")
+    copy = tmp_path / "claims.csv"                    # the solution, written out
+    shutil.copy(claims.claims_path(), copy)
+    row = {"id": "my-fps-mfaba", "section": "§5.5",
+           "quote": "high-speed performance compared to slower methods",
+           "paper_value": "2.1995 vs 0.2748", "kind": "speed", "test": "better",
+           "subject": "nib", "versus": "mfaba", "metrics": "fps", "datasets": "Flickr8k",
+           "stated": "", "stated_as": "", "how": "per-pair seconds of the scoring run",
+           "chapter": "results_main"}
+    pd.DataFrame([row], columns=claims.COLUMNS).to_csv(copy, mode="a", header=False,
+                                                       index=False)
+    mine = claims.ledger(claims.load_claims(copy), sources).set_index("id").loc["my-fps-mfaba"]
+    assert run(capsys, check.ex_claims_own, row, mine.verdict, sources)[0]
+    assert run(capsys, check.ex_claims_own, pd.DataFrame([row]), mine.verdict, sources)[0]
+    other_verdicts = [v for v in claims.VERDICTS if v != mine.verdict]
+    fastest = {**row, "versus": "*"}                  # "the fastest of all": another verdict
+    wrong = {"RISE, the sentence's example, instead of MFABA": ({**row, "versus": "rise"},
+                                                                mine.verdict),
+             "every dataset": ({**row, "datasets": "all"}, mine.verdict),
+             "an unknown test": ({**row, "test": "faster"}, mine.verdict),
+             "another verdict": (row, other_verdicts[0]),
+             "the verdict of 'fastest of all'": (
+                 row, check.own_claim_ledger(fastest, sources)["verdict"])}
+    for name, (r, v) in wrong.items():
+        if r is row and v == mine.verdict:
+            continue
+        ok, out = run(capsys, check.ex_claims_own, r, v, sources)
+        assert not ok, name
+    assert "another claim" in run(capsys, check.ex_claims_own, {**row, "versus": "rise"},
+                                  mine.verdict, sources)[1]
+    assert "refuses" in run(capsys, check.ex_claims_own, {**row, "test": "faster"},
+                            mine.verdict, sources)[1]
+    assert "columns" in run(capsys, check.ex_claims_own, {"id": "x"}, mine.verdict,
+                            sources)[1]
+    assert "one of" in run(capsys, check.ex_claims_own, row, "yes", sources)[1]
+    assert "dict" in run(capsys, check.ex_claims_own, "my-fps-mfaba,...", mine.verdict,
+                         sources)[1]

@@ -16,7 +16,7 @@ from PIL import Image
 import nibcore
 from nibcore import datasets, downloads, memory
 from nibcore.cli import main
-from nibcore.models import load_mini, load_model
+from nibcore.models import load_bundled, load_model
 
 # --- explain under the caller's grad mode ------------------------------------------------------
 
@@ -221,7 +221,7 @@ def test_a_folder_or_nothing_where_a_file_is_expected(tiny_registered, tiny, tmp
             call(folder)
         assert "is a folder, not a file" in _one_line(err) and str(folder) in _one_line(err)
     with pytest.raises(IsADirectoryError) as err:
-        load_mini(snapshot)
+        load_bundled("mini", snapshot)
     assert "mini model config" in _one_line(err)
     for call in (entry_points["checkpoint"], entry_points["image path"]):
         with pytest.raises(FileNotFoundError) as err:
@@ -265,13 +265,13 @@ def test_a_file_that_is_not_what_its_name_says(tiny, tmp_path, png):
     bad.mkdir()
     (bad / "mini-clip.json").write_text('{"model_cfg": ')
     with pytest.raises(ValueError) as err:
-        load_mini(bad)
+        load_bundled("mini", bad)
     assert "is not valid JSON" in _one_line(err) and "line 1" in _one_line(err)
     (bad / "mini-clip.json").write_text(
         nibcore.models.bundled_file("mini-clip.json").read_text())
     (bad / "mini-clip.safetensors").write_bytes(b"\x00" * 64)
     with pytest.raises(ValueError) as err:
-        load_mini(bad)
+        load_bundled("mini", bad)
     assert "mini model weights" in _one_line(err) and "cannot be read" in _one_line(err)
     # a dataset's split file that does not parse, and a text file that is not UTF-8
     (tmp_path / "dataset_flickr8k.json").write_text("{not json")

@@ -10,7 +10,7 @@ import torch
 
 from nibcore.world import scenes
 from nibcore.world.quality import occlusion, zero_shot
-from nibcore.models import load_mini
+from nibcore.models import load_bundled
 from nibcore.world.train import to_tensor
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -22,7 +22,7 @@ OCCLUSION_FLOOR = 0.8
 
 @pytest.fixture(scope="module")
 def mini():
-    m = load_mini(DATA)
+    m = load_bundled("mini", DATA)
     return m.clip, m.preprocess, m.tokenizer, None
 
 
@@ -70,3 +70,12 @@ def test_load_model_mini_needs_no_network(monkeypatch):
     s = scenes.sample(11, n_objects=1)
     a = nibcore.explain(model, s.image, s.caption, side="image")
     assert a.scores.shape == (64, 64)
+
+
+def test_bundled_names_and_the_files_each_world_exports():
+    from nibcore.models import BUNDLED
+    from nibcore.world.train import STEMS, WORLDS
+
+    assert set(STEMS) == set(WORLDS) and set(STEMS.values()) == set(BUNDLED.values())
+    with pytest.raises(ValueError, match="unknown bundled model 'maxi'"):
+        load_bundled("maxi")

@@ -15,9 +15,15 @@ Checks (exercise label → function):
 * ``ex-preface-one`` → :func:`ex_preface_one`
 * ``ex-clip-tokens`` → :func:`ex_clip_tokens`
 * ``ex-clip-confusions`` → :func:`ex_clip_confusions`
+* ``ex-claims-own`` → :func:`ex_claims_own` (the claim row and its verdict)
 * ``ex-claims-strict`` → :func:`ex_claims_strict`
+* ``ex-ib-average`` → :func:`ex_ib_average`
+* ``ex-ib-steps`` → :func:`ex_ib_steps`
 * ``ex-narrow-tight`` → :func:`ex_narrow_tight`
+* ``ex-compl-lambda0`` → :func:`ex_compl_lambda0`
 * ``ex-compl-random`` → :func:`ex_compl_random`
+* ``ex-base-rise`` → :func:`ex_base_rise`
+* ``ex-base-invariance`` → :func:`ex_base_invariance`
 * ``ex-passes-predict`` → :func:`ex_passes_predict`
 * ``ex-passes-nib`` → :func:`ex_passes_nib` (NIB implemented from the split model)
 * ``ex-passes-cost`` → :func:`ex_passes_cost`
@@ -29,10 +35,14 @@ Checks (exercise label → function):
   ``num_steps``, ``ablation-steps``)
 * ``ex-main-lab`` → :func:`ex_main_lab` (a lab: the student's means against the store's)
 * ``ex-text-lab`` → :func:`ex_text_lab` (a lab: the text side, the paper's protocol)
+* ``ex-text-minimum`` → :func:`ex_text_minimum`
+* ``ex-text-clean`` → :func:`ex_text_clean`
 * ``ex-beyond-lab`` → :func:`ex_beyond_lab` (a lab: NIB's pointing game and energy in mask)
 * ``ex-abl-lab`` → :func:`ex_abl_lab` (a lab: NIB at one layer, ``ablation-layers``)
 * ``ex-beta-lab`` → :func:`ex_beta_lab` (a lab: M2IB at one β and seed, ``table5-beta``)
 * ``ex-neg-minmax`` → :func:`ex_neg_minmax`
+* ``ex-neg-shape`` → :func:`ex_neg_shape`
+* ``ex-gallery-norm`` → :func:`ex_gallery_norm`
 """
 
 from __future__ import annotations
@@ -214,6 +224,156 @@ def ex_claims_strict(probability, p_each: float = 0.9) -> bool:
     return _say(False, "independent events that must all happen: multiply their probabilities")
 
 
+# --- information_bottleneck.ipynb ---------------------------------------------------------------
+
+def seed_maps(model, image, text, seeds, **params) -> list[np.ndarray]:
+    """M2IB's [0, 1] image maps of one pair, one per noise seed (``params``: e.g.
+    ``num_steps``)."""
+    from nibcore.book import theory
+
+    return [np.asarray(a.scores, dtype=np.float64)
+            for a in theory.explain_over(model, image, text, "m2ib", "seed", list(seeds),
+                                         **params)]
+
+
+def expected_ib_average(model, image, text, seeds) -> tuple[float, float]:
+    """(the largest |average − single-seed map| over the seeds and pixels, the largest
+    |difference| between two single-seed maps) of M2IB's maps over ``seeds``."""
+    from nibcore.book import theory
+
+    maps = seed_maps(model, image, text, seeds)
+    mean = np.mean(maps, axis=0)
+    return (float(max(np.abs(mean - m).max() for m in maps)),
+            float(theory.spread(maps)["max_pairwise"]))
+
+
+def ex_ib_average(to_mean, between, model, image, text, seeds) -> bool:
+    """``ex-ib-average``: for M2IB's maps of the chapter's pair over ``seeds``, the largest
+    |difference| between the seeds' average and a single-seed map (over seeds and pixels), and
+    the largest |difference| between two single-seed maps. Pass the chapter's ``model``,
+    ``scene.image``, ``caption`` and ``SEEDS`` after your two numbers."""
+    if not (_is_number(to_mean) and _is_number(between)):
+        return _bad("pass two numbers: check.ex_ib_average(to_mean, between, model, "
+                    "scene.image, caption, SEEDS)")
+    if min(float(to_mean), float(between)) < 0:
+        return _bad("a largest |difference| is not negative")
+    want = expected_ib_average(model, image, text, seeds)
+    got = (float(to_mean), float(between))
+    ok = [_close(g, w) for g, w in zip(got, want)]
+    if all(ok):
+        return _say(True, "")
+    if all(_close(g, w) for g, w in zip(got[::-1], want)):
+        return _say(False, "the two are swapped: the distance to the average first")
+    which = "to the average" if not ok[0] else "between two seeds"
+    return _say(False, f"the largest |difference| {which} is off: the maximum over every seed "
+                       "(or pair of seeds) and every pixel, not a mean")
+
+
+def ex_ib_steps(spread_long, shrinks, model, image, text, seeds,
+                long_steps: int = 50) -> bool:
+    """``ex-ib-steps``: the largest |difference| between two seeds' M2IB maps with
+    ``num_steps=long_steps`` (``theory.spread(...)["max_pairwise"]``), and whether it is smaller
+    than with M2IB's default 10 steps (a bool). Pass the chapter's ``model``, ``scene.image``,
+    ``caption``, ``SEEDS`` and ``LONG_STEPS`` after your answers."""
+    from nibcore.book import theory
+
+    if not (_is_number(spread_long) and isinstance(shrinks, bool)):
+        return _bad("pass a number and a bool: check.ex_ib_steps(spread50, shrinks, model, "
+                    "scene.image, caption, SEEDS, LONG_STEPS)")
+    if not _is_int(long_steps) or long_steps < 1:
+        return _bad("long_steps is the number of Adam steps (an int), LONG_STEPS")
+    long_ = theory.spread(seed_maps(model, image, text, seeds, num_steps=long_steps))
+    short = theory.spread(seed_maps(model, image, text, seeds))
+    want_shrinks = long_["max_pairwise"] < short["max_pairwise"]
+    ok_value = _close(spread_long, long_["max_pairwise"])
+    if ok_value and shrinks == want_shrinks:
+        return _say(True, "")
+    if not ok_value:
+        if _close(spread_long, short["max_pairwise"]):
+            return _say(False, "that is the spread with 10 steps: pass num_steps to every run")
+        if _close(spread_long, long_["mean_pairwise"]):
+            return _say(False, "that is the mean |difference|; the exercise compares the "
+                               "largest one")
+        return _say(False, "rerun every seed with num_steps=LONG_STEPS and take "
+                           "theory.spread(maps)['max_pairwise']")
+    return _say(False, "your spread is right: compare it with the 10-step spread again")
+
+
+#: the claim of ``ex-claims-own``: column → value (the other columns are free text)
+OWN_CLAIM = {"kind": "speed", "test": "better", "subject": "nib", "versus": "mfaba",
+             "metrics": "fps", "datasets": "Flickr8k"}
+
+
+def _claim_row(row) -> dict | None:
+    """The student's row as a dict of strings: a mapping, a pandas Series or a one-row
+    DataFrame; None for anything else."""
+    import pandas as pd
+
+    if isinstance(row, pd.DataFrame):
+        if len(row) != 1:
+            return None
+        row = row.iloc[0]
+    if isinstance(row, pd.Series):
+        row = row.to_dict()
+    if not isinstance(row, Mapping):
+        return None
+    return {str(k): "" if v is None else str(v) for k, v in row.items()}
+
+
+def own_claim_ledger(row: Mapping, sources):
+    """The ledger row (:func:`nibcore.book.claims.ledger`) of one claim row: written to a
+    one-row CSV and read back with :func:`nibcore.book.claims.load_claims` (which refuses a
+    malformed row with a ValueError)."""
+    import tempfile
+    from pathlib import Path
+
+    import pandas as pd
+
+    from nibcore.book import claims
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "claims.csv"
+        pd.DataFrame([row], columns=list(claims.COLUMNS)).to_csv(path, index=False)
+        frame = claims.load_claims(path)
+    return claims.ledger(frame, sources).iloc[0]
+
+
+def ex_claims_own(row, verdict, sources) -> bool:
+    """``ex-claims-own`` (its checkable part): your claim row — NIB faster than MFABA on
+    Flickr8k, test ``better``, metric ``fps`` — is well formed (every column of
+    ``claims.COLUMNS``, accepted by ``claims.load_claims``) and states that claim, and your
+    verdict is the one ``claims.ledger`` computes for it. Pass the chapter's ``sources``."""
+    from nibcore.book import claims
+
+    got = _claim_row(row)
+    if got is None:
+        return _bad("pass the row as a dict (or a one-row DataFrame) with the columns of "
+                    "claims.COLUMNS, then the verdict and sources")
+    missing = [c for c in claims.COLUMNS if c not in got]
+    if missing or len(got) != len(claims.COLUMNS):
+        return _bad(f"the row needs exactly the columns of claims.COLUMNS (missing: "
+                    f"{', '.join(missing) or 'none'}; extra: "
+                    f"{', '.join(sorted(set(got) - set(claims.COLUMNS))) or 'none'})")
+    if not isinstance(verdict, str):
+        return _bad('the verdict is a string, e.g. "not distinguishable" (claims.VERDICTS)')
+    if verdict.strip() not in claims.VERDICTS:
+        return _bad(f"the verdict is one of: {'; '.join(claims.VERDICTS)}")
+    try:
+        ledger_row = own_claim_ledger(got, sources)
+    except ValueError as err:
+        return _say(False, f"load_claims refuses the row: {str(err).split(': ', 1)[-1]}")
+    off = [c for c, v in OWN_CLAIM.items() if got[c].strip() != v]
+    if off:
+        return _say(False, f"the row is well formed but states another claim: check "
+                           f"{', '.join(off)} (NIB faster than MFABA on Flickr8k, test "
+                           "better, metric fps)")
+    if verdict.strip() == ledger_row["verdict"]:
+        return _say(True, "")
+    return _say(False, "the row is right; the verdict is not the ledger's: run "
+                       "claims.ledger(claims.load_claims(path), sources) and read its "
+                       "'verdict' column")
+
+
 # --- narrowing.ipynb ---------------------------------------------------------------------------
 
 def expected_narrow_tight(mi: Mapping, sq_norms, mc_lambdas, mc_sigmas,
@@ -290,6 +450,161 @@ def ex_compl_random(completeness_complete, paper_complete) -> bool:
         return _say(True, "")
     return _say(False, "run theory.completeness_table on the twin (both schedules) and compare "
                        "each median |relative gap| with 1 %")
+
+
+# --- baselines.ipynb -------------------------------------------------------------------------
+
+#: the masks of ``ex-base-rise``
+RISE_MASKS = (250, 1000, 4000)
+
+
+def rise_differences(model, image, text, masks=RISE_MASKS) -> list[float]:
+    """The largest |difference| between RISE's [0, 1] maps with seeds 0 and 1, per number of
+    masks (:func:`nibcore.book.theory.property_evidence`'s ``max_diff_two_runs``)."""
+    from nibcore.book import theory
+
+    return [float(theory.property_evidence(model, image, text, ["rise"],
+                                           method_params={"rise": {"n_masks": int(k)}})
+                  .max_diff_two_runs.iloc[0]) for k in masks]
+
+
+def ex_base_rise(diffs, model, image, text, masks=RISE_MASKS) -> bool:
+    """``ex-base-rise``: the largest |difference| between two RISE runs (seeds 0 and 1) of the
+    chapter's pair, one per number of ``masks`` (in that order). Pass the chapter's ``model``,
+    the scene's image and the caption after your numbers."""
+    got = _as_scores(diffs)
+    if got is None or got.size != len(masks) or not np.all(np.isfinite(got)):
+        return _bad(f"pass {len(masks)} numbers, one per number of masks "
+                    f"({', '.join(str(k) for k in masks)}), in that order")
+    if (got < 0).any():
+        return _bad("a largest |difference| is not negative")
+    want = np.asarray(rise_differences(model, image, text, masks))
+    tol = 1e-3 * max(np.abs(want).max(), 1e-6)
+    if np.abs(got - want).max() <= tol:
+        return _say(True, "")
+    if np.abs(got[::-1] - want).max() <= tol:
+        return _say(False, "the right values in the wrong order: the fewest masks first")
+    if np.all(got == 0):
+        return _say(False, "two runs with the same seed are identical: compare seeds 0 and 1")
+    return _say(False, "for each number of masks, run RISE with seed=0 and seed=1 "
+                       "(n_masks=k) and take the largest |difference| of the two [0, 1] maps")
+
+
+#: a map that changes by more than this between equivalent models is not invariant (the chapter)
+INVARIANCE_ATOL = 1e-4
+
+
+def invariance_changes(model, image, text, methods, method_params=None, seed: int = 0
+                       ) -> dict[str, float]:
+    """Per method: the largest |difference| of its [0, 1] maps of one pair on ``model`` and on
+    :func:`nibcore.book.theory.equivalent_model` (``seed``)."""
+    from nibcore import explain
+    from nibcore.book import theory
+
+    method_params = method_params or {}
+    twin = theory.equivalent_model(model, seed=seed)
+    out = {}
+    for m in methods:
+        p = method_params.get(m, {})
+        a = explain(model, image, text, method=m, **p)
+        b = explain(twin, image, text, method=m, **p)
+        out[m] = float(np.abs(a.scores - b.scores).max())
+    return out
+
+
+def ex_base_invariance(invariant, model, image, text, methods, method_params=None) -> bool:
+    """``ex-base-invariance``: which of ``methods`` are implementation invariant under
+    ``theory.equivalent_model(model, seed=0)`` on the chapter's pair — their maps change by at
+    most :data:`INVARIANCE_ATOL` (a list of method names, any order). Pass the chapter's
+    ``model``, the scene's image, the caption, ``METHOD_ORDER`` and ``PARAMS``."""
+    if not (isinstance(invariant, (list, tuple, set, frozenset))
+            and all(isinstance(m, str) for m in invariant)):
+        return _bad('pass a list of method names, e.g. ["nib", "rise"] (possibly empty)')
+    names = {m.strip().lower() for m in invariant}
+    if not names <= set(methods):
+        return _bad(f"name methods of {', '.join(methods)}")
+    changes = invariance_changes(model, image, text, methods, method_params)
+    want = {m for m, v in changes.items() if v <= INVARIANCE_ATOL}
+    if names == want:
+        return _say(True, "")
+    if names < want:
+        return _say(False, "some of the methods you left out keep their map: measure each "
+                           "method's largest |map difference| on the two models, do not "
+                           "judge by how it works")
+    return _say(False, "some of the methods you named change their map by more than 1e-4")
+
+
+# --- completeness.ipynb (ex-compl-lambda0) -----------------------------------------------------
+
+#: the baselines λ0 and the numbers of uniform steps of ``ex-compl-lambda0``
+LAMBDA0S = (1e-3, 1e-2, 1e-1)
+LAMBDA0_STEPS = (10, 50)
+
+
+def lambda0_gaps(model, image, text, lambda0s=LAMBDA0S, steps=LAMBDA0_STEPS,
+                 width: bool = True, left: bool = False, from_zero: bool = False) -> np.ndarray:
+    """``(len(steps), len(lambda0s))``: the relative gap |Σ − (f(1) − f(λ0))| / |f(1) − f(λ0)|
+    of NIB's sum on [λ0, 1] with a uniform right Riemann sum of n steps, λ_k = λ0 + k(1 − λ0)/n,
+    weights (1 − λ0)/n, at the image side's default layer. The other arguments give the named
+    mistakes: no (1 − λ0) factor, the left sum (k = 0..n−1), f(0) instead of f(λ0)."""
+    import torch
+
+    from nibcore.book import theory
+
+    z, target, _, layer = theory.bottleneck(model, image, text)
+    tower = model.tower("image")
+
+    def f_at(lams):
+        with torch.no_grad():
+            rows = torch.as_tensor(lams, dtype=z.dtype)[:, None, None] * z
+            return [float(v) for v in torch.cosine_similarity(tower.upper(rows, layer),
+                                                              target, dim=-1)]
+
+    out = np.zeros((len(steps), len(lambda0s)))
+    for i, n in enumerate(steps):
+        for j, lam0 in enumerate(lambda0s):
+            k = torch.arange(0.0 if left else 1.0, n + (0.0 if left else 1.0))
+            lam = lam0 + (1 - lam0) * k[:, None, None] / n
+            zs = (lam * z).requires_grad_()
+            f = torch.cosine_similarity(tower.upper(zs, layer), target, dim=-1)
+            (grad,) = torch.autograd.grad(f.sum(), zs)
+            total = float((1 - lam0 if width else 1.0) * (z[0] * grad.mean(0)).sum())
+            f0, f1 = f_at([0.0 if from_zero else lam0, 1.0])
+            out[i, j] = abs(total - (f1 - f0)) / abs(f1 - f0)
+    return out
+
+
+def ex_compl_lambda0(gaps, model, image, text) -> bool:
+    """``ex-compl-lambda0``: the relative gaps of :func:`lambda0_gaps` on the chapter's pair —
+    one row per number of steps (:data:`LAMBDA0_STEPS`), one column per λ0
+    (:data:`LAMBDA0S`). Pass the chapter's ``model``, ``scene.image`` and ``scene.caption``."""
+    shape = (len(LAMBDA0_STEPS), len(LAMBDA0S))
+    try:
+        got = np.asarray(gaps, dtype=np.float64)
+    except (TypeError, ValueError):
+        got = None
+    if got is None or got.shape != shape or not np.all(np.isfinite(got)):
+        return _bad(f"pass a {shape[0]} × {shape[1]} array of numbers: one row per n "
+                    f"({', '.join(map(str, LAMBDA0_STEPS))}), one column per λ0 "
+                    f"({', '.join(f'{v:g}' for v in LAMBDA0S)})")
+    if (got < 0).any():
+        return _say(False, "a gap's size is not negative: take |Σ − (f(1) − f(λ0))|")
+    want = lambda0_gaps(model, image, text)
+    tol = 1e-3 * np.abs(want).max()
+    if np.abs(got - want).max() <= tol:
+        return _say(True, "")
+    if np.abs(got[::-1] - want).max() <= tol:
+        return _say(False, "the rows are swapped: one row per n, in the order given")
+    for kw, hint in ((dict(from_zero=True), "compare with f(1) − f(λ0), not f(1) − f(0): the "
+                                            "path starts at λ0"),
+                     (dict(width=False), "the interval [λ0, 1] has width 1 − λ0: weight each "
+                                         "step (1 − λ0)/n"),
+                     (dict(left=True), "the paper's sum is a right Riemann sum: λ_k = λ0 + "
+                                       "k(1 − λ0)/n for k = 1..n")):
+        if np.abs(got - lambda0_gaps(model, image, text, **kw)).max() <= tol:
+            return _say(False, hint)
+    return _say(False, "per n and λ0: Σ over tokens and channels of (1 − λ0)·z ⊙ mean_k "
+                       "∂f/∂z(λ_k z), against f(1) − f(λ0), relative to the latter")
 
 
 # --- results_passes.ipynb ----------------------------------------------------------------------
@@ -727,6 +1042,97 @@ def ex_text_lab(drop_mean, n: int = 200, protocol: str = "paper", method: str = 
                        f"metrics.text_confidence(..., protocol={protocol!r})")
 
 
+def text_probes(model, n: int = 60, seed: int = 0, protocol: str = "paper",
+                dataset: str = "scenes") -> list[dict]:
+    """Per pair of the text probes' pairs (the first ``n`` of the evaluation's seeded subset of
+    ``dataset``, as :func:`nibcore.book.mechanisms.probe_maps`): NIB's text map value at the
+    pooled token (the content token with the largest id) and, under ``protocol``, the Drop of
+    the map that zeroes the pooled token and the mean Drop over the maps that zero one other
+    content token (None when there is none)."""
+    import torch
+
+    from nibcore import explain
+    from nibcore.book.mechanisms import pooled_position
+    from nibcore.datasets import load_dataset
+    from nibcore.evaluation import seeded_subset
+    from nibcore.inputs import prepare_images
+    from nibcore.metrics import text_confidence
+
+    data = load_dataset(dataset)
+    pairs = [data[i] for i in seeded_subset(len(data), n, seed)]
+    pixels = prepare_images(model, [p.image for p in pairs])
+    ids = model.tokenize([p.text for p in pairs])
+    atts = explain(model, pixels, [p.text for p in pairs], side="text")
+    with torch.no_grad():
+        feats = model.encode_image(pixels)
+    out = []
+    for b, att in enumerate(atts):
+        t, k = pooled_position(ids[b], model.eot_id)
+        maps = []
+        for j in range(t):
+            z = np.ones(t + 2)
+            z[1 + j] = 0.0
+            maps.append(z)
+        drops = text_confidence(model, pixels[b:b + 1].expand(t, -1, -1, -1),
+                                ids[b:b + 1].expand(t, -1), maps, protocol,
+                                feats[b:b + 1].expand(t, -1))["drop"]
+        others = [float(d) for j, d in enumerate(drops) if j != k]
+        out.append(dict(pooled_value=float(np.nan_to_num(att.scores[1 + k])),
+                        zero_pooled=float(drops[k]),
+                        zero_other=float(np.mean(others)) if others else None))
+    return out
+
+
+def ex_text_minimum(share, model, n: int = 60, seed: int = 0) -> bool:
+    """``ex-text-minimum``: the share (in %) of the probes' 3-word pairs (``n``, ``seed``: the
+    chapter's ``n_live`` and ``SEED``) whose NIB text map is exactly 0 at the pooled token,
+    recomputed with :func:`text_probes`."""
+    if not _is_number(share):
+        return _bad("pass one number, a share in %: check.ex_text_minimum(share, model, n_live)")
+    if not 0 <= float(share) <= 100:
+        return _bad("a share in % lies between 0 and 100")
+    rows = text_probes(model, n, seed)
+    zero = [r["pooled_value"] == 0 for r in rows]
+    want = 100.0 * float(np.mean(zero))
+    if abs(float(share) - want) <= 1e-6 * 100:
+        return _say(True, "")
+    if want > 1 and abs(float(share) * 100 - want) <= 1e-4 * 100:
+        return _say(False, "a share in %, not a fraction")
+    return _say(False, "count the pairs whose NIB map is 0 at the pooled token (the content "
+                       "token with the largest id: probe_maps' pooled_value on the 'nib' rows), "
+                       "not at SOT or EOT, over the 3-word captions")
+
+
+def ex_text_clean(pooled_drop, other_drop, model, n: int = 60, seed: int = 0) -> bool:
+    """``ex-text-clean``: under the ``"clean"`` protocol, on the probes' 3-word pairs (``n``,
+    ``seed``), the mean text Confidence Drop (in %) of the map that zeroes the pooled token, and
+    of the maps that zero one other content token (the mean over those tokens per pair, then over
+    the pairs), recomputed with :func:`text_probes`."""
+    if not (_is_number(pooled_drop) and _is_number(other_drop)):
+        return _bad("pass two numbers: check.ex_text_clean(pooled_drop, other_drop, model, "
+                    "n_live)")
+    rows = text_probes(model, n, seed, "clean")
+    want = (float(np.mean([r["zero_pooled"] for r in rows])),
+            float(np.mean([r["zero_other"] for r in rows if r["zero_other"] is not None])))
+    got = (float(pooled_drop), float(other_drop))
+    tol = 1e-3 * max(abs(want[0]), abs(want[1]), 1e-6)
+    ok = [abs(g - w) <= tol for g, w in zip(got, want)]
+    if all(ok):
+        return _say(True, "")
+    if all(abs(g - w) <= tol for g, w in zip(got[::-1], want)):
+        return _say(False, "the two are swapped: the pooled token first")
+    paper = text_probes(model, n, seed, "paper")
+    if abs(got[0] - float(np.mean([r["zero_pooled"] for r in paper]))) <= tol:
+        return _say(False, 'that is the paper protocol: pass "clean" to '
+                           "metrics.text_confidence")
+    if max(got) <= 1 < max(want):
+        return _say(False, "the Drop is in %, not a fraction")
+    which = "pooled token's" if not ok[0] else "other tokens'"
+    return _say(False, f"the {which} Drop is off: one map per content token, 1 everywhere but 0 "
+                       'there, through metrics.text_confidence(..., "clean"); average the other '
+                       "tokens per pair, then over the pairs")
+
+
 # --- results_ablations.ipynb, results_beta.ipynb: labs on other store files -------------------
 
 def _store_rows(file: str, method: str, side: str, params: dict):
@@ -824,7 +1230,96 @@ def ex_beyond_lab(pointing_mean, energy_mean, n: int = 200, method: str = "nib")
                        "metrics.pointing_game and metrics.energy_in_mask")
 
 
+# --- gallery.ipynb ---------------------------------------------------------------------------
+
+def words_alone(att) -> np.ndarray:
+    """A text attribution's words (SOT and EOT left out) min-max normalised on their own
+    (:func:`nibcore.base.minmax`, whose rule maps a span at float noise to zeros)."""
+    import torch
+
+    from nibcore.base import minmax
+
+    words = torch.as_tensor(np.asarray(att.raw, dtype=np.float64)[1:-1])
+    return minmax(words[None], dims=[1])[0].numpy()
+
+
+def norm_changes(text_side: Mapping) -> dict[str, float]:
+    """Per method of the gallery's ``text_side`` (method → its attributions, one per scene):
+    the mean over scenes of the mean |change| of the words' [0, 1] values when they are
+    normalised on their own (:func:`words_alone`) instead of over all tokens (``scores``)."""
+    return {m: float(np.mean([np.abs(words_alone(a)
+                                     - np.asarray(a.scores, dtype=np.float64)[1:-1]).mean()
+                              for a in atts]))
+            for m, atts in text_side.items()}
+
+
+def ex_gallery_norm(method, text_side: Mapping) -> bool:
+    """``ex-gallery-norm``: the method whose words change most when normalised on their own
+    (the mean |change| of :func:`norm_changes`). Pass the chapter's ``text_side`` after your
+    answer."""
+    if not isinstance(method, str):
+        return _bad('answer with a method\'s name, e.g. "saliency" (the keys of text_side)')
+    if method.strip().lower() not in text_side:
+        return _bad(f"answer with one of {', '.join(text_side)}")
+    changes = norm_changes(text_side)
+    top = max(changes.values())
+    if changes[method.strip().lower()] >= top * (1 - RTOL):
+        return _say(True, "")
+    if changes[method.strip().lower()] <= min(changes.values()) * (1 + RTOL) + 1e-12:
+        return _say(False, "that method changes least: its words already span most of [0, 1]")
+    return _say(False, "per method, compare the words normalised on their own with a.scores"
+                       "[1:-1], the mean |difference| over words and scenes, and take the "
+                       "largest")
+
+
 # --- negative_properties.ipynb -----------------------------------------------------------------
+
+def absent_word_scores(model, n_scenes: int = 12, seed: int = 0, differ: str = "shape",
+                       start: int = 500) -> list[tuple[float, float]]:
+    """The chapter's text-side summary with an absent object that differs by ``differ``
+    (``"colour"`` or ``"shape"``): per held-out one-object scene (``n_scenes`` from ``start``),
+    NIB's signed score of the present object's word and of the absent object's word of that
+    kind (the word's last occurrence in the caption)."""
+    from nibcore import explain
+    from nibcore.world import scenes
+
+    part = {"colour": 0, "shape": 1}[differ]
+    out = []
+    for scene in scenes.heldout(n_scenes, n_objects=1, start=start):
+        absent = scene.negative(0, differ, seed)
+        caption = scenes.caption_of([scene.objects[0], absent])
+        att = explain(model, scene.image, caption, method="nib", side="text")
+        words = list(att.tokens)
+        present = words.index(scene.objects[0].split()[part])
+        gone = len(words) - 1 - words[::-1].index(absent.split()[part])
+        out.append((float(att.raw[present]), float(att.raw[gone])))
+    return out
+
+
+def ex_neg_shape(k_negative, k_order, model, n_scenes: int = 12, seed: int = 0) -> bool:
+    """``ex-neg-shape``: with an absent object that differs in shape only
+    (``scene.negative(0, "shape", seed)``), in how many of the ``n_scenes`` scenes the absent
+    shape word's signed NIB score is negative, and in how many the present shape word scores
+    above it (two counts). Pass the chapter's ``model``, ``N_SCENES`` and ``NEGATIVE_SEED``."""
+    if not (_is_int(k_negative) and _is_int(k_order)):
+        return _bad("pass two integers: check.ex_neg_shape(k_negative, k_order, model, "
+                    "N_SCENES, NEGATIVE_SEED)")
+    if not (0 <= k_negative <= n_scenes and 0 <= k_order <= n_scenes):
+        return _bad(f"a count of scenes lies between 0 and {n_scenes}")
+    rows = absent_word_scores(model, n_scenes, seed, "shape")
+    want = (sum(a < 0 for _, a in rows), sum(p > a for p, a in rows))
+    if (k_negative, k_order) == want:
+        return _say(True, "")
+    colour = absent_word_scores(model, n_scenes, seed, "colour")
+    if (k_negative, k_order) == (sum(a < 0 for _, a in colour),
+                                 sum(p > a for p, a in colour)) != want:
+        return _say(False, 'those are the colour words\' counts: scene.negative(0, "shape", '
+                           "seed), and index the shape words")
+    which = "negative" if k_negative != want[0] else "present above absent"
+    return _say(False, f"the {which} count is off: the absent object's shape word is "
+                       "absent.split()[1] (its last occurrence in the caption), the present "
+                       "one scene.shapes[0]; compare their signed raw scores")
+
 
 def ex_neg_minmax(zero_value: Callable, trials: int = 200, seed: int = 0) -> bool:
     """``ex-neg-minmax``: your function ``zero_value(scores)`` giving the value that min-max

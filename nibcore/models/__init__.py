@@ -31,12 +31,12 @@ pooled-token block), :mod:`~nibcore.models.towers` (the towers), :mod:`~nibcore.
 
 from .blocks import AttentionRecorder, PassCounter, explicit_attention
 from .clip import ClipModel
-from .loading import (MINI, bundled_file, build_clip, cached_weights, load_mini, load_model,
-                      network_available, register_loader)
+from .loading import (BUNDLED, MINI, bundled_file, build_clip, cached_weights, load_bundled,
+                      load_model, network_available, register_loader)
 from .towers import (ImageTower, TextTower, TimmImageTower, Tower, end_of_text_id, padding_id,
                      text_lengths)
 
-__all__ = ["MINI", "AttentionRecorder", "ClipModel", "ImageTower", "PassCounter", "TextTower",
-           "TimmImageTower", "Tower", "build_clip", "bundled_file", "cached_weights",
-           "end_of_text_id", "explicit_attention", "load_mini", "load_model", "network_available",
-           "padding_id", "register_loader", "text_lengths"]
+__all__ = ["BUNDLED", "MINI", "AttentionRecorder", "ClipModel", "ImageTower", "PassCounter",
+           "TextTower", "TimmImageTower", "Tower", "build_clip", "bundled_file", "cached_weights",
+           "end_of_text_id", "explicit_attention", "load_bundled", "load_model",
+           "network_available", "padding_id", "register_loader", "text_lengths"]

@@ -19,7 +19,10 @@ from .clip import ClipModel
 
 #: The model name that loads our bundled offline CLIP (see ``data/MINI_CLIP_CARD.md``).
 MINI = "mini"
-_MINI_FILES = ("mini-clip.json", "mini-clip.safetensors")
+#: The bundled models, by name: the stem of their files in ``data/`` (``<stem>.json`` and
+#: ``<stem>.safetensors``, as :mod:`nibcore.world.train` exports them): ``mini`` (the scenes),
+#: ``cue`` and ``cue-control`` (the cue world's model and its control, ``data/CUE_CLIP_CARD.md``).
+BUNDLED = {MINI: "mini-clip", "cue": "cue-clip", "cue-control": "cue-control-clip"}
 
 
 def bundled_file(name: str) -> Path:
@@ -56,20 +59,25 @@ def build_clip(model_cfg: dict, image_size: int | None = None, mean: Sequence[fl
     return ClipModel(clip, preprocess, tokenizer, name, mean, std)
 
 
-def load_mini(folder: str | Path | None = None) -> ClipModel:
-    """The bundled ``mini`` model, or a snapshot of it in ``folder`` (``mini-clip.json`` +
-    ``mini-clip.safetensors``, as written by :mod:`nibcore.world.train`)."""
+def load_bundled(name: str = MINI, folder: str | Path | None = None) -> ClipModel:
+    """A bundled model (:data:`BUNDLED`), or a snapshot of one in ``folder`` (its ``<stem>.json``
+    + ``<stem>.safetensors``, as written by :mod:`nibcore.world.train`)."""
     from safetensors.torch import load_file
 
-    def find(name: str) -> Path:
-        return bundled_file(name) if folder is None else \
-            check_folder(folder, "mini model folder") / name
+    if name not in BUNDLED:
+        raise ValueError(f"unknown bundled model {name!r}; bundled: {list(BUNDLED)}")
+    stem = BUNDLED[name]
 
-    cfg = read_json_file(find(_MINI_FILES[0]), "mini model config")
-    weights = read_file(find(_MINI_FILES[1]), "mini model weights", lambda p: load_file(str(p)),
-                        "a .safetensors file of the mini model's tensors")
+    def find(file: str) -> Path:
+        return bundled_file(file) if folder is None else \
+            check_folder(folder, f"{name} model folder") / file
+
+    cfg = read_json_file(find(f"{stem}.json"), f"{name} model config")
+    weights = read_file(find(f"{stem}.safetensors"), f"{name} model weights",
+                        lambda p: load_file(str(p)),
+                        f"a .safetensors file of the {name} model's tensors")
     return build_clip(cfg["model_cfg"], cfg.get("image_size"), cfg.get("mean"), cfg.get("std"),
-                      name=MINI, state_dict=weights)
+                      name=name, state_dict=weights)
 
 
 def _looks_like_path(pretrained: str) -> bool:
@@ -215,13 +223,14 @@ def load_model(name: str = MINI, pretrained: str | None = None,
         raise ValueError("tokenizer= is for Hugging Face SigLIP models; open_clip models come with "
                          "their own tokenizer")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if name == MINI:
+    if name in BUNDLED:
         if pretrained is not None:
-            raise ValueError("the bundled 'mini' model has its own weights: leave pretrained=None")
-        return load_mini().to(device)
+            raise ValueError(f"the bundled {name!r} model has its own weights: leave "
+                             f"pretrained=None")
+        return load_bundled(name).to(device)
     known = open_clip.list_models()
     if name not in known:
-        close = difflib.get_close_matches(name, known + [MINI], n=3)
+        close = difflib.get_close_matches(name, known + list(BUNDLED), n=3)
         raise ValueError(f"unknown model name {name!r}; did you mean {close}? "
                          f"Use 'mini' or a name from open_clip.list_models().")
     checkpoint, options = None, {}

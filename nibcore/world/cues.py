@@ -26,8 +26,9 @@ how often the model's better caption of the two candidates — the object's colo
 with the object's shape — follows the cue; and the image–text similarity lost when the cue is
 painted out against when the object is.
 
-Not built yet (issue 24): the two trained and bundled models, the intervention ground truth per
-pair, the faithfulness metrics and the leaderboard.
+The two models trained on this world, ``cue`` and ``cue-control``, are bundled; their card
+(``data/CUE_CLIP_CARD.md``, :mod:`nibcore.world.cue_card`) gives their reliance against the
+thresholds :data:`RELIANCE_MIN` and :data:`CONTROL_MAX`, fixed before training.
 """
 
 from __future__ import annotations
@@ -51,6 +52,11 @@ CUE_P = 0.95
 #: Probability that a training scene's object has the caption's colour (both models; another
 #: colour otherwise): below :data:`CUE_P`, so that the cue is the better evidence.
 OBJECT_P = 0.5
+#: Fixed before training: the cue model must follow the cue on at least this share of conflict
+#: scenes (the lower end of the 95 % interval of :func:`reliance`'s ``follows_cue``) ...
+RELIANCE_MIN = 0.8
+#: ... and the control on at most this share (the upper end).
+CONTROL_MAX = 0.2
 #: The kinds of test scenes.
 KINDS = ("agree", "conflict", "absent")
 #: Seeds of training and of test scenes, disjoint from each other and from the scenes' own.
@@ -216,3 +222,11 @@ def reliance(model: ClipModel, n: int = 300, start: int = 0) -> dict[str, object
              for region in ("cue", "object")}
     return {"n": n, "follows_cue": wilson(k, n),
             "drop_cue": interval(drops["cue"]), "drop_object": interval(drops["object"])}
+
+
+def thresholds_met(cue: dict[str, object], control: dict[str, object]) -> bool:
+    """Do the cue model's and the control's :func:`reliance` meet :data:`RELIANCE_MIN` and
+    :data:`CONTROL_MAX` (the interval's lower end for the cue model, upper end for the
+    control)?"""
+    return bool(cue["follows_cue"][1] >= RELIANCE_MIN
+                and control["follows_cue"][2] <= CONTROL_MAX)

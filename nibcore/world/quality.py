@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..models import load_mini
+from ..models import load_bundled
 from . import scenes
 from .train import CONTEXT_LENGTH, MEAN, STD
 
@@ -150,7 +150,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    mini = load_mini(args.data)
+    mini = load_bundled("mini", args.data)
     print(
         json.dumps(
             quality_report(mini.clip, args.n, args.seed, preprocess=mini.preprocess,

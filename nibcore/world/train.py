@@ -143,11 +143,19 @@ def losses(
     return contrastive, phrase
 
 
-def export(model: open_clip.model.CLIP, out: Path, steps: int, seed: int, threads: int) -> str:
-    """Write ``out/mini-clip.safetensors`` (fp16) and ``out/mini-clip.json``; return the sha256."""
+#: The files each world's model is exported to, ``<stem>.json`` and ``<stem>.safetensors``: the
+#: bundled models' files (:data:`nibcore.models.BUNDLED`).
+STEMS = {"scenes": "mini-clip", "cues": "cue-clip", "cues-control": "cue-control-clip"}
+
+
+def export(model: open_clip.model.CLIP, out: Path, steps: int, seed: int, threads: int,
+           world: str = "scenes") -> str:
+    """Write ``out/<stem>.safetensors`` (fp16) and ``out/<stem>.json`` (:data:`STEMS`: the
+    world's); return the sha256 of the weights."""
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
-    path = out / "mini-clip.safetensors"
+    stem = STEMS[world]
+    path = out / f"{stem}.safetensors"
     save_file(state, str(path))
     sha = file_digest(path)
     meta = {
@@ -160,8 +168,9 @@ def export(model: open_clip.model.CLIP, out: Path, steps: int, seed: int, thread
         "threads": threads,
         "seed": seed,
         "steps": steps,
+        **({} if world == "scenes" else {"world": world}),
     }
-    (out / "mini-clip.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (out / f"{stem}.json").write_text(json.dumps(meta, indent=2) + "\n")
     return sha
 
 
@@ -190,7 +199,7 @@ def train(args: argparse.Namespace) -> None:
                              "checkpoint")
         print(f"resumed at step {step}", flush=True)
     if args.export_only:
-        sha = export(model, Path(args.out), step, args.seed, args.threads)
+        sha = export(model, Path(args.out), step, args.seed, args.threads, args.world)
         print(f"exported step {step} sha256 {sha}", flush=True)
         return
     tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=CONTEXT_LENGTH)
@@ -241,7 +250,7 @@ def train(args: argparse.Namespace) -> None:
                 torch.save(ck, run_dir / "ckpt.tmp")
                 (run_dir / "ckpt.tmp").replace(ckpt_path)
     model.eval()
-    sha = export(model, Path(args.out), step, args.seed, args.threads)
+    sha = export(model, Path(args.out), step, args.seed, args.threads, args.world)
     print(f"exported step {step} sha256 {sha}", flush=True)
 
 
@@ -261,7 +270,7 @@ def main() -> None:
     p.add_argument("--world", default="scenes", choices=WORLDS,
                    help="scenes (the bundled mini), or the cue world: cues (glyph tied to the "
                    "caption) / cues-control (glyph independent); pair with its own --out and "
-                   "--run-dir (the files are named mini-clip.* in --out)")
+                   "--run-dir (the files in --out are named after the world, STEMS)")
     train(p.parse_args())
 
 
