@@ -70,14 +70,17 @@ def findings_html(items: Sequence[tuple[str, str]], title: str = "What we found"
 
 def overlay_row(image: Image.Image | Sequence[Image.Image], maps: Sequence[np.ndarray],
                 titles: Sequence[str] | None = None, size: float = 2.6,
-                suptitle: str | None = None) -> plt.Figure:
+                suptitle: str | None = None,
+                outlines: Sequence[tuple[np.ndarray, str]] = ()) -> plt.Figure:
     """A row of heatmaps ``(H, W)`` in [0, 1] over one image (or one image per map), each with
-    its colour bar."""
+    its colour bar; ``outlines``: ``(mask, colour)`` pairs drawn as contours on every map."""
     n = len(maps)
     images = list(image) if isinstance(image, (list, tuple)) else [image] * n
     fig, axes = panels(n, size + 0.3, size)
     for k, ax in enumerate(axes):
         overlay(ax, images[k], np.asarray(maps[k]), None if titles is None else titles[k])
+        for mask, colour in outlines:
+            ax.contour(mask, levels=[0.5], colors=colour, linewidths=0.8)
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
@@ -612,3 +615,50 @@ def show() -> None:
     """Show the open figures now (inline in a notebook, or in a window); for the modules that do
     not import matplotlib themselves."""
     plt.show()
+
+
+def cue_world_figure(cue_train: Sequence, control_train: Sequence, tests: Sequence
+                     ) -> plt.Figure:
+    """The cue world (:mod:`nibcore.world.cues`): training scenes of the cue model and of the
+    control (captioned; the object's and the cue's colours under each), and the test kinds of
+    one object with the object's (white) and the cue's (black) outline."""
+    cols = max(len(cue_train), len(control_train), len(tests))
+    fig, axes = plt.subplots(3, cols, figsize=(COLUMN_IN, COLUMN_IN * 3 / cols * 1.15),
+                             squeeze=False)
+    rows = (("cue model, training", cue_train), ("control, training", control_train),
+            ("test", tests))
+    for r, (label, scenes) in enumerate(rows):
+        for c in range(cols):
+            ax = axes[r][c]
+            if c >= len(scenes):
+                ax.set_visible(False)
+                continue
+            s = scenes[c]
+            picture(ax, s.image)
+            if r == 2:
+                ax.contour(s.object_mask, levels=[0.5], colors="white", linewidths=0.8)
+                if s.cue_mask.any():
+                    ax.contour(s.cue_mask, levels=[0.5], colors="black", linewidths=0.8)
+                ax.set_title(f"{s.kind}: \"{s.caption}\"", fontsize=7)
+            else:
+                ax.set_title(f"\"{s.caption}\"\nobject {s.object_colour}, cue {s.cue_colour}",
+                             fontsize=7)
+        axes[r][0].text(-0.15, 0.5, label, rotation=90, va="center", ha="right",
+                        transform=axes[r][0].transAxes, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def interventions_figure(images: dict[str, Image.Image], cosines: pd.DataFrame,
+                         caption: str) -> plt.Figure:
+    """One scene and its interventions (``images``: name -> picture), each titled with the
+    cosine with ``caption`` under every model (``cosines``: rows = the names, columns = the
+    models)."""
+    fig, axes = panels(len(images), 1.7, 2.1)
+    for ax, (name, image) in zip(axes, images.items()):
+        picture(ax, image)
+        ax.set_title(name + "\n" + "\n".join(f"{m}: {cosines.loc[name, m]:.3f}"
+                                              for m in cosines.columns), fontsize=7)
+    fig.suptitle(f"cosine with \"{caption}\"", fontsize=9)
+    fig.tight_layout()
+    return fig

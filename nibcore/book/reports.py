@@ -880,3 +880,78 @@ def timing_speed(timing: pd.DataFrame) -> pd.DataFrame:
     out["repeats"] = first["repeats"]
     out["hardware"] = first["hardware"] + "; " + first["threads"].astype(str) + " torch threads"
     return out.reindex([m for m in BOOK_ORDER if m in out.index])
+
+
+# --- the cue world: reliance and the faithfulness leaderboard --------------------------------
+
+def reliance_table(reliance: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """Each model's :func:`nibcore.world.cues.reliance` as strings with their 95 % intervals:
+    the share of conflict scenes that follow the cue, and the similarity lost when the cue or
+    the object is painted out."""
+    from ..stats import fmt
+
+    rows = {}
+    for name, r in reliance.items():
+        share, low, high = r["follows_cue"]
+        rows[name] = {"follows the cue (%)": fmt(100 * share, 100 * low, 100 * high),
+                      "similarity lost, cue out": fmt(r["drop_cue"].value, r["drop_cue"].low,
+                                                      r["drop_cue"].high),
+                      "similarity lost, object out": fmt(r["drop_object"].value,
+                                                         r["drop_object"].low,
+                                                         r["drop_object"].high),
+                      "n (each kind)": r["n"]}
+    return pd.DataFrame(rows).T
+
+
+#: The faithfulness leaderboard's columns (:func:`nibcore.faithfulness.leaderboard`) and their
+#: printed names.
+FAITHFULNESS_COLUMNS = {"point_used": "pointing into the used region ↑ (%)",
+                        "density_cue": "density in the cue, where used (× chance)",
+                        "density_object": "density in the object, where used (× chance)",
+                        "rho": "ρ(density gap, effect gap) ↑"}
+
+
+def faithfulness_table(board: pd.DataFrame) -> pd.DataFrame:
+    """One model's leaderboard as strings ``"mean [low, high]"`` with each cell's n, one row
+    per method (display names), one column per :data:`FAITHFULNESS_COLUMNS`."""
+    from ..stats import fmt
+
+    out = {}
+    for _, r in board.iterrows():
+        row = {}
+        for col, name in FAITHFULNESS_COLUMNS.items():
+            n = r.get(f"{col}_n", r["n"])
+            row[name] = ("–" if not np.isfinite(r[col]) else
+                         fmt(r[col], r[f"{col}_low"], r[f"{col}_high"]) + f" (n={int(n)})")
+        out[DISPLAY.get(r["method"], r["method"])] = row
+    return pd.DataFrame(out).T
+
+
+def faithfulness_sentences(boards: dict[str, pd.DataFrame], verdicts: dict[str, pd.DataFrame],
+                           method: str = "nib") -> list[str]:
+    """Per model, ``method``'s pointing into the used region and its rank, its paired verdicts
+    against the other methods, and whether its maps' density gap follows the effect gap
+    (generated from the measured values)."""
+    from ..stats import fmt
+
+    name = DISPLAY.get(method, method)
+    out = []
+    for model, board in boards.items():
+        b = board.set_index("method")
+        if method not in b.index:
+            continue
+        r = b.loc[method]
+        rank = int((b["point_used"] > r["point_used"]).sum()) + 1
+        v = verdicts[model]["verdict"].value_counts() if len(verdicts[model]) else pd.Series()
+        rho_word = ("follows the measured effects" if r["rho_low"] > 0 else
+                    "runs against them" if r["rho_high"] < 0 else
+                    "is not distinguishable from no relation at 95 %")
+        out.append(
+            f"**{model}**: {name} points into the region the model uses on "
+            f"{fmt(r['point_used'], r['point_used_low'], r['point_used_high'])} % of "
+            f"{int(r['point_used_n'])} pairs ({ordinal(rank)} of {len(b)}); against the "
+            f"{len(verdicts[model])} other methods it is better than {v.get('better', 0)}, worse "
+            f"than {v.get('worse', 0)} and not distinguishable from "
+            f"{v.get('not distinguishable at 95 %', 0)}. Its density gap (cue − object) "
+            f"{rho_word}: ρ = {fmt(r['rho'], r['rho_low'], r['rho_high'])}.")
+    return out
