@@ -1,5 +1,6 @@
 """Light checks of the book's sources (the build itself is scripts/build_book.py)."""
 
+import ast
 import importlib.util
 import json
 import re
@@ -7,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from nibcore.models import BUNDLED
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("build_book", ROOT / "scripts" / "build_book.py")
@@ -61,7 +64,12 @@ def test_notebook_layout(nb):
     assert len(params) == 1, "exactly one cell tagged 'parameters'"
     text = source(params[0])
     assert re.search(r"^SMOKE = False", text, re.M), "parameters define SMOKE = False"
-    assert re.search(r'^MODEL = "mini"', text, re.M), "parameters default to the bundled model"
+    named = re.search(r'^MODELS? = (.+?)\s*(#|$)', text, re.M)
+    assert named, "parameters name the model (MODEL) or models (MODELS)"
+    models = ast.literal_eval(named.group(1))
+    models = [models] if isinstance(models, str) else models
+    assert models and set(models) <= set(BUNDLED), \
+        "parameters default to bundled models (the book runs offline)"
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
