@@ -990,3 +990,71 @@ def test_claims_own(capsys, tmp_path):
     assert "one of" in run(capsys, check.ex_claims_own, row, "yes", sources)[1]
     assert "dict" in run(capsys, check.ex_claims_own, "my-fps-mfaba,...", mine.verdict,
                          sources)[1]
+
+
+# --- ex-use-effects, ex-use-density (faithfulness) -----------------------------------------------
+
+@pytest.fixture(scope="module")
+def cue_world(mini):
+    """The cue world's two models, and NIB's evaluation rows of the first 6 test objects (each
+    with an agreeing and a conflicting cue) on each: the reference comes from the evaluation's
+    columns, not from the checks' own code."""
+    from nibcore import evaluate
+    from nibcore.world.data import cue_pairs
+
+    models = {name: nibcore.load_model(name, device="cpu") for name in ("cue", "cue-control")}
+    ds = cue_pairs(12)
+    rows = {name: evaluate(m, ds, ["nib"], sides=["image"], n=None, progress=False,
+                           text_protocols=()) for name, m in models.items()}
+    conflict = {name: df[df["meta_kind"] == "conflict"] for name, df in rows.items()}
+    return models, conflict
+
+
+def test_use_effects(capsys, cue_world):
+    from nibcore.world import cues
+
+    models, conflict = cue_world
+    n = 6
+    want = tuple(float((df["img_s0"] - df["use_s_cue"]).mean())
+                 for df in (conflict["cue"], conflict["cue-control"]))
+    assert run(capsys, check.ex_use_effects, *want, models, n)[0]
+    agree = [cues.test_scene(i, "agree") for i in range(n)]
+    caps = [s.caption for s in agree]
+    on_agree = tuple(float(np.mean(cues.similarity(models[m], [s.image for s in agree], caps)
+                                   - cues.similarity(models[m], [cues.remove(s, "cue")
+                                                                 for s in agree], caps)))
+                     for m in ("cue", "cue-control"))
+    object_out = tuple(float((df["img_s0"] - df["use_s_object"]).mean())
+                       for df in (conflict["cue"], conflict["cue-control"]))
+    wrong = {"the models swapped": want[::-1], "after minus before": (-want[0], -want[1]),
+             "agree scenes": on_agree, "the object painted out": object_out}
+    failed = 0
+    for name, answer in wrong.items():
+        if np.allclose(answer, want, rtol=1e-2):
+            continue  # a wrong method that happens to give the right numbers on these models
+        ok, out = run(capsys, check.ex_use_effects, *answer, models, n)
+        assert not ok, name
+        hides(out, *want)
+        failed += 1
+    assert failed >= 2
+    assert "two numbers" in run(capsys, check.ex_use_effects, "0.1", 0.2, models, n)[1]
+
+
+def test_use_density(capsys, cue_world):
+    from nibcore.world import cues
+
+    models, conflict = cue_world
+    n = 6
+    df = conflict["cue"].sort_values("index")
+    area = np.array([cues.test_scene(i, "conflict").cue_mask.mean() for i in range(n)])
+    density = float(df["use_density_cue"].mean())
+    share = float(np.mean(df["use_density_cue"].to_numpy() * area))
+    assert run(capsys, check.ex_use_density, share, density, models["cue"], n)[0]
+    wrong = {"the share in %": (100 * share, density), "swapped": (density, share),
+             "the object's density": (share, float(df["use_density_object"].mean())),
+             "mass without the area": (share, share)}
+    for name, answer in wrong.items():
+        ok, out = run(capsys, check.ex_use_density, *answer, models["cue"], n)
+        assert not ok, name
+        hides(out, share, density)
+    assert "two numbers" in run(capsys, check.ex_use_density, None, 1.0, models["cue"], n)[1]

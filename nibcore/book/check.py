@@ -43,6 +43,8 @@ Checks (exercise label → function):
 * ``ex-neg-minmax`` → :func:`ex_neg_minmax`
 * ``ex-neg-shape`` → :func:`ex_neg_shape`
 * ``ex-gallery-norm`` → :func:`ex_gallery_norm`
+* ``ex-use-effects`` → :func:`ex_use_effects`
+* ``ex-use-density`` → :func:`ex_use_density`
 """
 
 from __future__ import annotations
@@ -1353,3 +1355,77 @@ def ex_neg_minmax(zero_value: Callable, trials: int = 200, seed: int = 0) -> boo
             return _say(False, "normalise 0 the way every score is: subtract the minimum, "
                                "divide by the range")
     return _say(True, "")
+
+
+# --- faithfulness.ipynb ------------------------------------------------------------------------
+
+#: the conflict scenes of the faithfulness chapter's exercises
+USE_SCENES = 20
+
+
+def expected_use_effects(models: Mapping, n: int = USE_SCENES) -> tuple[float, float]:
+    """The mean cosine with the caption lost when the cue is painted out, over the first ``n``
+    conflict scenes, for the cue model and for the control (``models``: name -> model)."""
+    from nibcore.world import cues
+
+    scenes_ = [cues.test_scene(i, "conflict") for i in range(n)]
+    captions = [s.caption for s in scenes_]
+    out = []
+    for name in ("cue", "cue-control"):
+        base = cues.similarity(models[name], [s.image for s in scenes_], captions)
+        out.append(float(np.mean(base - cues.similarity(
+            models[name], [cues.remove(s, "cue") for s in scenes_], captions))))
+    return out[0], out[1]
+
+
+def ex_use_effects(cue_mean, control_mean, models: Mapping, n: int = USE_SCENES) -> bool:
+    """``ex-use-effects``: the mean effect of painting the cue out (the cosine *lost*: before
+    minus after) on the first ``n`` conflict scenes, for the cue model and for the control.
+    Pass the chapter's ``models`` after your two numbers."""
+    if not (_is_number(cue_mean) and _is_number(control_mean)):
+        return _bad("pass two numbers: the cue model's mean effect, then the control's")
+    want = expected_use_effects(models, n)
+    got = (float(cue_mean), float(control_mean))
+    if _close(got[0], want[0], 1e-2) and _close(got[1], want[1], 1e-2):
+        return _say(True, "")
+    if _close(got[0], want[1], 1e-2) and _close(got[1], want[0], 1e-2):
+        return _say(False, "the two models are swapped: the cue model first")
+    if _close(-got[0], want[0], 1e-2) and _close(-got[1], want[1], 1e-2):
+        return _say(False, "the sign: the effect is the cosine lost, before minus after")
+    return _say(False, "paint out the cue (cues.remove(scene, 'cue')) on the conflict scenes "
+                    "cues.test_scene(i, 'conflict'), i < n, and average s0 - s over them")
+
+
+def expected_use_density(model, n: int = USE_SCENES) -> tuple[float, float]:
+    """The means, over the first ``n`` conflict scenes, of NIB's share of positive mass in the
+    cue (``metrics.energy_in_mask``, in [0, 1]) and of its density there
+    (``metrics.mass_density``)."""
+    from nibcore import explain, metrics
+    from nibcore.world import cues
+
+    shares, densities = [], []
+    for i in range(n):
+        s = cues.test_scene(i, "conflict")
+        scores = explain(model, s.image, s.caption).scores
+        shares.append(metrics.energy_in_mask(scores, s.cue_mask))
+        densities.append(metrics.mass_density(scores, s.cue_mask))
+    return float(np.mean(shares)), float(np.mean(densities))
+
+
+def ex_use_density(share_mean, density_mean, model, n: int = USE_SCENES) -> bool:
+    """``ex-use-density``: NIB's mean share of positive mass in the cue (in [0, 1]) and its
+    mean density there (mass per unit of the cue's area) on the first ``n`` conflict scenes
+    with the cue model. Pass the chapter's ``models["cue"]`` after your two numbers."""
+    if not (_is_number(share_mean) and _is_number(density_mean)):
+        return _bad("pass two numbers: the mean share of mass in the cue, then the mean density")
+    share, density = expected_use_density(model, n)
+    got = (float(share_mean), float(density_mean))
+    if _close(got[0], share, 1e-2) and _close(got[1], density, 1e-2):
+        return _say(True, "")
+    if _close(got[0], 100 * share, 1e-2):
+        return _say(False, "the share as a fraction in [0, 1], not in %")
+    if _close(got[0], density, 1e-2) and _close(got[1], share, 1e-2):
+        return _say(False, "the two numbers are swapped: the share first")
+    return _say(False, "explain each conflict scene with NIB on the cue model; the share is "
+                    "metrics.energy_in_mask(map, scene.cue_mask), the density "
+                    "metrics.mass_density(map, scene.cue_mask)")

@@ -38,7 +38,7 @@ KINDS = {
     "ex-ib-average": "coding", "ex-ib-steps": "coding", "ex-base-rise": "coding",
     "ex-base-invariance": "coding", "ex-neg-shape": "coding", "ex-preface-one": "coding",
     "ex-compl-random": "coding", "ex-claims-own": "coding", "ex-passes-cost": "coding",
-    "ex-passes-nib": "coding",
+    "ex-passes-nib": "coding", "ex-use-effects": "coding", "ex-use-density": "coding",
     # labs: a sweep over many pairs, compared with the store
     "ex-abl-complete": "lab", "ex-beta-seeds": "lab", "ex-beta-nib": "lab",
     "ex-beyond-dilate": "lab", "ex-beyond-bottom": "lab", "ex-main-n": "lab",
