@@ -108,8 +108,8 @@ def _registry() -> dict[str, Column]:
                "points", "outcome"),
         Column("use_point_object", "Pointing into the object", "point (object)", "image", None,
                "points", "outcome"),
-        Column("point_used", "Pointing into the used region", "point (used)", "image", "higher",
-               "points", "outcome"),
+        Column("point_support", "Pointing into the supporting region", "point (support)",
+               "image", "higher", "points", "outcome"),
         # the paper's names (Tables 2-8) and its speed columns
         Column("text_conf_drop", "Text Conf. Drop", "text drop", "text", "lower", "points",
                "drop", column="txt_conf_drop_paper", cosines=("txt_s0_paper", "txt_s1_paper")),

@@ -5,31 +5,35 @@ scene, the object and a small glyph (the *cue*), and paints each out. What a mod
 pair is then measured, not assumed; the maps are asked afterwards. Everything here was fixed
 before any method was run on the cue world.
 
+Maps are read as every metric of the paper reads them: a bright pixel *supports* the caption
+(keeping it should keep the cosine). The ground truth is therefore signed.
+
 Per pair, from the columns of :func:`nibcore.evaluation.use_metrics` (the same on every
 method's row of a pair):
 
 * **effect** of region ``r``: ``e_r = img_s0 − use_s_r``, the image–caption cosine lost when
-  ``r`` is painted out (negative when removing it *raises* the cosine, as a glyph of another
-  colour than the caption's can);
+  ``r`` is painted out;
 * **noise** ``σ``: the null interventions' spread (fresh background noise: pixels change,
   evidence does not), pooled over the pairs of one model: the root of the mean, over pairs,
   of the variance (ddof 1) of their :data:`~nibcore.evaluation.USE_NULL` null cosines;
-* **used**: ``|e_r| > K · σ`` (:data:`K` = 3). Each pair falls in one class of
-  :data:`CLASSES`: cue only, object only, both, neither.
+* **role** of ``r`` (:data:`ROLES`): it **supports** the caption when ``e_r > K · σ`` (removing
+  it lowers the cosine), **opposes** it when ``e_r < −K · σ`` (removing it raises the cosine:
+  a cue of another colour than the caption's, for a model that reads the cue), else **none**;
+  :data:`K` = 3.
 
 Per method, over pairs (:func:`leaderboard`):
 
-* **pointing into the used region** (``point_used``, 0–100): the pointing game's credit
-  (:func:`nibcore.metrics.pointing_game`, ties share it) in the used region — both regions
-  when both are used (they are disjoint, so the credits add); pairs where neither is used are
-  left out;
-* **density** in a used region (``density_cue`` / ``density_object``): the map's positive mass
-  per unit of the region's area (:func:`nibcore.metrics.mass_density`; 1 is chance), averaged
-  over the pairs where that region is used — a 36-pixel glyph can hold only a little mass, so
-  mass alone would always favour the object;
+* **pointing into the supporting region** (``point_support``, 0–100): the pointing game's
+  credit (:func:`nibcore.metrics.pointing_game`, ties share it) in the region(s) that support
+  the caption — both when both do (they are disjoint, so the credits add); pairs where neither
+  supports are left out;
+* **density** in a supporting region (``density_cue`` / ``density_object``): the map's positive
+  mass per unit of the region's area (:func:`nibcore.metrics.mass_density`; 1 is chance),
+  averaged over the pairs where that region supports — a 36-pixel glyph can hold only a little
+  mass, so mass alone would always favour the object;
 * **rank agreement** (``rho``): Spearman's ρ across all pairs between the map's
-  ``density_cue − density_object`` and the measured ``|e_cue| − |e_object|`` — does the map
-  give more weight to the region whose removal matters more? With a 95 % interval.
+  ``density_cue − density_object`` and the measured ``e_cue − e_object`` — does the map give
+  more weight to the region whose removal costs more? With a 95 % interval.
 """
 
 from __future__ import annotations
@@ -46,8 +50,8 @@ from .stats import interval, paired, spearman_ci
 K = 3.0
 #: The regions of the cue world.
 REGIONS = ("cue", "object")
-#: The classes of use of a pair.
-CLASSES = ("cue only", "object only", "both", "neither")
+#: The role of a region on a pair.
+ROLES = ("supports", "opposes", "none")
 
 
 def _image(rows: pd.DataFrame) -> pd.DataFrame:
@@ -69,8 +73,8 @@ def noise(rows: pd.DataFrame) -> float:
 
 
 def ground_truth(rows: pd.DataFrame, k: float = K) -> pd.DataFrame:
-    """Per pair of one model: ``effect_cue``, ``effect_object``, ``used_cue``, ``used_object``,
-    ``use_class`` (:data:`CLASSES`) and the threshold ``k · σ`` (``threshold``), indexed by the
+    """Per pair of one model: ``effect_cue``, ``effect_object``, ``role_cue``,
+    ``role_object`` (:data:`ROLES`) and the threshold ``k · σ`` (``threshold``), indexed by the
     pair's id.
 
     Args:
@@ -85,30 +89,30 @@ def ground_truth(rows: pd.DataFrame, k: float = K) -> pd.DataFrame:
     per_pair = image.drop_duplicates("id").set_index("id")
     out = pd.DataFrame(index=per_pair.index)
     for r in REGIONS:
-        out[f"effect_{r}"] = per_pair["img_s0"] - per_pair[f"use_s_{r}"]
-        out[f"used_{r}"] = out[f"effect_{r}"].abs() > threshold
-    cue, obj = out["used_cue"], out["used_object"]
-    out["use_class"] = np.select([cue & ~obj, obj & ~cue, cue & obj], CLASSES[:3], CLASSES[3])
+        e = per_pair["img_s0"] - per_pair[f"use_s_{r}"]
+        out[f"effect_{r}"] = e
+        out[f"role_{r}"] = np.select([e > threshold, e < -threshold], ROLES[:2], ROLES[2])
     out["threshold"] = threshold
     return out
 
 
 def pair_scores(rows: pd.DataFrame, k: float = K) -> pd.DataFrame:
     """Every image row of one model with its pair's ground truth (:func:`ground_truth`) and
-    ``point_used``: the pointing credit in the used region(s), NaN where neither is used."""
+    ``point_support``: the pointing credit in the supporting region(s), NaN where none
+    supports."""
     image = _image(rows)
     rows = image.join(ground_truth(image, k), on="id")
-    point = np.where(rows["used_cue"], rows["use_point_cue"], 0.0) + np.where(
-        rows["used_object"], rows["use_point_object"], 0.0)
-    rows["point_used"] = np.where(rows["use_class"] == "neither", np.nan, point)
+    support = {r: rows[f"role_{r}"] == "supports" for r in REGIONS}
+    point = sum(np.where(support[r], rows[f"use_point_{r}"], 0.0) for r in REGIONS)
+    rows["point_support"] = np.where(support["cue"] | support["object"], point, np.nan)
     return rows
 
 
 def leaderboard(rows: pd.DataFrame, methods: Sequence[str] | None = None, k: float = K,
                 seed: int = 0) -> pd.DataFrame:
-    """One row per method (of one model): ``n`` pairs; ``point_used`` and the densities in the
-    used regions, each with its 95 % interval (``_low`` / ``_high``) and the pairs it averages
-    (``_n``); ``rho`` with its interval. See the module docstring.
+    """One row per method (of one model): ``n`` pairs; ``point_support`` and the densities in
+    the supporting regions, each with its 95 % interval (``_low`` / ``_high``) and the pairs it
+    averages (``_n``); ``rho`` with its interval. See the module docstring.
 
     Args:
         rows: the evaluation rows of one model on the cue world.
@@ -124,44 +128,53 @@ def leaderboard(rows: pd.DataFrame, methods: Sequence[str] | None = None, k: flo
         if g.empty:
             continue
         row = dict(method=m, n=int(g["id"].nunique()))
-        for name, values in (("point_used", g["point_used"]),
-                             ("density_cue", g.loc[g["used_cue"], "use_density_cue"]),
-                             ("density_object", g.loc[g["used_object"], "use_density_object"])):
+        for name, values in (
+                ("point_support", g["point_support"]),
+                ("density_cue", g.loc[g["role_cue"] == "supports", "use_density_cue"]),
+                ("density_object", g.loc[g["role_object"] == "supports", "use_density_object"])):
             v = values.dropna().to_numpy(float)
             iv = interval(v, seed=seed) if v.size else None
             row.update({name: iv.value if iv else np.nan, f"{name}_low": iv.low if iv else np.nan,
                         f"{name}_high": iv.high if iv else np.nan, f"{name}_n": int(v.size)})
         x = g["use_density_cue"] - g["use_density_object"]
-        y = g["effect_cue"].abs() - g["effect_object"].abs()
+        y = g["effect_cue"] - g["effect_object"]
         rho, low, high = spearman_ci(x.to_numpy(float), y.to_numpy(float))
         row.update(rho=rho, rho_low=low, rho_high=high)
         out.append(row)
     return pd.DataFrame(out)
 
 
-def class_counts(rows: pd.DataFrame, k: float = K) -> pd.DataFrame:
-    """How many pairs of one model fall in each class of use, per scene kind (``meta_kind``:
-    agree / conflict) and in all."""
+def role_counts(rows: pd.DataFrame, k: float = K) -> pd.DataFrame:
+    """How many pairs of one model give each region each role (:data:`ROLES`), per scene kind
+    (``meta_kind``: agree / conflict) and in all: one row per (kind, role of the cue), one
+    column per role of the object."""
     gt = ground_truth(rows, k)
     kinds = _image(rows).drop_duplicates("id").set_index("id").get("meta_kind")
     gt["kind"] = kinds if kinds is not None else "all"
-    table = pd.crosstab(gt["kind"], gt["use_class"]).reindex(columns=list(CLASSES), fill_value=0)
-    table.loc["all"] = table.sum()
+    gt = pd.concat([gt, gt.assign(kind="all")]) if kinds is not None else gt
+    table = pd.crosstab([gt["kind"], gt["role_cue"]], gt["role_object"])
+    table = table.reindex(columns=list(ROLES), fill_value=0)
+    order = {k: i for i, k in enumerate([*dict.fromkeys(kinds if kinds is not None else []),
+                                         "all"])}
+    table = table.iloc[sorted(range(len(table)), key=lambda i: (
+        order.get(table.index[i][0], -1), ROLES.index(table.index[i][1])))]
+    table.index.names = ["scenes", "cue"]
+    table.columns.name = "object"
     return table
 
 
 def paired_point_verdicts(rows: pd.DataFrame, method: str = "nib",
                           baselines: Sequence[str] | None = None, k: float = K,
                           seed: int = 0) -> pd.DataFrame:
-    """``method`` against each baseline on ``point_used``, on the pairs where a region is used:
-    mean difference, its paired bootstrap interval and the verdict ("better", "worse", "not
-    distinguishable at 95 %")."""
-    scored = pair_scores(rows, k).dropna(subset=["point_used"])
-    mine = scored[scored["method"] == method].set_index("id")["point_used"]
+    """``method`` against each baseline on ``point_support``, on the pairs where a region
+    supports the caption: mean difference, its paired bootstrap interval and the verdict
+    ("better", "worse", "not distinguishable at 95 %")."""
+    scored = pair_scores(rows, k).dropna(subset=["point_support"])
+    mine = scored[scored["method"] == method].set_index("id")["point_support"]
     baselines = [b for b in (baselines or dict.fromkeys(scored["method"])) if b != method]
     out = []
     for b in baselines:
-        theirs = scored[scored["method"] == b].set_index("id")["point_used"]
+        theirs = scored[scored["method"] == b].set_index("id")["point_support"]
         common = mine.index.intersection(theirs.index)
         if len(common) < 2:
             continue

@@ -41,7 +41,7 @@ def _frame(effects, nulls, points, densities, methods=("a", "b")):
     return pd.DataFrame(rows)
 
 
-def test_noise_classes_and_leaderboard_on_known_values():
+def test_noise_roles_and_leaderboard_on_known_values():
     null = [[0.0, 0.01, 0.0, -0.01]] * 4  # variance 2/3 · 1e-4 per pair: σ = 0.00816
     effects = [(0.5, 0.0), (0.0, -0.5), (0.5, 0.5), (0.001, 0.001)]
     points = {"a": [(100, 0), (0, 100), (50, 50), (0, 0)], "b": [(0, 100), (100, 0), (0, 0),
@@ -51,26 +51,30 @@ def test_noise_classes_and_leaderboard_on_known_values():
     sigma = np.sqrt(np.var([0.0, 0.01, 0.0, -0.01], ddof=1))
     assert fa.noise(df) == pytest.approx(sigma)
     gt = fa.ground_truth(df)
-    assert list(gt["use_class"]) == ["cue only", "object only", "both", "neither"]
+    assert list(gt["role_cue"]) == ["supports", "none", "supports", "none"]
+    assert list(gt["role_object"]) == ["none", "opposes", "supports", "none"]
     assert gt["threshold"].iloc[0] == pytest.approx(fa.K * sigma)
-    assert gt.loc["p1", "effect_object"] == pytest.approx(-0.5)  # |effect| decides use
     board = fa.leaderboard(df).set_index("method")
-    assert board.loc["a", "point_used"] == pytest.approx(100.0)  # 100, 100, 50 + 50
-    assert board.loc["b", "point_used"] == pytest.approx(0.0)
-    assert board.loc["a", "point_used_n"] == 3  # the pair where neither is used is left out
+    # pairs 0 (the cue supports: 100) and 2 (both: 50 + 50); 1 (the object opposes) and 3
+    # (nothing beyond the noise) have no supporting region and are left out
+    assert board.loc["a", "point_support"] == pytest.approx(100.0)
+    assert board.loc["a", "point_support_n"] == 2
+    assert board.loc["b", "point_support"] == pytest.approx(0.0)
     assert board.loc["a", "density_cue"] == pytest.approx(7.0)  # pairs 0 and 2: (9 + 5) / 2
-    assert board.loc["a", "density_object_n"] == 2
-    counts = fa.class_counts(df)
-    assert counts.loc["all"].sum() == 4 and counts.loc["conflict", "object only"] == 1
+    assert board.loc["a", "density_object_n"] == 1
+    counts = fa.role_counts(df)
+    assert counts.loc["all"].to_numpy().sum() == 4
+    assert counts.loc[("conflict", "none"), "opposes"] == 1
+    assert counts.loc[("all", "supports"), "supports"] == 1
     verdict = fa.paired_point_verdicts(df, "a").set_index("baseline")
-    assert verdict.loc["b", "diff"] == pytest.approx(100.0) and verdict.loc["b", "n"] == 3
+    assert verdict.loc["b", "diff"] == pytest.approx(100.0) and verdict.loc["b", "n"] == 2
 
 
 def test_rank_agreement_follows_the_effects():
     rng = np.random.default_rng(0)
     n = 40
     e = rng.normal(0, 0.3, size=(n, 2))
-    gap = np.abs(e[:, 0]) - np.abs(e[:, 1])
+    gap = e[:, 0] - e[:, 1]
     dens = {"good": [(1 + g, 1 - g) for g in gap], "bad": [(1 - g, 1 + g) for g in gap]}
     points = {m: [(0, 0)] * n for m in dens}
     df = _frame([tuple(x) for x in e], [[0, 1e-3, 0, -1e-3]] * n, points, dens,
@@ -131,7 +135,8 @@ def test_live_columns_match_an_independent_computation(mini):
         for r, mask in pair.meta["regions"].items():
             assert row[f"use_density_{r}"] == pytest.approx(mass_density(att.scores, mask),
                                                             rel=FLOAT_NOISE_RTOL)
-    assert fa.ground_truth(df)["use_class"].isin(fa.CLASSES).all()
+    gt = fa.ground_truth(df)
+    assert gt["role_cue"].isin(fa.ROLES).all() and gt["role_object"].isin(fa.ROLES).all()
 
 
 def test_a_stored_cue_file_audits_and_a_changed_value_fails(mini, tmp_path):

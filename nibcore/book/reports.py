@@ -905,9 +905,9 @@ def reliance_table(reliance: dict[str, dict[str, Any]]) -> pd.DataFrame:
 
 #: The faithfulness leaderboard's columns (:func:`nibcore.faithfulness.leaderboard`) and their
 #: printed names.
-FAITHFULNESS_COLUMNS = {"point_used": "pointing into the used region ↑ (%)",
-                        "density_cue": "density in the cue, where used (× chance)",
-                        "density_object": "density in the object, where used (× chance)",
+FAITHFULNESS_COLUMNS = {"point_support": "pointing into the supporting region ↑ (%)",
+                        "density_cue": "density in the cue, where it supports (× chance)",
+                        "density_object": "density in the object, where it supports (× chance)",
                         "rho": "ρ(density gap, effect gap) ↑"}
 
 
@@ -929,7 +929,7 @@ def faithfulness_table(board: pd.DataFrame) -> pd.DataFrame:
 
 def faithfulness_sentences(boards: dict[str, pd.DataFrame], verdicts: dict[str, pd.DataFrame],
                            method: str = "nib") -> list[str]:
-    """Per model, ``method``'s pointing into the used region and its rank, its paired verdicts
+    """Per model, ``method``'s pointing into the supporting region and its rank, its paired verdicts
     against the other methods, and whether its maps' density gap follows the effect gap
     (generated from the measured values)."""
     from ..stats import fmt
@@ -941,15 +941,15 @@ def faithfulness_sentences(boards: dict[str, pd.DataFrame], verdicts: dict[str, 
         if method not in b.index:
             continue
         r = b.loc[method]
-        rank = int((b["point_used"] > r["point_used"]).sum()) + 1
+        rank = int((b["point_support"] > r["point_support"]).sum()) + 1
         v = verdicts[model]["verdict"].value_counts() if len(verdicts[model]) else pd.Series()
         rho_word = ("follows the measured effects" if r["rho_low"] > 0 else
                     "runs against them" if r["rho_high"] < 0 else
                     "is not distinguishable from no relation at 95 %")
         out.append(
-            f"**{model}**: {name} points into the region the model uses on "
-            f"{fmt(r['point_used'], r['point_used_low'], r['point_used_high'])} % of "
-            f"{int(r['point_used_n'])} pairs ({ordinal(rank)} of {len(b)}); against the "
+            f"**{model}**: {name} points into the region that supports the caption on "
+            f"{fmt(r['point_support'], r['point_support_low'], r['point_support_high'])} % of "
+            f"{int(r['point_support_n'])} pairs ({ordinal(rank)} of {len(b)}); against the "
             f"{len(verdicts[model])} other methods it is better than {v.get('better', 0)}, worse "
             f"than {v.get('worse', 0)} and not distinguishable from "
             f"{v.get('not distinguishable at 95 %', 0)}. Its density gap (cue − object) "
