@@ -939,11 +939,7 @@ def ex_metrics_lab(insertion_mean, deletion_mean, n: int = 200, method: str = "n
     hint = _lab_size_hint(n, lambda k: lab_pairs(k, method), f"pairs of {method!r}")
     if hint:
         return _bad(hint)
-    from nibcore import store
-
-    df = store.load("table2")
-    rows = df[(df.method == method) & (df.side == "image")]
-    rows = rows[rows["index"].isin(lab_pairs(n, method))]
+    rows = lab_rows(n, method)
     want_ins, want_del = float(rows.img_insertion.mean()), float(rows.img_deletion.mean())
     ok_ins = abs(float(insertion_mean) - want_ins) <= LAB_ATOL
     ok_del = abs(float(deletion_mean) - want_del) <= LAB_ATOL
@@ -968,23 +964,29 @@ def ex_metrics_lab(insertion_mean, deletion_mean, n: int = 200, method: str = "n
 LAB_ATOL = 0.01
 
 
-def lab_pairs(n: int = 200, method: str = "nib", side: str = "image") -> list[int]:
-    """The dataset indices of the lab's pairs: the ``n`` smallest indices of the results store's
-    ``table2`` rows of ``method`` on ``side`` (``load_dataset("scenes")[i]`` is the pair)."""
+def _table2_rows(method: str, side: str):
+    """The results store's ``table2`` rows of ``method`` on ``side``."""
     from nibcore import store
 
     df = store.load("table2")
-    rows = df[(df.method == method) & (df.side == side)]
-    return sorted(int(i) for i in rows["index"])[:n]
+    return df[(df.method == method) & (df.side == side)]
+
+
+def lab_pairs(n: int = 200, method: str = "nib", side: str = "image") -> list[int]:
+    """The dataset indices of the lab's pairs: the ``n`` smallest indices of the results store's
+    ``table2`` rows of ``method`` on ``side`` (``load_dataset("scenes")[i]`` is the pair)."""
+    return sorted(int(i) for i in _table2_rows(method, side)["index"])[:n]
+
+
+def lab_rows(n: int = 200, method: str = "nib", side: str = "image"):
+    """The results store's ``table2`` rows of the lab's pairs (:func:`lab_pairs`)."""
+    rows = _table2_rows(method, side)
+    return rows[rows["index"].isin(lab_pairs(n, method, side))]
 
 
 def expected_main_lab(n: int = 200, method: str = "nib") -> tuple[float, float]:
     """The store's mean image Confidence Drop and Increase over :func:`lab_pairs`."""
-    from nibcore import store
-
-    df = store.load("table2")
-    rows = df[(df.method == method) & (df.side == "image")]
-    rows = rows[rows["index"].isin(lab_pairs(n, method))]
+    rows = lab_rows(n, method)
     return float(rows.img_conf_drop.mean()), float(rows.img_conf_incr.mean())
 
 
@@ -1014,11 +1016,7 @@ def ex_main_lab(drop_mean, increase_mean, n: int = 200, method: str = "nib") -> 
 
 def expected_text_lab(n: int = 200, protocol: str = "paper", method: str = "nib") -> float:
     """The store's mean text Confidence Drop under ``protocol`` over the lab's text pairs."""
-    from nibcore import store
-
-    df = store.load("table2")
-    rows = df[(df.method == method) & (df.side == "text")]
-    rows = rows[rows["index"].isin(lab_pairs(n, method, side="text"))]
+    rows = lab_rows(n, method, side="text")
     return float(rows[f"txt_conf_drop_{protocol}"].mean())
 
 
@@ -1215,11 +1213,7 @@ def ex_beyond_lab(pointing_mean, energy_mean, n: int = 200, method: str = "nib")
     hint = _lab_size_hint(n, lambda k: lab_pairs(k, method), f"pairs of {method!r}")
     if hint:
         return _bad(hint)
-    from nibcore import store
-
-    df = store.load("table2")
-    rows = df[(df.method == method) & (df.side == "image")]
-    rows = rows[rows["index"].isin(lab_pairs(n, method))]
+    rows = lab_rows(n, method)
     ok_point = abs(float(pointing_mean) - rows.pointing.mean()) <= 100 / n + LAB_ATOL
     ok_energy = abs(float(energy_mean) - rows.energy.mean()) <= LAB_ATOL
     if ok_point and ok_energy:
