@@ -1,5 +1,5 @@
 """The cue world's bundled models (issue 24): they load by name, their card is what the code
-measures now, and they meet the reliance thresholds fixed before training — the cue model
+measures now, and they meet the reliance thresholds fixed before they were measured — the cue model
 follows the cue, the control does not."""
 
 import json

@@ -232,7 +232,8 @@ def load_model(name: str = MINI, pretrained: str | None = None,
     if name not in known:
         close = difflib.get_close_matches(name, known + list(BUNDLED), n=3)
         raise ValueError(f"unknown model name {name!r}; did you mean {close}? "
-                         f"Use 'mini' or a name from open_clip.list_models().")
+                         f"Use a bundled model ({', '.join(BUNDLED)}) or a name from "
+                         f"open_clip.list_models().")
     checkpoint, options = None, {}
     tags = open_clip.list_pretrained_tags_by_model(name)
     if pretrained is not None and (_looks_like_path(pretrained) or (

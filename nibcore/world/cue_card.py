@@ -5,7 +5,8 @@ measurements so that no number in it is typed.
 
 The card states the recipe, the files' sha256, and each model's reliance on the cue
 (:func:`nibcore.world.cues.reliance`) on the same test scenes, against the thresholds fixed before
-training (:data:`nibcore.world.cues.RELIANCE_MIN`, :data:`nibcore.world.cues.CONTROL_MAX`).
+the models were measured (:data:`nibcore.world.cues.RELIANCE_MIN`,
+:data:`nibcore.world.cues.CONTROL_MAX`).
 ``tests/test_cue_models.py`` renders it again and compares it with the committed file.
 """
 
@@ -114,9 +115,9 @@ def render(models: dict[str, ClipModel], n: int = CARD_N, folder: str | Path | N
                      " |")
     lines += [
         "",
-        f"Thresholds, fixed before training: the cue model follows the cue in at least "
-        f"{100 * cues.RELIANCE_MIN:.0f} % of conflict scenes (the interval's lower end); the "
-        f"control in at most {100 * cues.CONTROL_MAX:.0f} % (its upper end). "
+        f"Thresholds, fixed before these models were measured: the cue model follows the cue "
+        f"in at least {100 * cues.RELIANCE_MIN:.0f} % of conflict scenes (the interval's lower "
+        f"end); the control in at most {100 * cues.CONTROL_MAX:.0f} % (its upper end). "
         + ("**Both are met.**" if met else "**Not met: these models are not fit for the "
                                           "chapter.**"),
         "",

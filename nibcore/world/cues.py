@@ -28,7 +28,8 @@ painted out against when the object is.
 
 The two models trained on this world, ``cue`` and ``cue-control``, are bundled; their card
 (``data/CUE_CLIP_CARD.md``, :mod:`nibcore.world.cue_card`) gives their reliance against the
-thresholds :data:`RELIANCE_MIN` and :data:`CONTROL_MAX`, fixed before training.
+thresholds :data:`RELIANCE_MIN` and :data:`CONTROL_MAX`, fixed after a 400-step pilot and
+before the two models were measured.
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ CUE_P = 0.95
 #: Probability that a training scene's object has the caption's colour (both models; another
 #: colour otherwise): below :data:`CUE_P`, so that the cue is the better evidence.
 OBJECT_P = 0.5
-#: Fixed before training: the cue model must follow the cue on at least this share of conflict
-#: scenes (the lower end of the 95 % interval of :func:`reliance`'s ``follows_cue``) ...
+#: Fixed before the two models were measured: the cue model must follow the cue on at least
+#: this share of conflict scenes (the lower end of the 95 % interval of :func:`reliance`'s
+#: ``follows_cue``) ...
 RELIANCE_MIN = 0.8
 #: ... and the control on at most this share (the upper end).
 CONTROL_MAX = 0.2
