@@ -136,7 +136,7 @@ SPECS: dict[str, Spec] = {
                 text_protocols=(),
                 about="the cue world's ground truth of use: every image-side method but RISE, "
                       "on agreeing and conflicting cues"),
-    "use-rise": Spec("cues", 200, (Run(("rise",), ("image",), warmup=False),),
+    "use-rise": Spec("cues", 100, (Run(("rise",), ("image",), warmup=False),),
                      text_protocols=(),
                      about="the cue world's ground truth of use: RISE (6000 masks) on fewer "
                            "pairs"),
