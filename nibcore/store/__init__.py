@@ -46,7 +46,7 @@ from ..downloads import file_digest
 from ..base import METHODS
 from ..methods import PAPER_LINEUP
 from ..metrics import METRICS_VERSION, TEXT_PROTOCOLS, hardware
-from ..models import ClipModel, bundled_file
+from ..models import BUNDLED, ClipModel, bundled_file
 
 #: nibcore's method keys in the book's order.
 ALL_METHODS = PAPER_LINEUP
@@ -403,30 +403,36 @@ def describe(names: Sequence[str], model: str = "mini") -> "pd.DataFrame":  # no
     return pd.DataFrame(out).set_index("file")
 
 
-def readme_table(model: str = "mini", root: str | Path | None = None) -> str:
-    """The README's table of the store, from the sidecars: one row per file present (and the
-    timings), with what it holds, its rows and pairs, the wall time of the sessions that wrote it
-    and the hardware. ``tests/test_store.py`` keeps the README's copy current."""
+def readme_table(models: Sequence[str] | None = None, root: str | Path | None = None) -> str:
+    """The README's table of the store, from the sidecars: one row per file present (and each
+    model's timings), with what it holds, its rows and pairs, the wall time of the sessions that
+    wrote it and the hardware. ``tests/test_store.py`` keeps the README's copy current.
+
+    Args:
+        models: the store's model names, in order (default: the bundled models).
+        root: the store's folder (default: :func:`store_dir`).
+    """
     lines = ["| file | what | rows | pairs | wall time (one process) | hardware |",
              "|---|---|---|---|---|---|"]
-    for name in sorted(SPECS):
-        path = store_file(name, model, root)
-        if not meta_file(path).is_file():
-            continue
-        meta, rows = read_meta(path), read_rows(path)
-        lines.append(f"| `{path.name}` | {SPECS[name].about} | {len(rows)} | "
-                     f"{len({r['id'] for r in rows})} | {meta['wall_seconds'] / 60:.0f} min | "
-                     f"{meta['hardware'].split('; ', 1)[-1].split(';')[0]}, "
-                     f"{meta['threads']} thread(s) |")
-    timing = timing_file(model, root)
-    if timing.is_file():
-        meta = json.loads(timing.read_text())
-        rows = meta["rows"]
-        lines.append(f"| `{timing.name}` | FPS: every method × side, warm-up + median of "
-                     f"{rows[0]['repeats']} on {rows[0]['pairs']} pairs | {len(rows)} | "
-                     f"{rows[0]['pairs']} | {meta['wall_seconds'] / 60:.0f} min | "
-                     f"{meta['hardware'].split('; ', 1)[-1].split(';')[0]}, "
-                     f"{meta['threads']} thread(s) |")
+    for model in (BUNDLED if models is None else models):
+        for name in sorted(SPECS):
+            path = store_file(name, model, root)
+            if not meta_file(path).is_file():
+                continue
+            meta, rows = read_meta(path), read_rows(path)
+            lines.append(f"| `{path.name}` | {SPECS[name].about} | {len(rows)} | "
+                         f"{len({r['id'] for r in rows})} | {meta['wall_seconds'] / 60:.0f} min | "
+                         f"{meta['hardware'].split('; ', 1)[-1].split(';')[0]}, "
+                         f"{meta['threads']} thread(s) |")
+        timing = timing_file(model, root)
+        if timing.is_file():
+            meta = json.loads(timing.read_text())
+            rows = meta["rows"]
+            lines.append(f"| `{timing.name}` | FPS: every method × side, warm-up + median of "
+                         f"{rows[0]['repeats']} on {rows[0]['pairs']} pairs | {len(rows)} | "
+                         f"{rows[0]['pairs']} | {meta['wall_seconds'] / 60:.0f} min | "
+                         f"{meta['hardware'].split('; ', 1)[-1].split(';')[0]}, "
+                         f"{meta['threads']} thread(s) |")
     return "\n".join(lines)
 
 
