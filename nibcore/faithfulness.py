@@ -182,3 +182,42 @@ def paired_point_verdicts(rows: pd.DataFrame, method: str = "nib",
         out.append(dict(baseline=b, n=r.n, diff=r.diff, low=r.low, high=r.high,
                         verdict=r.verdict))
     return pd.DataFrame(out)
+
+
+def kind_densities(rows: pd.DataFrame, methods: Sequence[str] | None = None,
+                   seed: int = 0) -> pd.DataFrame:
+    """Per method, scene kind (``meta_kind``: agree / conflict) and region: the mean density
+    (:func:`nibcore.metrics.mass_density`, 1 is chance) over every pair of that kind, whatever
+    the region's role, with its 95 % interval — whether a map changes where a region turns from
+    supporting the caption to opposing it.
+
+    Args:
+        rows: the evaluation rows of one model on the cue world.
+        methods: the methods, in order (None: all, in order of appearance).
+        seed: bootstrap seed.
+    """
+    image = _image(rows)
+    methods = list(methods) if methods is not None else list(dict.fromkeys(image["method"]))
+    out = []
+    for m in methods:
+        for kind, g in image[image["method"] == m].groupby("meta_kind", sort=True):
+            for r in REGIONS:
+                iv = interval(g[f"use_density_{r}"].dropna().to_numpy(float), seed=seed)
+                out.append(dict(method=m, kind=kind, region=r, n=iv.n, density=iv.value,
+                                low=iv.low, high=iv.high))
+    return pd.DataFrame(out)
+
+
+def density_ceiling(scores: np.ndarray) -> float:
+    """The largest density (:func:`nibcore.metrics.mass_density`) that any region can receive
+    from this map: its positive part's maximum over its mean. A region's density is the mean
+    of the map inside it over the mean everywhere, so it cannot exceed this; a flat map (mean
+    near its maximum) cannot single out any region. NaN for a map without positive mass.
+
+    Args:
+        scores: the map ``(H, W)``.
+    """
+    positive = np.maximum(np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0,
+                                        posinf=0.0, neginf=0.0), 0.0)
+    mean = positive.mean()
+    return float(positive.max() / mean) if mean > 0 else float("nan")

@@ -45,6 +45,7 @@ Checks (exercise label → function):
 * ``ex-gallery-norm`` → :func:`ex_gallery_norm`
 * ``ex-use-effects`` → :func:`ex_use_effects`
 * ``ex-use-density`` → :func:`ex_use_density`
+* ``ex-use-lab`` → :func:`ex_use_lab`
 """
 
 from __future__ import annotations
@@ -1135,28 +1136,29 @@ def ex_text_clean(pooled_drop, other_drop, model, n: int = 60, seed: int = 0) ->
 
 # --- results_ablations.ipynb, results_beta.ipynb: labs on other store files -------------------
 
-def _store_rows(file: str, method: str, side: str, params: dict):
+def _store_rows(file: str, method: str, side: str, params: dict, model: str = "mini"):
     import json as _json
 
     from nibcore import store
 
-    df = store.load(file)
+    df = store.load(file, model)
     rows = df[(df.method == method) & (df.side == side)]
     keep = rows.params.map(lambda p: _json.loads(p) == params)
     return rows[keep]
 
 
-def store_lab_pairs(file: str, n: int, method: str, side: str, params: dict) -> list[int]:
+def store_lab_pairs(file: str, n: int, method: str, side: str, params: dict,
+                    model: str = "mini") -> list[int]:
     """The dataset indices of a lab's pairs: the ``n`` smallest indices of the store file's
-    rows of ``method`` on ``side`` with exactly these ``params``."""
-    return sorted(int(i) for i in _store_rows(file, method, side, params)["index"])[:n]
+    rows (of ``model``) of ``method`` on ``side`` with exactly these ``params``."""
+    return sorted(int(i) for i in _store_rows(file, method, side, params, model)["index"])[:n]
 
 
 def expected_store_lab(file: str, column: str, n: int, method: str, side: str,
-                       params: dict) -> float:
+                       params: dict, model: str = "mini") -> float:
     """The store's mean of ``column`` over :func:`store_lab_pairs`."""
-    rows = _store_rows(file, method, side, params)
-    rows = rows[rows["index"].isin(store_lab_pairs(file, n, method, side, params))]
+    rows = _store_rows(file, method, side, params, model)
+    rows = rows[rows["index"].isin(store_lab_pairs(file, n, method, side, params, model))]
     return float(rows[column].mean())
 
 
@@ -1423,3 +1425,34 @@ def ex_use_density(share_mean, density_mean, model, n: int = USE_SCENES) -> bool
     return _say(False, "explain each conflict scene with NIB on the cue model; the share is "
                     "metrics.energy_in_mask(map, scene.cue_mask), the density "
                     "metrics.mass_density(map, scene.cue_mask)")
+
+
+def ex_use_lab(density_cue_mean, density_object_mean, n: int = 100, model: str = "cue",
+               method: str = "nib") -> bool:
+    """``ex-use-lab``: your mean density (``metrics.mass_density``) of ``method``'s [0, 1] maps
+    in the cue and in the object, over the pairs ``check.store_lab_pairs("use", n, method,
+    "image", {}, model)`` of the cue world (``load_dataset("cues")[i]``; the regions are
+    ``pair.meta["regions"]``), against the store's ``use`` rows of ``model`` (relative
+    agreement :data:`RTOL`)."""
+    if not (_is_number(density_cue_mean) and _is_number(density_object_mean)):
+        return _bad("pass two numbers: check.ex_use_lab(density_cue_mean, density_object_mean, "
+                    "n)")
+    hint = _lab_size_hint(n, lambda k: store_lab_pairs("use", k, method, "image", {}, model),
+                          f"cue-world pairs of {method!r} ({model})")
+    if hint:
+        return _bad(hint)
+    want = [expected_store_lab("use", f"use_density_{r}", n, method, "image", {}, model)
+            for r in ("cue", "object")]
+    got = (float(density_cue_mean), float(density_object_mean))
+    if _close(got[0], want[0]) and _close(got[1], want[1]):
+        return _say(True, "")
+    if _close(got[0], want[1]) and _close(got[1], want[0]):
+        return _say(False, "the two numbers are swapped: the cue first, then the object")
+    if max(got) <= 1 < max(want):
+        return _say(False, "that looks like the share of mass (metrics.energy_in_mask): the "
+                           "density divides it by the region's share of the image "
+                           "(metrics.mass_density)")
+    return _say(False, f"not the store's: the pairs of check.store_lab_pairs('use', n, "
+                       f"{method!r}, 'image', {{}}, {model!r}), the model load_model({model!r}), "
+                       f"{method}'s default parameters, and metrics.mass_density(map, "
+                       f"pair.meta['regions'][region])")

@@ -10,7 +10,10 @@ appendices, with the verbatim ``quote``, the paper's value and a machine-readabl
   "generally"); ``tie`` — the same value; ``shared_best`` — the subjects tie and each is better
   than every other method; ``differs`` — a change in either direction;
   ``fewer_passes`` — fewer forward + backward passes; ``magnitude`` — a number of the paper's
-  model; ``rederive`` — an abstract percentage; ``none`` — a sentence without a criterion.
+  model; ``rederive`` — an abstract percentage; ``faithful`` — the map's values rank regions
+  by how much the model uses them, on the cue world whose evidence is measured by intervention
+  (:mod:`nibcore.faithfulness`: Spearman ρ between the map's density gap and the effect gap,
+  reproduced when its interval lies above 0); ``none`` — a sentence without a criterion.
 * A subject is a method key (``nib``), or a setting of a sweep: ``num_steps=20`` (Table 3),
   ``layer=9`` (Table 4, the paper's 12-block numbering) or ``beta=0.9`` (Table 5).
 
@@ -60,7 +63,7 @@ COLUMNS = ("id", "section", "quote", "paper_value", "kind", "test", "subject", "
 KINDS = ("ordering", "relative effect", "absolute magnitude", "speed", "qualitative")
 #: The tests a claim can name (see the module's docstring).
 TESTS = ("better", "mostly", "higher", "lower", "tie", "shared_best", "differs",
-         "fewer_passes", "magnitude", "rederive", "none")
+         "fewer_passes", "magnitude", "rederive", "faithful", "none")
 #: The paper's three datasets, in its order.
 DATASETS = ("Conceptual Captions", "ImageNet", "Flickr8k")
 
@@ -374,13 +377,14 @@ def paper_check(claim: Any, tables: PaperTables) -> PaperCheck:
     """Check a claim against the paper's own tables: its test on the printed numbers (every
     dataset it names), and every number it states — a gap (``stated_as == "gap"``), a value
     per subject × dataset × metric (``"value"``), numbers that appear in the table
-    (``"quoted"``). Abstract percentages are checked by :func:`rederive` instead.
+    (``"quoted"``). Abstract percentages are checked by :func:`rederive` instead; a
+    ``faithful`` claim has no table.
 
     Args:
         claim: a row of :func:`load_claims`.
         tables: the paper's tables.
     """
-    if claim.test in ("rederive",):
+    if claim.test in ("rederive", "faithful"):
         return PaperCheck(None)
     subjects, versus = units(claim)
     metrics, datasets = _split(claim.metrics), claim_datasets(claim)
@@ -567,14 +571,17 @@ def rederive(table2: pd.DataFrame, metrics: Sequence[str], stated: str) -> pd.Da
 class Sources:
     """Our rows: ``scores`` (:func:`nibcore.evaluate` rows of the eight methods, both sides),
     ``timing`` (the timed subset, :func:`nibcore.store.load_timing`), and the sweeps —
-    ``steps`` (a ``num_steps`` column), ``layers`` (a ``paper_layer`` column) and ``beta`` (a
-    ``beta`` column, one row per pair: the mean over M2IB's seeds)."""
+    ``steps`` (a ``num_steps`` column), ``layers`` (a ``paper_layer`` column), ``beta`` (a
+    ``beta`` column, one row per pair: the mean over M2IB's seeds) and ``use`` (the cue world's
+    rows of the model ``use_model``, trained to rely on its cue: :mod:`nibcore.faithfulness`)."""
 
     scores: pd.DataFrame
     timing: pd.DataFrame | None = None
     steps: pd.DataFrame | None = None
     layers: pd.DataFrame | None = None
     beta: pd.DataFrame | None = None
+    use: pd.DataFrame | None = None
+    use_model: str = "cue"
     label: str = "ours"
 
     def frame(self, unit: Unit) -> tuple[pd.DataFrame, str]:
@@ -588,13 +595,15 @@ class Sources:
         return frame, column
 
 
-def load_sources(model: Any, name: str = "mini") -> Sources:
+def load_sources(model: Any, name: str = "mini", use_model: str = "cue") -> Sources:
     """Read the results store of model ``name``: Table 2's three files, the timings and the
-    three sweeps (layers mapped onto ``model``'s towers by relative depth).
+    three sweeps (layers mapped onto ``model``'s towers by relative depth); and the cue world's
+    ``use`` / ``use-rise`` files of ``use_model`` where the store has them.
 
     Args:
         model: the :class:`nibcore.models.ClipModel` whose towers the paper's layers map onto.
         name: the store's model name.
+        use_model: the cue world's model whose rows test the faithfulness claims.
     """
     from .. import store, sweeps
     from .reports import seed_means
@@ -606,8 +615,11 @@ def load_sources(model: Any, name: str = "mini") -> Sources:
                                                      "layer"), model, PAPER_LAYERS)
     beta = sweeps.with_param(sweeps.with_param(store.load("table5-beta", name), "beta"), "seed")
     beta = seed_means(beta.rename(columns={"seed": "method_seed"}), "beta")
+    present = [f for f in ("use", "use-rise")
+               if store.meta_file(store.store_file(f, use_model)).is_file()]
+    use = store.load_many(present, use_model) if present else None
     n = scores["id"].nunique()
-    return Sources(scores, timing, steps, layers, beta,
+    return Sources(scores, timing, steps, layers, beta, use=use, use_model=use_model,
                    label=f"ours ({name}, held-out scenes, n = {n})")
 
 
@@ -972,6 +984,8 @@ def ledger(claims: pd.DataFrame, sources: Sources, tables: PaperTables | None = 
                              f"{recipe(claim.chapter)}.")
         elif claim.test == "rederive":
             row.update(_rederive_row(claim, sources, rederived, seed))
+        elif claim.test == "faithful":
+            row.update(_faithful_row(claim, sources, seed))
         else:
             subjects, versus = units(claim)
             comps = [compare(sources, a, b, metric, test, seed)
@@ -998,6 +1012,39 @@ def ledger(claims: pd.DataFrame, sources: Sources, tables: PaperTables | None = 
                              f"{scene_words[0].upper()}{scene_words[1:]}.")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _faithful_row(claim: Any, sources: Sources, seed: int) -> dict[str, Any]:
+    """A ``faithful`` claim's verdict on the cue world (:mod:`nibcore.faithfulness`): the
+    subject's Spearman ρ between its density gap (cue − object) and the measured effect gap,
+    across the pairs of ``sources.use_model``, reproduced when the interval lies above 0."""
+    from ..faithfulness import leaderboard
+
+    if sources.use is None:
+        raise ValueError(f"claim {claim.id} needs the cue world's rows of the "
+                         f"{sources.use_model!r} model: python -m nibcore.store generate use "
+                         f"--model {sources.use_model}")
+    subject = units(claim)[0][0].value
+    board = leaderboard(sources.use, seed=seed).set_index("method")
+    if subject not in board.index:
+        raise ValueError(f"claim {claim.id}: no cue-world rows of {subject!r}")
+    mine = board.loc[subject]
+    verdict = interval_verdict(mine.rho_low, mine.rho_high)
+    rank = int((board["rho"] > mine.rho).sum()) + 1
+    name = DISPLAY.get(subject, subject)
+    shown = f"ρ = {fmt(mine.rho, mine.rho_low, mine.rho_high)}"
+    follows = {REPRODUCED: "grows with", NOT_REPRODUCED: "shrinks as",
+               NOT_DISTINGUISHABLE: "is not distinguishable at 95 % from no relation to"}[verdict]
+    reason = (f"On the cue world's {sources.use_model!r} model, whose evidence is measured by "
+              f"painting the cue and the object out, {name}'s density gap (cue − object) "
+              f"{follows} the cosine each removal costs, across {int(mine.n)} pairs "
+              f"({shown}; {_ordinal(rank)} of {len(board)} methods). The sentence defines A "
+              f"for any model, so a model of known evidence tests it; ρ is the criterion fixed "
+              f"before any method ran on that world (chapter faithfulness).")
+    return dict(scenes=verdict, verdict=verdict, effect=float(mine.rho), low=float(mine.rho_low),
+                high=float(mine.rho_high), n=int(mine.n),
+                what=f"{name}, Spearman ρ (density gap vs effect gap, cue world)",
+                ours=f"{name} {shown} (n = {int(mine.n)}, cue world)", reason=reason)
 
 
 def _first(items: list[str], k: int = 3) -> str:

@@ -43,7 +43,7 @@ KINDS = {
     "ex-abl-complete": "lab", "ex-beta-seeds": "lab", "ex-beta-nib": "lab",
     "ex-beyond-dilate": "lab", "ex-beyond-bottom": "lab", "ex-main-n": "lab",
     "ex-main-caption": "lab", "ex-gallery-own": "lab", "ex-main-lab": "lab",
-    "ex-text-lab": "lab", "ex-abl-lab": "lab", "ex-beta-lab": "lab",
+    "ex-text-lab": "lab", "ex-abl-lab": "lab", "ex-beta-lab": "lab", "ex-use-lab": "lab",
     "ex-beyond-lab": "lab", "ex-metrics-lab": "lab", "ex-passes-lab": "lab",
     # conceptual: an argument, an opinion, an exploration without one right number
     "ex-clip-logit": "conceptual", "ex-narrow-per-token": "conceptual",

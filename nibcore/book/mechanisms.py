@@ -24,6 +24,12 @@ Insertion / deletion under the two protocols (:data:`nibcore.metrics.CURVE_PROTO
 * :func:`raster_ties` — one map's AUCs with its ties broken in row-major order (metric
   definitions version 1), in row-major order of the map turned by 180°, and as one group
   (version 2).
+
+The cue world (:mod:`nibcore.faithfulness`):
+
+* :func:`map_profile` — how far each method's maps can single out any region at all (the
+  median over pairs of :func:`nibcore.faithfulness.density_ceiling`, the map's maximum over its
+  mean) and where their maximum lies (distance to the image's edge and to the object).
 """
 
 from __future__ import annotations
@@ -451,3 +457,45 @@ def protocol_sentences(ranks: pd.DataFrame, match: pd.DataFrame, method: str = "
                      f"{fmt(row['match'], row['low'], row['high'])} % of {int(row['n'])} pairs.")
         out.append(line)
     return out
+
+
+def map_profile(model, dataset, methods: Sequence[str], n: int = 12, seed: int = 0,
+                params: dict[str, dict] | None = None) -> pd.DataFrame:
+    """How each method's maps are shaped, on the first ``n`` pairs of the seeded permutation the
+    store uses: one row per method with the medians over its maps of the ``ceiling``
+    (:func:`nibcore.faithfulness.density_ceiling`), the map's ``mean`` (its maximum is 1),
+    ``edge`` (the pixel distance from the map's maximum to the nearest image edge) and
+    ``to_object`` (from the maximum to the nearest pixel of ``pair.meta["regions"]["object"]``,
+    0 inside it), and the ``n`` maps. Ties at the maximum: the first in row-major order, a
+    location only (no metric reads it).
+
+    Args:
+        model: the CLIP model.
+        dataset: a dataset whose pairs have ``meta["regions"]`` (``load_dataset("cues")``).
+        methods: method keys.
+        n: pairs.
+        seed: the permutation's seed (:func:`nibcore.evaluation.seeded_subset`).
+        params: per-method parameters (the chapter's ``PARAMS``).
+    """
+    from ..attribution import explain
+    from ..evaluation import seeded_subset
+    from ..faithfulness import density_ceiling
+    from ..metrics import fit_mask
+
+    pairs = [dataset[i] for i in seeded_subset(len(dataset), n, seed)]
+    out = []
+    for m in methods:
+        stats = []
+        for p in pairs:
+            s = np.asarray(explain(model, p.image, p.text, method=m,
+                                   **(params or {}).get(m, {})).scores, dtype=np.float64)
+            r, c = np.unravel_index(int(np.nanargmax(s)), s.shape)
+            ys, xs = np.nonzero(fit_mask(p.meta["regions"]["object"], s.shape))
+            stats.append((density_ceiling(s), float(np.nanmean(s)),
+                          min(r, c, s.shape[0] - 1 - r, s.shape[1] - 1 - c),
+                          float(np.min(np.hypot(ys - r, xs - c)))))
+        v = np.array(stats, dtype=np.float64)
+        out.append(dict(method=m, ceiling=float(np.nanmedian(v[:, 0])),
+                        mean=float(np.median(v[:, 1])), edge=float(np.median(v[:, 2])),
+                        to_object=float(np.median(v[:, 3])), n=len(stats)))
+    return pd.DataFrame(out)

@@ -955,3 +955,102 @@ def faithfulness_sentences(boards: dict[str, pd.DataFrame], verdicts: dict[str, 
             f"{v.get('not distinguishable at 95 %', 0)}. Its density gap (cue − object) "
             f"{rho_word}: ρ = {fmt(r['rho'], r['rho_low'], r['rho_high'])}.")
     return out
+
+
+def use_mechanism_sentences(densities: dict[str, pd.DataFrame], ceilings: pd.DataFrame,
+                            method: str = "nib", cue_model: str = "cue",
+                            control: str = "cue-control") -> list[str]:
+    """What ``method``'s maps do in the cue world, generated from the measured values: the cue's
+    density where it supports the caption (agreeing scenes) and where it opposes it
+    (conflicting scenes) under the cue model and the control
+    (:func:`nibcore.faithfulness.kind_densities`), how far its maps can single out any region
+    at all and where they peak (``ceilings``: :func:`nibcore.book.mechanisms.map_profile`, one
+    row per method with the median ``ceiling`` over ``n`` maps, and optionally ``edge`` and
+    ``to_object``).
+
+    Args:
+        densities: model name → :func:`~nibcore.faithfulness.kind_densities` of its rows.
+        ceilings: per method, ``method``, ``ceiling`` (median) and ``n`` (and ``edge``,
+            ``to_object``: where the maximum lies).
+        method: the method described.
+        cue_model: the model trained to rely on the cue.
+        control: the control model.
+    """
+    from ..stats import fmt
+
+    name = DISPLAY.get(method, method)
+
+    def cell(model: str, kind: str, region: str) -> pd.Series | None:
+        d = densities.get(model)
+        if d is None:
+            return None
+        hit = d[(d.method == method) & (d.kind == kind) & (d.region == region)]
+        return hit.iloc[0] if len(hit) else None
+
+    def shown(c: pd.Series) -> str:
+        return f"{fmt(c.density, c.low, c.high)}× chance (n = {int(c.n)})"
+
+    out = []
+    agree, conflict = cell(cue_model, "agree", "cue"), cell(cue_model, "conflict", "cue")
+    if agree is not None and conflict is not None:
+        if conflict.low > 1:
+            sign = (f"it still singles the cue out where the cue argues *against* the caption — "
+                    f"a {name} map is not signed, so it shows that the cue matters to the "
+                    f"cosine, not in which direction")
+        elif conflict.high < 1:
+            sign = "it turns away from the cue where the cue argues against the caption"
+        else:
+            sign = ("where the cue argues against the caption its density is not "
+                    "distinguishable from chance")
+        out.append(f"On the **{cue_model}** model {name} gives the cue {shown(agree)} on "
+                   f"agreeing scenes, where the cue supports the caption, and {shown(conflict)} "
+                   f"on conflicting ones, where it opposes it: {sign}.")
+    ctrl = [cell(control, k, "cue") for k in ("agree", "conflict")]
+    if all(c is not None for c in ctrl):
+        if not all(np.isfinite([c.low, c.high]).all() for c in ctrl):
+            verdict = ": too few pairs to tell from chance."
+        elif all(c.low <= 1 <= c.high for c in ctrl):
+            verdict = ": chance, as a faithful map must."
+        else:
+            verdict = ": not chance, although the control does not use the cue."
+        out.append(f"On the **{control}**, whose cue plays no role, {name} gives the cue "
+                   f"{shown(ctrl[0])} (agreeing) and {shown(ctrl[1])} (conflicting){verdict}")
+    c = ceilings.set_index("method")
+    if method in c.index and len(c) > 1:
+        mine = c.loc[method]
+        others = c.drop(index=method).sort_values("ceiling", ascending=False)
+        rank = int((c["ceiling"] > mine.ceiling).sum()) + 1
+        flat = ("flatter than most" if mine.ceiling < others["ceiling"].median() else
+                "no flatter than most")
+        listed = ", ".join(f"{DISPLAY.get(m, m)} {r.ceiling:.3g}" for m, r in others.iterrows())
+        obj = cell(cue_model, "agree", "object")
+        obj_words = (f"; on the {cue_model} model's agreeing scenes it gives the object "
+                     f"{shown(obj)}" if obj is not None else "")
+        out.append(f"Over {int(mine.n)} maps of the {cue_model} model, a {name} map's maximum "
+                   f"is {mine.ceiling:.3g}× its mean (median), {ordinal(rank)} of {len(c)} "
+                   f"methods ({listed}): {name}'s maps are {flat}. No region can receive more "
+                   f"than its map's ceiling, so half of the {name} maps cannot give any region "
+                   f"more than {mine.ceiling:.3g}× chance{obj_words}.")
+        if {"edge", "to_object"} <= set(c.columns):
+            near = ", ".join(f"{DISPLAY.get(m, m)} {r.to_object:.3g}"
+                             for m, r in others.sort_values("to_object").iterrows())
+            out.append(f"Where a {name} map peaks: a median of {mine.edge:.3g} px from the "
+                       f"image's edge and {mine.to_object:.3g} px from the object (over the same "
+                       f"{int(mine.n)} maps; distance to the object for the others: {near}).")
+    return out
+
+
+def kind_density_table(densities: dict[str, pd.DataFrame], region: str = "cue") -> pd.DataFrame:
+    """The density of ``region`` per method (rows) and model × scene kind (columns), each
+    ``value [low, high]`` (:func:`nibcore.faithfulness.kind_densities`; 1 is chance)."""
+    from ..stats import fmt
+
+    cols = {}
+    for model, d in densities.items():
+        d = d[d.region == region]
+        for kind, g in d.groupby("kind", sort=True):
+            cols[(model, kind)] = {DISPLAY.get(r.method, r.method): fmt(r.density, r.low, r.high)
+                                   for r in g.itertuples()}
+    table = pd.DataFrame(cols)
+    table.columns.names = ["model", "scenes"]
+    return table
