@@ -484,11 +484,14 @@ def test_preface_one(capsys, mini):
 # --- ex-metrics-lab ------------------------------------------------------------------------------
 
 def test_metrics_lab(capsys, mini, lab_nib):
+    """On the lab's first 60 pairs (each curve scores 11 images per pair, four answers: the
+    chapter's 200 would take a minute here); the check takes any n the store has."""
     from nibcore import metrics
     from nibcore.inputs import prepare_images
 
-    n = 200
+    n = 60
     pairs, maps = lab_nib
+    pairs, maps = pairs[:n], maps[:n]
     pixels = prepare_images(mini, [p.image for p in pairs])
     ids = mini.tokenize([p.text for p in pairs])
     rng = np.random.default_rng(0)
@@ -1058,3 +1061,42 @@ def test_use_density(capsys, cue_world):
         assert not ok, name
         hides(out, share, density)
     assert "two numbers" in run(capsys, check.ex_use_density, None, 1.0, models["cue"], n)[1]
+
+
+# --- ex-use-lab (faithfulness) ------------------------------------------------------------------
+
+def test_use_lab(capsys, cue_world):
+    """The reference recomputes NIB's densities on the lab's pairs with metrics.mass_density,
+    independently of the store rows the check reads."""
+    from nibcore import explain
+    from nibcore.datasets import load_dataset
+    from nibcore.metrics import energy_in_mask, mass_density
+
+    models, _ = cue_world
+    n = 30
+    data = load_dataset("cues")
+    pairs = [data[i] for i in check.store_lab_pairs("use", n, "nib", "image", {}, "cue")]
+    assert len(pairs) == n
+    maps = [explain(models["cue"], p.image, p.text, method="nib").scores for p in pairs]
+
+    def means(fn, ms=maps, model_pairs=pairs):
+        return tuple(float(np.mean([fn(m, p.meta["regions"][r]) for m, p in zip(ms, model_pairs)]))
+                     for r in ("cue", "object"))
+
+    ref = means(mass_density)
+    assert run(capsys, check.ex_use_lab, *ref, n)[0]
+    control = [explain(models["cue-control"], p.image, p.text, method="nib").scores
+               for p in pairs]
+    wrong = {"the two regions swapped": ref[::-1],
+             "the share of mass, not the density": means(energy_in_mask),
+             "the control's maps": means(mass_density, control),
+             "the inverted map": means(mass_density, [1 - m for m in maps]),
+             "fewer pairs": means(mass_density, maps[:n // 2], pairs[:n // 2])}
+    for name, answer in wrong.items():
+        ok, out = run(capsys, check.ex_use_lab, *answer, n)
+        assert not ok, name
+        hides(out, *ref)
+    assert "swapped" in run(capsys, check.ex_use_lab, *ref[::-1], n)[1]
+    assert "share of mass" in run(capsys, check.ex_use_lab, *means(energy_in_mask), n)[1]
+    assert "two numbers" in run(capsys, check.ex_use_lab, None, 1.0, n)[1]
+    assert "fewer than" in run(capsys, check.ex_use_lab, *ref, 10 ** 6)[1]

@@ -30,8 +30,9 @@ def normalise(text: str) -> str:
     """The paper's markdown as plain text: LaTeX β, emphasis and escapes dropped, spaces
     collapsed."""
     text = re.sub(r"\$\\beta\$", "β", text)
+    text = re.sub(r"\$\s*([A-Za-z])\s*\$", r"\1", text)  # a one-letter symbol: $A$ -> A
     text = text.replace("\\_", "_").replace("*", "")
-    return re.sub(r"\s+", " ", text)
+    return re.sub(r"\s+([,.;:])", r"\1", re.sub(r"\s+", " ", text))
 
 
 def section(text: str, start: str, end: str) -> str:
@@ -191,7 +192,7 @@ def test_every_bold_cell_of_table2_has_a_claim():
 def test_every_number_and_setting_of_a_comparison_is_known():
     for row in CLAIMS.itertuples():
         subjects, versus = C.units(row)
-        if row.test in ("magnitude", "rederive", "none"):
+        if row.test in ("magnitude", "rederive", "none", "faithful"):
             continue
         assert subjects and versus, row.id
         for u in subjects + versus:
@@ -361,3 +362,39 @@ def test_every_code_note_names_a_file_of_ours():
     missing = [f"{key}: {path}" for key, (_, path) in CODE_NOTES.items()
                if not (root / path).is_file()]
     assert not missing, missing
+
+
+def synthetic_use(sign: float, n: int = 40, seed: int = 0) -> pd.DataFrame:
+    """Cue-world rows of the cue model: NIB's density gap is ``sign`` × the effect gap plus a
+    little noise; Grad-CAM's is noise."""
+    rng = np.random.default_rng(seed)
+    effects = rng.normal(0, 0.3, size=(n, 2))
+    rows = []
+    for i, (e_cue, e_obj) in enumerate(effects):
+        gap = e_cue - e_obj
+        for m, d in (("nib", sign * gap + rng.normal(0, 0.05)), ("gradcam", rng.normal(0, 0.3))):
+            rows.append(dict(id=f"c{i}", method=m, side="image", model="cue", img_s0=1.0,
+                             use_s_cue=1.0 - e_cue, use_s_object=1.0 - e_obj, use_null_0=0.0,
+                             use_null_1=1e-3, use_null_2=0.0, use_null_3=-1e-3,
+                             use_point_cue=0.0, use_point_object=100.0,
+                             use_density_cue=2.0 + d, use_density_object=2.0 - d,
+                             meta_kind=("agree", "conflict")[i % 2]))
+    return pd.DataFrame(rows)
+
+
+def test_the_faithfulness_claim_is_judged_on_the_cue_world():
+    """§3's "the larger the value of A, the more important": NIB's Spearman ρ between its
+    density gap and the measured effect gap, reproduced above 0 and not reproduced below;
+    without the cue world's rows the ledger says how to make them."""
+    row = CLAIMS[CLAIMS["id"] == "s3-importance"]
+    assert len(row) == 1 and row.iloc[0].test == "faithful"
+    assert C.paper_check(claim("s3-importance"), TABLES).consistent is None
+    scores = synthetic_scores()
+    good = C.ledger(row, C.Sources(scores, use=synthetic_use(+1.0))).iloc[0]
+    assert good.verdict == C.REPRODUCED and good.low > 0
+    assert "grows with" in good.reason and "1st of 2 methods" in good.reason
+    assert "n = 40" in good.ours and good.n == 40
+    bad = C.ledger(row, C.Sources(scores, use=synthetic_use(-1.0))).iloc[0]
+    assert bad.verdict == C.NOT_REPRODUCED and bad.high < 0 and "shrinks as" in bad.reason
+    with pytest.raises(ValueError, match="generate use --model cue"):
+        C.ledger(row, C.Sources(scores))

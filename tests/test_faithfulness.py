@@ -158,3 +158,72 @@ def test_a_stored_cue_file_audits_and_a_changed_value_fails(mini, tmp_path):
     path.write_text("\n".join([json.dumps(row), *lines[1:]]) + "\n")
     bad = au.audit(path, mini, pairs=2, tolerances=tol, **quiet)
     assert {m.column for m in bad.mismatches} == {"use_s_cue", "use_density_object"}
+
+
+def test_kind_densities_split_by_scene_kind():
+    """Per method, kind and region: the mean density over the pairs of that kind, whatever
+    the region's role."""
+    null = [[0.0, 0.01, 0.0, -0.01]] * 4
+    effects = [(0.5, 0.0), (-0.5, 0.5), (0.5, 0.5), (-0.5, 0.5)]  # kinds: agree, conflict, ...
+    points = {"a": [(0, 0)] * 4}
+    dens = {"a": [(9, 1), (3, 2), (5, 3), (1, 4)]}
+    d = fa.kind_densities(_frame(effects, null, points, dens, methods=("a",)))
+    got = d.set_index(["kind", "region"])["density"]
+    assert got[("agree", "cue")] == pytest.approx(7.0)       # pairs 0 and 2
+    assert got[("conflict", "cue")] == pytest.approx(2.0)    # pairs 1 and 3
+    assert got[("conflict", "object")] == pytest.approx(3.0)
+    assert set(d["n"]) == {2}
+    assert (d["low"] <= d["density"]).all() and (d["density"] <= d["high"]).all()
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_no_region_exceeds_the_density_ceiling(seed):
+    """A region's density is its mean over the map's mean, so the map's max over its mean
+    bounds it; the bound is reached by the region of the maximal pixel alone."""
+    rng = np.random.default_rng(seed)
+    scores = rng.random((16, 16)) ** 3
+    ceiling = fa.density_ceiling(scores)
+    for _ in range(20):
+        mask = rng.random((16, 16)) < rng.uniform(0.01, 0.5)
+        if mask.any():
+            assert mass_density(scores, mask) <= ceiling * (1 + 1e-12)
+    top = np.zeros((16, 16), bool)
+    top[np.unravel_index(np.argmax(scores), scores.shape)] = True
+    assert mass_density(scores, top) == pytest.approx(ceiling)
+    assert fa.density_ceiling(np.ones((4, 4))) == pytest.approx(1.0)  # flat: nothing stands out
+    assert np.isnan(fa.density_ceiling(np.zeros((4, 4))))
+    assert np.isnan(fa.density_ceiling(np.full((4, 4), np.nan)))
+
+
+def _densities(cue_conflict, control=(1.0, 0.8, 1.2)):
+    rows = []
+    for model, (agree, conflict) in (("cue", ((5.0, 4.0, 6.0), cue_conflict)),
+                                     ("cue-control", (control, control))):
+        for kind, (v, lo, hi) in (("agree", agree), ("conflict", conflict)):
+            for region in fa.REGIONS:
+                rows.append(dict(model=model, method="nib", kind=kind, region=region, n=50,
+                                 density=v, low=lo, high=hi))
+    d = pd.DataFrame(rows)
+    return {m: g.drop(columns="model") for m, g in d.groupby("model")}
+
+
+def test_use_mechanism_sentences_follow_the_measured_values():
+    from nibcore.book.reports import use_mechanism_sentences
+
+    ceilings = pd.DataFrame([dict(method="nib", ceiling=2.5, n=12, edge=3.0, to_object=19.0),
+                             dict(method="gradcam", ceiling=50.0, n=12, edge=9.0, to_object=4.0),
+                             dict(method="m2ib", ceiling=10.0, n=12, edge=7.0, to_object=5.0)])
+    unsigned = use_mechanism_sentences(_densities((3.0, 2.0, 4.0)), ceilings)
+    assert "not signed" in unsigned[0] and "chance, as a faithful map must" in unsigned[1]
+    assert "3rd of 3" in unsigned[2] and "flatter than most" in unsigned[2]
+    assert "3 px from the image's edge and 19 px from the object" in unsigned[3]
+    assert unsigned[3].index("Grad-CAM 4") < unsigned[3].index("M2IB 5")
+    turned = use_mechanism_sentences(_densities((0.5, 0.3, 0.7), control=(2.0, 1.5, 2.5)),
+                                     ceilings.assign(ceiling=[80.0, 50.0, 10.0]))
+    assert "turns away from the cue" in turned[0]
+    assert "although the control does not use the cue" in turned[1]
+    assert "1st of 3" in turned[2] and "no flatter than most" in turned[2]
+    unclear = use_mechanism_sentences(_densities((1.1, 0.9, 1.3), control=(1.0, np.nan, np.nan)),
+                                      ceilings)
+    assert "not distinguishable from chance" in unclear[0]
+    assert "too few pairs" in unclear[1]

@@ -189,3 +189,18 @@ def test_protocol_sentences_follow_the_ranks_and_the_match():
     assert one.startswith("**One object**") and "insertion 1 → 1; deletion 1 → 1" in one
     assert "insertion 1 → 2; deletion 1 → 2" in many and "of 20 pairs" in many
     assert "NIB's rank of 2" in many
+
+
+def test_map_profile_on_the_cue_world():
+    """Where maps peak and how flat they are, live: the ceiling bounds every region's density,
+    and the distances are those of the maximum."""
+    import nibcore
+    from nibcore.book.mechanisms import map_profile
+    from nibcore.datasets import load_dataset
+
+    model = nibcore.load_model("cue")
+    prof = map_profile(model, load_dataset("cues"), ["nib", "gradcam"], n=3).set_index("method")
+    assert list(prof.index) == ["nib", "gradcam"] and (prof["n"] == 3).all()
+    assert (prof["ceiling"] >= 1).all() and (prof["mean"] <= 1).all()
+    assert ((prof["edge"] >= 0) & (prof["edge"] <= 31.5)).all()
+    assert (prof["to_object"] >= 0).all()
