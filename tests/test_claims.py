@@ -398,3 +398,16 @@ def test_the_faithfulness_claim_is_judged_on_the_cue_world():
     assert bad.verdict == C.NOT_REPRODUCED and bad.high < 0 and "shrinks as" in bad.reason
     with pytest.raises(ValueError, match="generate use --model cue"):
         C.ledger(row, C.Sources(scores))
+
+
+def test_the_chapter_shows_every_section_of_the_ledger():
+    """book/claims.ipynb prints the ledger part by part (PARTS); a claim whose section no part
+    names would be judged but never shown."""
+    import ast
+    import json
+
+    cells = json.loads((ROOT / "book" / "claims.ipynb").read_text())["cells"]
+    src = next("".join(c["source"]) for c in cells if "".join(c["source"]).startswith("PARTS"))
+    parts = ast.literal_eval(src[src.index("{"):src.index("}") + 1])
+    shown = {s for sections in parts.values() for s in sections}
+    assert set(CLAIMS["section"]) <= shown, set(CLAIMS["section"]) - shown
