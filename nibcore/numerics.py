@@ -17,9 +17,11 @@ import torch
 #: Relative float32 noise between two numeric paths of one computation (ISA, threads, batch
 #: shape): the bound the tests use for quantities computed along different paths, and the
 #: threshold under which a map's range is rounding (a constant map). Raw attribution maps of the
-#: store's audit sample moved by at most 1.4e-5 of their largest magnitude across eight numeric
-#: paths (``tolerances.json``: ``raw_spread``); this is seven times that.
-FLOAT_NOISE_RTOL = 1e-4
+#: store's audit sample moved by at most 3.3e-5 of their largest magnitude across eight numeric
+#: paths (``tolerances.json``: ``raw_spread``; Chefer et al.'s map of a cue-world pair, the
+#: product of attention gradients and attention); this is six times that (it was 1e-4 while the
+#: largest spread measured was 1.4e-5, before the cue world's models).
+FLOAT_NOISE_RTOL = 2e-4
 
 
 def span_is_noise(span: torch.Tensor | np.ndarray | float,
