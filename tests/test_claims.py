@@ -394,6 +394,7 @@ def test_the_faithfulness_claim_is_judged_on_the_cue_world():
     assert good.verdict == C.REPRODUCED and good.low > 0
     assert "grows with" in good.reason and "1st of 2 methods" in good.reason
     assert "n = 40" in good.ours and good.n == 40
+    assert good.notes == []  # no protocol detail of the authors' code: the cue world is ours
     bad = C.ledger(row, C.Sources(scores, use=synthetic_use(-1.0))).iloc[0]
     assert bad.verdict == C.NOT_REPRODUCED and bad.high < 0 and "shrinks as" in bad.reason
     with pytest.raises(ValueError, match="generate use --model cue"):

@@ -798,7 +798,7 @@ def code_notes(claim: Any) -> list[str]:
     methods = {u.value for u in subjects + versus if u.key == "method"}
     keys = {u.key for u in subjects + versus}
     metrics = set(_split(claim.metrics))
-    table2 = "method" in keys and claim.test != "fewer_passes"
+    table2 = "method" in keys and claim.test not in ("fewer_passes", "faithful")
     out = []
     if "ImageNet" in claim_datasets(claim) and claim.test != "fewer_passes":
         out.append("imagenet")
