@@ -30,7 +30,8 @@ import tempfile
 from pathlib import Path
 
 RESULTS_PAGES = ("results_main", "results_text", "results_beta", "results_ablations",
-                 "results_beyond", "results_metrics", "results_passes", "gallery", "claims")
+                 "results_beyond", "results_metrics", "results_passes", "gallery", "claims",
+                 "faithfulness")
 MARK = "check-pages-result"
 
 # Runs in the page after load: measures, then writes JSON into <pre id=MARK>.
