@@ -214,16 +214,20 @@ def test_use_mechanism_sentences_follow_the_measured_values():
                              dict(method="gradcam", ceiling=50.0, n=12, edge=9.0, to_object=4.0),
                              dict(method="m2ib", ceiling=10.0, n=12, edge=7.0, to_object=5.0)])
     unsigned = use_mechanism_sentences(_densities((3.0, 2.0, 4.0)), ceilings)
-    assert "not signed" in unsigned[0] and "chance, as a faithful map must" in unsigned[1]
-    assert "3rd of 3" in unsigned[2] and "flatter than most" in unsigned[2]
-    assert "3 px from the image's edge and 19 px from the object" in unsigned[3]
-    assert unsigned[3].index("Grad-CAM 4") < unsigned[3].index("M2IB 5")
+    assert "not signed" in unsigned[0] and "chance, as a faithful map must" in unsigned[2]
+    assert unsigned[1] == ("Of the 1 methods on the cue model's conflicting scenes, 0 turn away "
+                           "from the opposing cue (interval below 1); 1 light it up (interval "
+                           "above 1): NIB; 0 are not distinguishable from chance there.")
+    assert "3rd of 3" in unsigned[3] and "flatter than most" in unsigned[3]
+    assert "3 px from the image's edge and 19 px from the object" in unsigned[4]
+    assert unsigned[4].index("Grad-CAM 4") < unsigned[4].index("M2IB 5")
     turned = use_mechanism_sentences(_densities((0.5, 0.3, 0.7), control=(2.0, 1.5, 2.5)),
                                      ceilings.assign(ceiling=[80.0, 50.0, 10.0]))
-    assert "turns away from the cue" in turned[0]
-    assert "although the control does not use the cue" in turned[1]
-    assert "1st of 3" in turned[2] and "no flatter than most" in turned[2]
+    assert "turns away from the cue" in turned[0] and "1 turn away" in turned[1]
+    assert "although the control does not use the cue" in turned[2]
+    assert "1st of 3" in turned[3] and "no flatter than most" in turned[3]
     unclear = use_mechanism_sentences(_densities((1.1, 0.9, 1.3), control=(1.0, np.nan, np.nan)),
                                       ceilings)
     assert "not distinguishable from chance" in unclear[0]
-    assert "too few pairs" in unclear[1]
+    assert "1 are not distinguishable from chance there: NIB" in unclear[1]
+    assert "too few pairs" in unclear[2]

@@ -1005,6 +1005,16 @@ def use_mechanism_sentences(densities: dict[str, pd.DataFrame], ceilings: pd.Dat
         out.append(f"On the **{cue_model}** model {name} gives the cue {shown(agree)} on "
                    f"agreeing scenes, where the cue supports the caption, and {shown(conflict)} "
                    f"on conflicting ones, where it opposes it: {sign}.")
+        d = densities[cue_model]
+        d = d[(d.kind == "conflict") & (d.region == "cue")]
+        groups = {"turn away from the opposing cue (interval below 1)": d[d.high < 1],
+                  "light it up (interval above 1)": d[d.low > 1],
+                  "are not distinguishable from chance there": d[(d.low <= 1) & (d.high >= 1)]}
+        parts = [f"{len(g)} {what}" + (f": {', '.join(DISPLAY.get(m, m) for m in g.method)}"
+                                       if len(g) else "")
+                 for what, g in groups.items()]
+        out.append(f"Of the {len(d)} methods on the {cue_model} model's conflicting scenes, "
+                   + "; ".join(parts) + ".")
     ctrl = [cell(control, k, "cue") for k in ("agree", "conflict")]
     if all(c is not None for c in ctrl):
         if not all(np.isfinite([c.low, c.high]).all() for c in ctrl):
