@@ -965,23 +965,16 @@ def ex_metrics_lab(insertion_mean, deletion_mean, n: int = 200, method: str = "n
 LAB_ATOL = 0.01
 
 
-def _table2_rows(method: str, side: str):
-    """The results store's ``table2`` rows of ``method`` on ``side``."""
-    from nibcore import store
-
-    df = store.load("table2")
-    return df[(df.method == method) & (df.side == side)]
-
-
 def lab_pairs(n: int = 200, method: str = "nib", side: str = "image") -> list[int]:
     """The dataset indices of the lab's pairs: the ``n`` smallest indices of the results store's
-    ``table2`` rows of ``method`` on ``side`` (``load_dataset("scenes")[i]`` is the pair)."""
-    return sorted(int(i) for i in _table2_rows(method, side)["index"])[:n]
+    ``table2`` rows of ``method`` on ``side`` (``load_dataset("scenes")[i]`` is the pair;
+    :func:`store_lab_pairs` of ``table2``, whose methods run with their default parameters)."""
+    return store_lab_pairs("table2", n, method, side, {})
 
 
 def lab_rows(n: int = 200, method: str = "nib", side: str = "image"):
     """The results store's ``table2`` rows of the lab's pairs (:func:`lab_pairs`)."""
-    rows = _table2_rows(method, side)
+    rows = _store_rows("table2", method, side, {})
     return rows[rows["index"].isin(lab_pairs(n, method, side))]
 
 
